@@ -1,0 +1,68 @@
+"""clipdata: CLIP-style training data, from a query list to contamination-checked WebDataset shards.
+
+Packaging choice: the stage folders the repository is organised by (`pipeline/`, `query_lists/`,
+`trainer/`, `dedup/`) install under one `clipdata` namespace — `clipdata.pipeline`,
+`clipdata.query_lists`, `clipdata.trainer`, `clipdata.dedup` — because `pipeline`, `trainer` and
+`dedup` are also the names of unrelated packages on PyPI, and a top-level `import pipeline` would
+shadow (or be shadowed by) them. `clipdata` itself is a namespace package with no folder of its own.
+"""
+from setuptools import setup
+
+STAGES = ["pipeline", "query_lists", "trainer", "dedup"]
+
+# Every subpackage of a stage folder is mapped too (clipdata.trainer.model_configs, ...).
+SUBPACKAGES = {
+    "trainer": ["model_configs"],
+}
+
+
+def packages():
+    names, dirs = [], {}
+    for stage in STAGES:
+        names.append(f"clipdata.{stage}")
+        dirs[f"clipdata.{stage}"] = stage
+        for sub in SUBPACKAGES.get(stage, []):
+            names.append(f"clipdata.{stage}.{sub}")
+            dirs[f"clipdata.{stage}.{sub}"] = f"{stage}/{sub}"
+    return names, dirs
+
+
+PACKAGES, PACKAGE_DIR = packages()
+
+# torch is pinned to the release whose CPU build is what a CPU-only machine installs; an unpinned
+# torch pulls several GB of CUDA wheels from PyPI. GPU users install their CUDA build of the same
+# release first (see README), and pip then keeps it.
+INSTALL_REQUIRES = [
+    "apache-beam>=2.60,<3",
+    "img2dataset>=1.45,<2",
+    "webdataset>=0.2.86,<0.3",  # img2dataset pins < 0.3
+    "pyarrow>=14",
+    "faiss-cpu>=1.8",
+    "torch==2.13.0",
+    "ftfy>=6.1",
+    "imagehash>=4.3",
+    "mwparserfromhell>=0.6",  # wikitext -> plain text for the query-list counts
+    "pyahocorasick>=2.0",
+    "tqdm>=4.62",
+    "numpy>=1.24",
+    "pillow>=10",
+]
+
+setup(
+    name="clipdata",
+    version="0.1.0",
+    description="CLIP-style training data: query lists, curation, WebDataset shards, "
+    "contamination reports and a streaming contrastive trainer",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    package_data={"clipdata.trainer.model_configs": ["*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "gpu": ["faiss-gpu-cu12>=1.8"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "warcio>=1.7"],
+    },
+    entry_points={"console_scripts": ["clipdata=clipdata.pipeline.cli:main"]},
+)

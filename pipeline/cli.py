@@ -1,2 +1,75 @@
-def main():
-    print("hi")
+"""The `clipdata` command: one subcommand per stage.
+
+Each stage's subcommands are defined in its own package (`clipdata.query_lists.cli`,
+`clipdata.pipeline.*`, `clipdata.dedup.cli`, `clipdata.trainer.cli`); this file only wires them
+together. Heavy imports (Beam, torch) happen inside the handlers so `clipdata --help` is instant.
+
+Flags a subcommand does not know are passed to Apache Beam when the subcommand runs a Beam job
+(`--runner`, `--direct_num_workers`, ...), and are an error otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+BEAM_OPTIONS_HELP = (
+    "Any other --flag is passed to Apache Beam: --direct_num_workers N (local worker processes, "
+    "0 = one per core), or --runner FlinkRunner/SparkRunner/DataflowRunner with that runner's options."
+)
+
+
+class UsageError(Exception):
+    """A problem the user can fix from the command line; printed without a traceback."""
+
+
+def add_not_built(subparsers, name: str, help_text: str, issue: int) -> None:
+    """A subcommand whose stage is not built yet: it says so and exits 2, never pretends."""
+    parser = subparsers.add_parser(name, help=f"{help_text} (not built yet)", add_help=True)
+
+    def handler(args, extra):
+        raise UsageError(
+            f"`clipdata {name}` is not built yet (tracked in issue #{issue}); "
+            "see README.md for the stages that work today."
+        )
+
+    parser.set_defaults(handler=handler, beam=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from clipdata.dedup import cli as dedup_cli
+    from clipdata.pipeline import demo as demo_cli
+    from clipdata.query_lists import cli as queries_cli
+    from clipdata.trainer import cli as train_cli
+
+    parser = argparse.ArgumentParser(
+        prog="clipdata",
+        description="CLIP-style training data: query lists, curation, WebDataset shards, "
+        "contamination reports and contrastive training.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    queries_cli.add_commands(subparsers)
+    add_not_built(subparsers, "curate", "match, balance and dedup a web pool into curated pairs", 3)
+    add_not_built(subparsers, "download", "download curated pairs into WebDataset shards", 4)
+    add_not_built(subparsers, "build", "queries -> curate -> download -> dedup in one command", 4)
+    add_not_built(subparsers, "shards", "check WebDataset shards for what makes consumers hang", 4)
+    dedup_cli.add_commands(subparsers)
+    train_cli.add_commands(subparsers)
+    demo_cli.add_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "beam", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.handler(args, extra) or 0)
+    except UsageError as err:
+        print(f"clipdata {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

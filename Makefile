@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make demo   set up everything and run the main job on the embedded synthetic web
+#   make test   set up everything and run the whole test suite (what .ci/run runs)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is installed first and pinned: 2.13.0's CPU build is what a CPU-only machine gets here,
+# while an unpinned torch pulls several GB of CUDA wheels. setup.py pins the same release.
+TORCH  := torch==2.13.0
+# img2dataset imports albumentations, which looks for updates online at import time.
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: venv system-deps test demo bench clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages the tests use: WordNet 3.0 (the real database the query-list tests read).
+system-deps:
+	@if [ ! -f /usr/share/wordnet/data.noun ]; then \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wordnet-base >/dev/null \
+	    || echo "warning: could not install Debian's wordnet-base; tests that read it will skip"; \
+	fi
+
+test: venv system-deps
+	$(BIN)/python -m pytest tests
+
+demo: venv
+	$(BIN)/clipdata demo --output demo_output
+
+bench: venv
+	$(BIN)/python bench/queries.py
+
+clean:
+	rm -rf $(VENV) demo_output bench_output .pytest_cache

@@ -1,0 +1,384 @@
+"""`clipdata queries build`: CLIP's 500,000-entry query list from Wikipedia and WordNet, as a Beam job.
+
+The recipe is CLIP's (section 2.2) as MetaCLIP rebuilt it: the strings "0".."99", WordNet synset
+head lemmas, Wikipedia words seen at least 100 times, Wikipedia bigrams with PMI >= 30 (bits, as
+NLTK computes it), and article titles with at least 70 summed pageviews, capped at 500,000.
+
+The graph (everything heavy runs on workers; the driver only ranks the small filtered results):
+
+    dump ranges ──Reshuffle──► CountNgrams ──► word counts ──CombinePerKey──► words >= min_count
+                                   │                │ (total words N)
+                                   └──► pair counts ┴─ join both words ──► PMI >= min_pmi
+    pageview lines ──► ParseViews ──CombinePerKey──► titles >= min_views
+    (WordNet's database files are a few MB and are read by the driver.)
+
+A multistream dump with its index is cut into independent groups of bz2 streams, so the scan of a
+full English Wikipedia (~22 GB of bz2) spreads over every worker; a plain dump is one work item.
+Bad input never yields a silently wrong list: a truncated or corrupt dump fails the build with the
+file and byte position; malformed pageview lines are counted per reason in the sidecar.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsSingleton, TaggedOutput
+
+from clipdata.pipeline import beam_runner
+from clipdata.query_lists import assemble, entries, ngrams, pageviews, wikidump, wordnet
+
+# Compressed bytes of dump per work item: ~700 work items for a full English Wikipedia.
+DUMP_BYTES_PER_WORK_ITEM = 32 * 1024 * 1024
+# A worker emits its partial counts when this many distinct pairs are held, bounding its memory.
+FLUSH_DISTINCT_KEYS = 1_000_000
+
+
+class BuildError(Exception):
+    """The inputs cannot give a correct list; the message says which input and why."""
+
+
+@dataclass
+class BuildConfig:
+    output: str
+    wikipedia: list[str] = field(default_factory=list)
+    wikipedia_index: list[str] = field(default_factory=list)
+    pageviews: list[str] = field(default_factory=list)
+    wordnet: str | None = None
+    sources: tuple[str, ...] = assemble.DEFAULT_SOURCES
+    max_entries: int = assemble.DEFAULT_MAX_ENTRIES
+    dedup: bool = True
+    min_count: int = 100
+    min_pmi: float = 30.0
+    min_bigram_count: int = 1
+    min_views: int = 70
+    min_line_views: int = pageviews.DEFAULT_MIN_LINE_VIEWS
+    project: str = "en"
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam steps: thin layers over wikidump / ngrams / pageviews.
+
+
+class CountNgramsFn(beam.DoFn):
+    """(dump path, start byte, end byte) -> word counts, pair counts ("a b"), and dump errors."""
+
+    def __init__(self):
+        self.pages = Metrics.counter("queries", "pages_counted")
+        self.words = Metrics.counter("queries", "words_counted")
+        self.text_bytes = Metrics.counter("queries", "wikitext_bytes")
+        self.skipped = {
+            reason: Metrics.counter("queries", f"pages_skipped_{reason}")
+            for reason in ("redirect", "namespace")
+        }
+        self.errors = Metrics.counter("queries", "dump_errors")
+
+    def process(self, work_item):
+        path, start, end = work_item
+        words, pairs = Counter(), Counter()
+        try:
+            for page in wikidump.read_pages(path, start, end):
+                reason = wikidump.is_article(page)
+                if reason:
+                    self.skipped[reason].inc()
+                    continue
+                self.pages.inc()
+                self.text_bytes.inc(len(page.text))
+                self.words.inc(ngrams.count_ngrams(wikidump.plain_text(page.text), words, pairs))
+                if len(pairs) >= FLUSH_DISTINCT_KEYS:
+                    yield from self._emit(words, pairs)
+        except wikidump.DumpError as err:
+            # The build fails on any dump error (see run_build); partial counts are moot.
+            self.errors.inc()
+            yield TaggedOutput("errors", str(err))
+            return
+        yield from self._emit(words, pairs)
+
+    @staticmethod
+    def _emit(words: Counter, pairs: Counter):
+        for word, n in words.items():
+            yield TaggedOutput("words", (word, n))
+        for (first, second), n in pairs.items():
+            yield TaggedOutput("pairs", (f"{first} {second}", n))
+        words.clear()
+        pairs.clear()
+
+
+class ParseViewsFn(beam.DoFn):
+    """(file, raw line) -> (title, views) for lines that count; other lines counted by reason."""
+
+    def __init__(self, project: str, min_line_views: int):
+        self.project = project
+        self.min_line_views = min_line_views
+        self._counters = {}
+
+    def _count(self, reason: str) -> None:
+        if reason not in self._counters:
+            self._counters[reason] = Metrics.counter("queries", f"pageview_lines_{reason}")
+        self._counters[reason].inc()
+
+    def process(self, file_and_line):
+        _, raw = file_and_line
+        outcome = pageviews.line_views(raw, self.project, self.min_line_views)
+        if isinstance(outcome, str):
+            self._count(outcome)
+        else:
+            self._count("counted")
+            yield outcome
+
+
+def _attach_count(keyed, which: str):
+    """Join step: (word, {'pairs': [...], 'word': [count]}) -> pairs carrying that word's count."""
+    _, grouped = keyed
+    counts = list(grouped["word"])
+    if not counts:
+        return  # the word cannot reach the PMI threshold (or does not exist): drop its pairs
+    (count,) = counts
+    for pair in grouped["pairs"]:
+        if which == "first":
+            text, n = pair
+            yield text.split(" ")[1], (text, n, count)
+        else:
+            text, n, first_count = pair
+            yield text, n, first_count, count
+
+
+class CountWikipedia(beam.PTransform):
+    """Dump work items -> (words >= min_count as "word\\tcount", bigrams >= min_pmi, errors)."""
+
+    def __init__(self, config: BuildConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, work_items):
+        cfg = self.config
+        counted = (
+            work_items
+            | "SpreadWork" >> beam.Reshuffle()
+            | "CountNgrams" >> beam.ParDo(CountNgramsFn()).with_outputs("words", "pairs", "errors")
+        )
+        word_counts = counted.words | "SumWords" >> beam.CombinePerKey(sum)
+        total = word_counts | "WordCounts" >> beam.Values() | "TotalWords" >> beam.CombineGlobally(sum)
+        frequent = (
+            word_counts
+            | "FrequentWords" >> beam.Filter(lambda kv: kv[1] >= cfg.min_count)
+            | "FormatWords" >> beam.Map(lambda kv: f"{kv[0]}\t{kv[1]}")
+        )
+        pair_counts = (
+            counted.pairs
+            | "SumPairs" >> beam.CombinePerKey(sum)
+            | "PairMinCount" >> beam.Filter(lambda kv: kv[1] >= cfg.min_bigram_count)
+        )
+        rare_words = word_counts | "WordsThatCanScore" >> beam.Filter(
+            lambda kv, n: kv[1] <= ngrams.max_word_count_for_pmi(cfg.min_pmi, n), AsSingleton(total)
+        )
+        with_first = (
+            {"pairs": pair_counts | "KeyByFirst" >> beam.Map(lambda kv: (kv[0].split(" ")[0], kv)),
+             "word": rare_words}
+            | "JoinFirst" >> beam.CoGroupByKey()
+            | "AttachFirst" >> beam.FlatMap(_attach_count, "first")
+        )
+        scored = (
+            {"pairs": with_first, "word": rare_words}
+            | "JoinSecond" >> beam.CoGroupByKey()
+            | "AttachSecond" >> beam.FlatMap(_attach_count, "second")
+            | "PMI" >> beam.Map(
+                lambda p, n: (p[0], ngrams.pmi(p[1], p[2], p[3], n), p[1]), AsSingleton(total)
+            )
+            | "HighPMI" >> beam.Filter(lambda p: p[1] >= cfg.min_pmi)
+            | "FormatBigrams" >> beam.Map(lambda p: f"{p[0]}\t{p[1]!r}\t{p[2]}")
+        )
+        return frequent, scored, counted.errors, total
+
+
+class CountTitles(beam.PTransform):
+    """Pageview file patterns -> "title\\tviews" for titles with at least min_views."""
+
+    def __init__(self, config: BuildConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, patterns):
+        cfg = self.config
+        return (
+            patterns
+            | "ReadPageviews" >> beam.io.ReadAllFromText(coder=beam.coders.BytesCoder(), with_filename=True)
+            | "ParseViews" >> beam.ParDo(ParseViewsFn(cfg.project, cfg.min_line_views))
+            | "SumViews" >> beam.CombinePerKey(sum)
+            | "PopularTitles" >> beam.Filter(lambda kv: kv[1] >= cfg.min_views)
+            | "FormatTitles" >> beam.Map(lambda kv: f"{kv[0]}\t{kv[1]}")
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver: plan work, run the graph, rank and assemble the small results.
+
+
+def counts_dir(output: str) -> str:
+    return FileSystems.join(output, "counts")
+
+
+def plan_dump_work(config: BuildConfig) -> list[tuple[str, int, int | None]]:
+    """Work items (path, start, end): groups of bz2 streams when an index exists, else whole files."""
+    if config.wikipedia_index and len(config.wikipedia_index) != len(config.wikipedia):
+        raise BuildError("give one --wikipedia-index per --wikipedia dump (or none)")
+    work = []
+    for i, dump in enumerate(config.wikipedia):
+        if not FileSystems.exists(dump):
+            raise BuildError(f"Wikipedia dump not found: {dump}")
+        index = config.wikipedia_index[i] if config.wikipedia_index else None
+        if index is None:
+            work.append((dump, 0, None))
+            continue
+        ranges = wikidump.group_ranges(wikidump.stream_ranges(index), DUMP_BYTES_PER_WORK_ITEM)
+        work.extend((dump, start, end) for start, end in ranges)
+    return work
+
+
+def expand_patterns(patterns: list[str], what: str) -> list[str]:
+    files = []
+    for pattern in patterns:
+        matched = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        if not matched:
+            raise BuildError(f"no {what} files match {pattern}")
+        files.extend(matched)
+    return files
+
+
+def check_sources(config: BuildConfig) -> None:
+    unknown = set(config.sources) - set(assemble.DEFAULT_SOURCES)
+    if unknown:
+        raise BuildError(
+            f"unknown source(s) {sorted(unknown)}; choose from {','.join(assemble.DEFAULT_SOURCES)}"
+        )
+    needs = {"wordnet": ("wordnet", "--wordnet DIR"), "unigrams": ("wikipedia", "--wikipedia DUMP"),
+             "bigrams": ("wikipedia", "--wikipedia DUMP"), "titles": ("pageviews", "--pageviews FILES")}
+    for source in config.sources:
+        if source in needs and not getattr(config, needs[source][0]):
+            raise BuildError(
+                f"source '{source}' needs {needs[source][1]}; give it, or leave '{source}' out of "
+                f"--sources (now {','.join(config.sources)})"
+            )
+
+
+def _read_lines(prefix: str) -> list[str]:
+    matches = FileSystems.match([prefix + "*"])[0].metadata_list
+    lines = []
+    for match in sorted(matches, key=lambda m: m.path):
+        with FileSystems.open(match.path) as handle:
+            lines.extend(line for line in handle.read().decode("utf-8").split("\n") if line)
+    return lines
+
+
+def _clear(prefix: str) -> None:
+    stale = [m.path for m in FileSystems.match([prefix + "*"])[0].metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def run_counts(config: BuildConfig, beam_args: list[str]) -> dict:
+    """Run the Beam graph; returns its counters. Writes counts/{words,bigrams,titles,errors}-*."""
+    out = counts_dir(config.output)
+    prefixes = {name: FileSystems.join(out, name) for name in ("words", "bigrams", "titles", "errors", "total")}
+    for prefix in prefixes.values():
+        _clear(prefix)
+    need_wiki = bool({"unigrams", "bigrams"} & set(config.sources))
+    need_titles = "titles" in config.sources
+    if not (need_wiki or need_titles):
+        return {}
+    work = plan_dump_work(config) if need_wiki else []
+    view_files = expand_patterns(config.pageviews, "pageview") if need_titles else []
+
+    p = beam_runner.make_pipeline(beam_args)
+    if need_wiki:
+        frequent, scored, errors, total = (
+            p | "DumpWork" >> beam.Create(work) | "CountWikipedia" >> CountWikipedia(config)
+        )
+        frequent | "WriteWords" >> beam.io.WriteToText(prefixes["words"], ".tsv")
+        scored | "WriteBigrams" >> beam.io.WriteToText(prefixes["bigrams"], ".tsv")
+        errors | "WriteErrors" >> beam.io.WriteToText(prefixes["errors"], ".txt")
+        total | "FormatTotal" >> beam.Map(str) | "WriteTotal" >> beam.io.WriteToText(prefixes["total"], ".txt")
+    if need_titles:
+        (
+            p
+            | "PageviewFiles" >> beam.Create(view_files)
+            | "CountTitles" >> CountTitles(config)
+            | "WriteTitles" >> beam.io.WriteToText(prefixes["titles"], ".tsv")
+        )
+    result = p.run()
+    result.wait_until_finish()
+    return beam_runner.counters(result)
+
+
+def _ranked(lines: list[str], score_columns: int) -> list[tuple]:
+    rows = []
+    for line in lines:
+        fields = line.split("\t")
+        rows.append((fields[0], *(float(f) for f in fields[1 : 1 + score_columns])))
+    return rows
+
+
+def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
+    """Build the list into config.output/queries.txt with its sidecar queries.json; return the sidecar."""
+    check_sources(config)
+    if not FileSystems.exists(config.output):
+        FileSystems.mkdirs(config.output)
+    counters = run_counts(config, beam_args or [])
+    out = counts_dir(config.output)
+
+    errors = _read_lines(FileSystems.join(out, "errors"))
+    if errors:
+        shown = "\n  ".join(errors[:20])
+        raise BuildError(f"the Wikipedia dump could not be read; no list was written:\n  {shown}")
+
+    candidates: dict[str, list[str]] = {"digits": assemble.digit_entries()}
+    if "wordnet" in config.sources:
+        candidates["wordnet"] = wordnet.head_lemmas(config.wordnet)
+    if "unigrams" in config.sources:
+        words = _ranked(_read_lines(FileSystems.join(out, "words")), 1)
+        candidates["unigrams"] = [w for w, _ in sorted(words, key=lambda r: (-r[1], r[0]))]
+    if "bigrams" in config.sources:
+        pairs = _ranked(_read_lines(FileSystems.join(out, "bigrams")), 2)
+        candidates["bigrams"] = [b for b, _, _ in sorted(pairs, key=lambda r: (-r[1], -r[2], r[0]))]
+    if "titles" in config.sources:
+        titles = _ranked(_read_lines(FileSystems.join(out, "titles")), 1)
+        candidates["titles"] = [t for t, _ in sorted(titles, key=lambda r: (-r[1], r[0]))]
+
+    built = assemble.assemble(
+        [(name, candidates[name]) for name in config.sources], config.max_entries, config.dedup
+    )
+    entries.save_entries(FileSystems.join(config.output, "queries.txt"), built.entries)
+    total_lines = _read_lines(FileSystems.join(out, "total"))
+    sidecar = {
+        "entries": len(built.entries),
+        "list": FileSystems.join(config.output, "queries.txt"),
+        "sources": list(config.sources),
+        "per_source": {name: stats.as_dict() for name, stats in built.per_source.items()},
+        "thresholds": {
+            "min_count": config.min_count,
+            "min_pmi": config.min_pmi,
+            "min_bigram_count": config.min_bigram_count,
+            "min_views": config.min_views,
+            "min_line_views": config.min_line_views,
+            "project": config.project,
+            "max_entries": config.max_entries,
+            "dedup": config.dedup,
+        },
+        "inputs": {
+            "wikipedia": config.wikipedia,
+            "wikipedia_index": config.wikipedia_index,
+            "pageviews": config.pageviews,
+            "wordnet": config.wordnet,
+        },
+        "wikipedia_words": int(total_lines[0]) if total_lines else 0,
+        "counters": counters,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with FileSystems.create(FileSystems.join(config.output, "queries.json")) as handle:
+        handle.write(json.dumps(sidecar, indent=2, ensure_ascii=False).encode("utf-8"))
+    return sidecar

@@ -1,0 +1,44 @@
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+from apache_beam.testing.util import assert_that, equal_to
+
+from clipdata.pipeline import beam_runner
+
+
+def test_local_default_is_the_in_process_runner_not_prism():
+    p = beam_runner.make_pipeline([])
+    assert type(p.runner).__name__ == "FnApiRunner"
+    with p:
+        assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2), equal_to([2, 4, 6]))
+
+
+def test_several_local_workers_run_as_processes():
+    options = beam_runner.pipeline_options(["--direct_num_workers", "2"])
+    assert options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    explicit = beam_runner.pipeline_options(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+    assert explicit.view_as(DirectOptions).direct_running_mode == "multi_threading"
+
+
+def test_cluster_options_pass_through():
+    options = beam_runner.pipeline_options(
+        ["--runner=FlinkRunner", "--flink_master=host:8081", "--environment_type=LOOPBACK"]
+    )
+    assert options.view_as(StandardOptions).runner == "FlinkRunner"
+    assert options.get_all_options()["flink_master"] == "host:8081"
+    assert not beam_runner.uses_local_runner(options)
+
+
+def test_counters_are_read_back():
+    from apache_beam.metrics import Metrics
+
+    counter = Metrics.counter("test", "seen")
+
+    def count(x):
+        counter.inc()
+        return x
+
+    p = beam_runner.make_pipeline([])
+    _ = p | beam.Create(range(5)) | beam.Map(count)
+    result = p.run()
+    result.wait_until_finish()
+    assert beam_runner.counters(result)["seen"] == 5

@@ -31,7 +31,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from clipdata.pipeline import beam_runner
-from clipdata.query_lists import assemble, entries, ngrams, pageviews, wikidump, wordnet
+from clipdata.query_lists import assemble, entries, ngrams, wikidump, wordnet
+from clipdata.query_lists import pageviews as pageview_lines
 
 # Compressed bytes of dump per work item: ~700 work items for a full English Wikipedia.
 DUMP_BYTES_PER_WORK_ITEM = 32 * 1024 * 1024
@@ -57,7 +58,7 @@ class BuildConfig:
     min_pmi: float = 30.0
     min_bigram_count: int = 1
     min_views: int = 70
-    min_line_views: int = pageviews.DEFAULT_MIN_LINE_VIEWS
+    min_line_views: int = pageview_lines.DEFAULT_MIN_LINE_VIEWS
     project: str = "en"
 
 
@@ -65,6 +66,7 @@ class BuildConfig:
 # Beam steps: thin layers over wikidump / ngrams / pageviews.
 
 
+@beam.typehints.with_output_types(tuple[str, int])
 class CountNgramsFn(beam.DoFn):
     """(dump path, start byte, end byte) -> word counts, pair counts ("a b"), and dump errors."""
 
@@ -109,6 +111,7 @@ class CountNgramsFn(beam.DoFn):
         pairs.clear()
 
 
+@beam.typehints.with_output_types(tuple[str, int])
 class ParseViewsFn(beam.DoFn):
     """(file, raw line) -> (title, views) for lines that count; other lines counted by reason."""
 
@@ -122,14 +125,20 @@ class ParseViewsFn(beam.DoFn):
             self._counters[reason] = Metrics.counter("queries", f"pageview_lines_{reason}")
         self._counters[reason].inc()
 
-    def process(self, file_and_line):
-        _, raw = file_and_line
-        outcome = pageviews.line_views(raw, self.project, self.min_line_views)
-        if isinstance(outcome, str):
-            self._count(outcome)
-        else:
-            self._count("counted")
-            yield outcome
+    def process(self, path):
+        # One file per call rather than Beam's ReadFromText: that reader silently stops at the cut
+        # of a truncated .gz/.bz2 (half a day of views would vanish); iter_lines raises instead.
+        try:
+            for raw in pageview_lines.iter_lines(path):
+                outcome = pageview_lines.line_views(raw, self.project, self.min_line_views)
+                if isinstance(outcome, str):
+                    self._count(outcome)
+                else:
+                    self._count("counted")
+                    yield outcome
+        except (OSError, EOFError) as err:
+            self._count("file_errors")
+            yield TaggedOutput("errors", f"{path}: {err}")
 
 
 def _attach_count(keyed, which: str):
@@ -197,22 +206,27 @@ class CountWikipedia(beam.PTransform):
 
 
 class CountTitles(beam.PTransform):
-    """Pageview file patterns -> "title\\tviews" for titles with at least min_views."""
+    """Pageview files -> ("title\\tviews" for titles with at least min_views, unreadable files)."""
 
     def __init__(self, config: BuildConfig):
         super().__init__()
         self.config = config
 
-    def expand(self, patterns):
+    def expand(self, files):
         cfg = self.config
-        return (
-            patterns
-            | "ReadPageviews" >> beam.io.ReadAllFromText(coder=beam.coders.BytesCoder(), with_filename=True)
-            | "ParseViews" >> beam.ParDo(ParseViewsFn(cfg.project, cfg.min_line_views))
+        parsed = (
+            files
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ParseViews" >> beam.ParDo(ParseViewsFn(cfg.project, cfg.min_line_views)).with_outputs(
+                "errors", main="views")
+        )
+        popular = (
+            parsed.views
             | "SumViews" >> beam.CombinePerKey(sum)
             | "PopularTitles" >> beam.Filter(lambda kv: kv[1] >= cfg.min_views)
             | "FormatTitles" >> beam.Map(lambda kv: f"{kv[0]}\t{kv[1]}")
         )
+        return popular, parsed.errors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +298,7 @@ def _clear(prefix: str) -> None:
 def run_counts(config: BuildConfig, beam_args: list[str]) -> dict:
     """Run the Beam graph; returns its counters. Writes counts/{words,bigrams,titles,errors}-*."""
     out = counts_dir(config.output)
-    prefixes = {name: FileSystems.join(out, name) for name in ("words", "bigrams", "titles", "errors", "total")}
+    prefixes = {name: FileSystems.join(out, name) for name in ("words", "bigrams", "titles", "errors", "view_errors", "total")}
     for prefix in prefixes.values():
         _clear(prefix)
     need_wiki = bool({"unigrams", "bigrams"} & set(config.sources))
@@ -304,12 +318,9 @@ def run_counts(config: BuildConfig, beam_args: list[str]) -> dict:
         errors | "WriteErrors" >> beam.io.WriteToText(prefixes["errors"], ".txt")
         total | "FormatTotal" >> beam.Map(str) | "WriteTotal" >> beam.io.WriteToText(prefixes["total"], ".txt")
     if need_titles:
-        (
-            p
-            | "PageviewFiles" >> beam.Create(view_files)
-            | "CountTitles" >> CountTitles(config)
-            | "WriteTitles" >> beam.io.WriteToText(prefixes["titles"], ".tsv")
-        )
+        popular, view_errors = p | "PageviewFiles" >> beam.Create(view_files) | "CountTitles" >> CountTitles(config)
+        popular | "WriteTitles" >> beam.io.WriteToText(prefixes["titles"], ".tsv")
+        view_errors | "WriteViewErrors" >> beam.io.WriteToText(prefixes["view_errors"], ".txt")
     result = p.run()
     result.wait_until_finish()
     return beam_runner.counters(result)
@@ -331,10 +342,10 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
     counters = run_counts(config, beam_args or [])
     out = counts_dir(config.output)
 
-    errors = _read_lines(FileSystems.join(out, "errors"))
+    errors = _read_lines(FileSystems.join(out, "errors")) + _read_lines(FileSystems.join(out, "view_errors"))
     if errors:
         shown = "\n  ".join(errors[:20])
-        raise BuildError(f"the Wikipedia dump could not be read; no list was written:\n  {shown}")
+        raise BuildError(f"{len(errors)} input(s) could not be read, so no list was written:\n  {shown}")
 
     candidates: dict[str, list[str]] = {"digits": assemble.digit_entries()}
     if "wordnet" in config.sources:
@@ -352,7 +363,9 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
     built = assemble.assemble(
         [(name, candidates[name]) for name in config.sources], config.max_entries, config.dedup
     )
-    entries.save_entries(FileSystems.join(config.output, "queries.txt"), built.entries)
+    entries.save_entries(
+        FileSystems.join(config.output, "queries.txt"), built.entries, allow_duplicates=not config.dedup
+    )
     total_lines = _read_lines(FileSystems.join(out, "total"))
     sidecar = {
         "entries": len(built.entries),

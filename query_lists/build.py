@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -37,7 +38,7 @@ from clipdata.query_lists import pageviews as pageview_lines
 # Compressed bytes of dump per work item: ~700 work items for a full English Wikipedia.
 DUMP_BYTES_PER_WORK_ITEM = 32 * 1024 * 1024
 # A worker emits its partial counts when this many distinct pairs are held, bounding its memory.
-FLUSH_DISTINCT_KEYS = 1_000_000
+FLUSH_DISTINCT_KEYS = 2_000_000
 
 
 class BuildError(Exception):
@@ -66,11 +67,28 @@ class BuildConfig:
 # Beam steps: thin layers over wikidump / ngrams / pageviews.
 
 
-@beam.typehints.with_output_types(tuple[str, int])
-class CountNgramsFn(beam.DoFn):
-    """(dump path, start byte, end byte) -> word counts, pair counts ("a b"), and dump errors."""
+def partition_of(key: str, n_partitions: int) -> int:
+    """A stable partition for a word or pair (Python's own hash() differs between processes)."""
+    return zlib.crc32(key.encode("utf-8")) % n_partitions
 
-    def __init__(self):
+
+def split_counts(counts: Counter, n_partitions: int) -> list[dict]:
+    parts: list[dict] = [{} for _ in range(n_partitions)]
+    for key, n in counts.items():
+        parts[partition_of(key, n_partitions)][key] = n
+    return parts
+
+
+class CountNgramsFn(beam.DoFn):
+    """(dump path, start byte, end byte) -> word and pair ("a b") counts, and dump errors.
+
+    Counts leave a worker as one dict per hash partition, not one element per word: a work item
+    of Wikipedia holds millions of distinct pairs, and moving them one by one through the shuffle
+    cost 5x the time of reading the dump.
+    """
+
+    def __init__(self, n_partitions: int):
+        self.n_partitions = n_partitions
         self.pages = Metrics.counter("queries", "pages_counted")
         self.words = Metrics.counter("queries", "words_counted")
         self.text_bytes = Metrics.counter("queries", "wikitext_bytes")
@@ -101,14 +119,37 @@ class CountNgramsFn(beam.DoFn):
             return
         yield from self._emit(words, pairs)
 
-    @staticmethod
-    def _emit(words: Counter, pairs: Counter):
-        for word, n in words.items():
-            yield TaggedOutput("words", (word, n))
-        for (first, second), n in pairs.items():
-            yield TaggedOutput("pairs", (f"{first} {second}", n))
+    def _emit(self, words: Counter, pairs: Counter):
+        joined = Counter({f"{first} {second}": n for (first, second), n in pairs.items()})
+        for tag, counts in (("words", words), ("pairs", joined)):
+            for partition, part in enumerate(split_counts(counts, self.n_partitions)):
+                if part:
+                    yield TaggedOutput(tag, (partition, part))
         words.clear()
         pairs.clear()
+
+
+class SumCounts(beam.CombineFn):
+    """Adds dicts of counts key by key (the per-partition merge of CountNgramsFn's output)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, total, counts):
+        get = total.get
+        for key, n in counts.items():
+            total[key] = get(key, 0) + n
+        return total
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for other in accumulators:
+            self.add_input(merged, other)
+        return merged
+
+    def extract_output(self, total):
+        return total
 
 
 @beam.typehints.with_output_types(tuple[str, int])
@@ -158,36 +199,46 @@ def _attach_count(keyed, which: str):
 
 
 class CountWikipedia(beam.PTransform):
-    """Dump work items -> (words >= min_count as "word\\tcount", bigrams >= min_pmi, errors)."""
+    """Dump work items -> (words >= min_count as "word\\tcount", bigrams >= min_pmi, errors, N)."""
 
-    def __init__(self, config: BuildConfig):
+    def __init__(self, config: BuildConfig, n_partitions: int):
         super().__init__()
         self.config = config
+        self.n_partitions = n_partitions
 
     def expand(self, work_items):
         cfg = self.config
         counted = (
             work_items
             | "SpreadWork" >> beam.Reshuffle()
-            | "CountNgrams" >> beam.ParDo(CountNgramsFn()).with_outputs("words", "pairs", "errors")
+            | "CountNgrams" >> beam.ParDo(CountNgramsFn(self.n_partitions)).with_outputs("words", "pairs", "errors")
         )
-        word_counts = counted.words | "SumWords" >> beam.CombinePerKey(sum)
-        total = word_counts | "WordCounts" >> beam.Values() | "TotalWords" >> beam.CombineGlobally(sum)
-        frequent = (
-            word_counts
-            | "FrequentWords" >> beam.Filter(lambda kv: kv[1] >= cfg.min_count)
-            | "FormatWords" >> beam.Map(lambda kv: f"{kv[0]}\t{kv[1]}")
+        # (partition, {word: count}) with every count of the dump summed.
+        word_parts = counted.words | "SumWords" >> beam.CombinePerKey(SumCounts())
+        pair_parts = counted.pairs | "SumPairs" >> beam.CombinePerKey(SumCounts())
+        total = (
+            word_parts
+            | "PartTotals" >> beam.Map(lambda part: sum(part[1].values()))
+            | "TotalWords" >> beam.CombineGlobally(sum)
         )
-        pair_counts = (
-            counted.pairs
-            | "SumPairs" >> beam.CombinePerKey(sum)
-            | "PairMinCount" >> beam.Filter(lambda kv: kv[1] >= cfg.min_bigram_count)
+        frequent = word_parts | "FrequentWords" >> beam.FlatMap(
+            lambda part: (f"{w}\t{n}" for w, n in part[1].items() if n >= cfg.min_count)
         )
-        rare_words = word_counts | "WordsThatCanScore" >> beam.Filter(
-            lambda kv, n: kv[1] <= ngrams.max_word_count_for_pmi(cfg.min_pmi, n), AsSingleton(total)
+        # Only words and pairs seen at most N / 2**min_pmi times can reach the PMI threshold
+        # (ngrams.max_word_count_for_pmi), so only those go through the join.
+        rare_words = word_parts | "WordsThatCanScore" >> beam.FlatMap(
+            lambda part, n: ((w, c) for w, c in part[1].items() if c <= ngrams.max_word_count_for_pmi(cfg.min_pmi, n)),
+            AsSingleton(total),
+        )
+        candidate_pairs = pair_parts | "PairsThatCanScore" >> beam.FlatMap(
+            lambda part, n: (
+                (pair, c) for pair, c in part[1].items()
+                if cfg.min_bigram_count <= c <= ngrams.max_word_count_for_pmi(cfg.min_pmi, n)
+            ),
+            AsSingleton(total),
         )
         with_first = (
-            {"pairs": pair_counts | "KeyByFirst" >> beam.Map(lambda kv: (kv[0].split(" ")[0], kv)),
+            {"pairs": candidate_pairs | "KeyByFirst" >> beam.Map(lambda kv: (kv[0].split(" ")[0], kv)),
              "word": rare_words}
             | "JoinFirst" >> beam.CoGroupByKey()
             | "AttachFirst" >> beam.FlatMap(_attach_count, "first")
@@ -254,6 +305,12 @@ def plan_dump_work(config: BuildConfig) -> list[tuple[str, int, int | None]]:
     return work
 
 
+def count_partitions(work: list) -> int:
+    """Hash partitions of the counts: about one per work item, so each partition's dict of
+    pair counts stays a few hundred MB on a full Wikipedia (~700 work items, ~300M pairs)."""
+    return max(8, len(work))
+
+
 def expand_patterns(patterns: list[str], what: str) -> list[str]:
     files = []
     for pattern in patterns:
@@ -311,7 +368,7 @@ def run_counts(config: BuildConfig, beam_args: list[str]) -> dict:
     p = beam_runner.make_pipeline(beam_args)
     if need_wiki:
         frequent, scored, errors, total = (
-            p | "DumpWork" >> beam.Create(work) | "CountWikipedia" >> CountWikipedia(config)
+            p | "DumpWork" >> beam.Create(work) | "CountWikipedia" >> CountWikipedia(config, count_partitions(work))
         )
         frequent | "WriteWords" >> beam.io.WriteToText(prefixes["words"], ".tsv")
         scored | "WriteBigrams" >> beam.io.WriteToText(prefixes["bigrams"], ".tsv")

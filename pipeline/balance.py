@@ -1,0 +1,76 @@
+"""Balancing: CLIP's "up to 20,000 (image, text) pairs per query", as MetaCLIP's algorithm does it.
+
+Given how many pairs of the whole pool match each entry (count_e), a pair is kept with probability
+1 - prod_e (1 - min(1, t / count_e)) over its matched entries: an entry matched by fewer than t
+pairs keeps all of them, and a head entry like "the" keeps about t. MetaCLIP draws one random
+number per (pair, entry) and keeps the pair if any draw falls under t / count_e; we do the same,
+but each draw is a hash of (seed, pair uid, entry id) instead of a random generator's next value,
+so a rerun, a retried Beam bundle or another runner keeps exactly the same pairs.
+
+Everything here is plain numpy over a batch in CSR form (offsets, entry_ids), as the matcher
+returns it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_MAX_PER_ENTRY = 20_000
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 that spreads every input bit."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def entry_counts(entry_ids: np.ndarray, n_entries: int) -> np.ndarray:
+    """Pairs matching each entry, for one batch (summed over batches for the pool's counts)."""
+    return np.bincount(np.asarray(entry_ids, dtype=np.int64), minlength=n_entries).astype(np.int64)
+
+
+def keep_probability(counts: np.ndarray, max_per_entry: int) -> np.ndarray:
+    """min(1, t / count_e) per entry; entries nothing matched get 1 (never used)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(counts > max_per_entry, max_per_entry / np.maximum(counts, 1), 1.0)
+
+
+def draws(seed: int, pair_hashes: np.ndarray, offsets: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
+    """One uniform number in [0, 1) per (pair, matched entry), a pure function of the three."""
+    with np.errstate(over="ignore"):
+        per_match_pair = np.repeat(np.asarray(pair_hashes, dtype=np.uint64), np.diff(offsets))
+        key = _mix(per_match_pair ^ _mix(np.uint64(seed) * _GOLDEN + np.asarray(entry_ids, dtype=np.uint64)))
+        key = _mix(key + _GOLDEN)
+    return (key >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def keep_mask(
+    pair_hashes: np.ndarray,
+    offsets: np.ndarray,
+    entry_ids: np.ndarray,
+    counts: np.ndarray,
+    max_per_entry: int = DEFAULT_MAX_PER_ENTRY,
+    seed: int = 0,
+) -> np.ndarray:
+    """Which pairs of a batch balancing keeps. A pair with no matched entry is never kept."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    entry_ids = np.asarray(entry_ids, dtype=np.int64)
+    n_pairs = len(offsets) - 1
+    if len(entry_ids) == 0:
+        return np.zeros(n_pairs, dtype=bool)
+    hit = draws(seed, pair_hashes, offsets, entry_ids) < keep_probability(counts, max_per_entry)[entry_ids]
+    # any() per pair over its slice of matches; reduceat needs non-empty slices, so pairs without
+    # matches are patched afterwards.
+    starts = np.minimum(offsets[:-1], len(entry_ids) - 1)
+    kept = np.logical_or.reduceat(hit, starts)
+    kept &= np.diff(offsets) > 0
+    return kept

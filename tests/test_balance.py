@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from clipdata.pipeline import balance
+
+
+def make_pool(counts, seed=1):
+    """A pool where pair i matches exactly one entry: entry e is matched by counts[e] pairs."""
+    entry_ids = np.repeat(np.arange(len(counts)), counts)
+    offsets = np.arange(len(entry_ids) + 1)
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**63, size=len(entry_ids), dtype=np.uint64)
+    return hashes, offsets, entry_ids
+
+
+def test_kept_per_entry_is_min_count_t_within_binomial_bounds():
+    counts = np.array([5, 50, 200, 1000, 5000, 20000])
+    t = 200
+    hashes, offsets, entry_ids = make_pool(counts)
+    pool_counts = balance.entry_counts(entry_ids, len(counts))
+    assert pool_counts.tolist() == counts.tolist()
+    keep = balance.keep_mask(hashes, offsets, entry_ids, pool_counts, max_per_entry=t, seed=0)
+    kept = np.bincount(entry_ids[keep], minlength=len(counts))
+    for entry, (count, n_kept) in enumerate(zip(counts, kept)):
+        if count <= t:
+            assert n_kept == count, entry  # every pair of a tail entry is kept
+        else:
+            p = t / count
+            sd = np.sqrt(count * p * (1 - p))
+            assert abs(n_kept - t) <= 5 * sd, (entry, n_kept)
+
+
+def test_draw_is_deterministic_and_seed_dependent():
+    hashes, offsets, entry_ids = make_pool(np.array([3000, 3000]))
+    counts = balance.entry_counts(entry_ids, 2)
+    first = balance.keep_mask(hashes, offsets, entry_ids, counts, max_per_entry=100, seed=7)
+    again = balance.keep_mask(hashes, offsets, entry_ids, counts, max_per_entry=100, seed=7)
+    other = balance.keep_mask(hashes, offsets, entry_ids, counts, max_per_entry=100, seed=8)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # A pair's fate does not depend on which batch it arrives in.
+    half = len(hashes) // 2
+    split = np.concatenate([
+        balance.keep_mask(hashes[:half], offsets[: half + 1], entry_ids[:half], counts, 100, 7),
+        balance.keep_mask(hashes[half:], offsets[half:] - offsets[half], entry_ids[half:], counts, 100, 7),
+    ])
+    assert np.array_equal(first, split)
+
+
+def test_multi_entry_pairs_use_one_minus_product_rule():
+    # Every pair matches entries 0 and 1, each with count 4000 and t = 1000:
+    # keep probability 1 - (1 - 1/4) ** 2 = 7/16.
+    n = 4000
+    entry_ids = np.tile([0, 1], n)
+    offsets = np.arange(0, 2 * n + 1, 2)
+    hashes = np.random.default_rng(3).integers(0, 2**63, size=n, dtype=np.uint64)
+    counts = balance.entry_counts(entry_ids, 2)
+    kept = balance.keep_mask(hashes, offsets, entry_ids, counts, max_per_entry=1000, seed=0).sum()
+    p = 7 / 16
+    assert abs(kept - n * p) <= 5 * np.sqrt(n * p * (1 - p))
+
+
+def test_pairs_without_matches_are_never_kept():
+    offsets = np.array([0, 0, 1, 1, 2])
+    entry_ids = np.array([0, 0])
+    keep = balance.keep_mask(np.arange(4, dtype=np.uint64), offsets, entry_ids, np.array([2]), 10, 0)
+    assert keep.tolist() == [False, True, False, True]
+    assert balance.keep_mask(np.arange(2, dtype=np.uint64), np.array([0, 0, 0]), np.array([], dtype=int),
+                             np.array([0]), 10, 0).tolist() == [False, False]
+
+
+def test_draws_are_uniform():
+    hashes, offsets, entry_ids = make_pool(np.array([100000]))
+    u = balance.draws(0, hashes, offsets, entry_ids)
+    assert 0 <= u.min() and u.max() < 1
+    histogram = np.histogram(u, bins=10, range=(0, 1))[0]
+    assert np.all(np.abs(histogram - 10000) < 5 * np.sqrt(10000))

@@ -38,6 +38,7 @@ def add_not_built(subparsers, name: str, help_text: str, issue: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from clipdata.dedup import cli as dedup_cli
+    from clipdata.pipeline import curate_cli, download_cli, shard_check
     from clipdata.pipeline import demo as demo_cli
     from clipdata.query_lists import cli as queries_cli
     from clipdata.trainer import cli as train_cli
@@ -49,10 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     queries_cli.add_commands(subparsers)
-    add_not_built(subparsers, "curate", "match, balance and dedup a web pool into curated pairs", 3)
-    add_not_built(subparsers, "download", "download curated pairs into WebDataset shards", 4)
-    add_not_built(subparsers, "build", "queries -> curate -> download -> dedup in one command", 4)
-    add_not_built(subparsers, "shards", "check WebDataset shards for what makes consumers hang", 4)
+    curate_cli.add_commands(subparsers)
+    download_cli.add_commands(subparsers)
+    shard_check.add_commands(subparsers)
     dedup_cli.add_commands(subparsers)
     train_cli.add_commands(subparsers)
     demo_cli.add_commands(subparsers)

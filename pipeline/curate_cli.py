@@ -1,0 +1,85 @@
+"""`clipdata curate`: match a web pool against a query list, dedup and balance it (a Beam job)."""
+from __future__ import annotations
+
+import argparse
+
+EXAMPLE = """examples:
+  # a LAION/DataComp-style parquet pool (img2dataset's column names are the defaults)
+  clipdata curate --pool 'pool/*.parquet' --queries queries/queries.txt --output curated/
+  # Common Crawl WAT files, MetaCLIP's metadata.json as the list, all local cores
+  clipdata curate --pool 'wat/*.warc.wat.gz' --queries metadata.json --output curated/ \\
+      --direct_num_workers 0
+writes curated/curated/part-*.parquet (uid, url, caption, entry_ids, source_file, source_row,
+page_url), curated/dropped/*.parquet (source_file, source_row, reason for every other row),
+curated/entry_counts.parquet (pairs per entry before and after balancing), curate_stats.json."""
+
+
+def add_commands(subparsers) -> None:
+    from clipdata.pipeline.cli import BEAM_OPTIONS_HELP
+
+    parser = subparsers.add_parser(
+        "curate",
+        help="match, dedup and balance a web pool into curated (url, caption) pairs",
+        epilog=EXAMPLE + "\n\n" + BEAM_OPTIONS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", required=True, help="output folder")
+    add_curate_arguments(parser)
+    parser.set_defaults(handler=run_curate_command, beam=True)
+
+
+def add_curate_arguments(parser) -> None:
+    parser.add_argument("--pool", action="append", required=True, metavar="PATH",
+                        help="pool files: a file, a glob or a folder of parquet/csv/tsv/jsonl (.gz ok) "
+                        "or Common Crawl .wat(.gz) files, on any Beam file system; repeatable")
+    parser.add_argument("--queries", required=True,
+                        help="the query list: one entry per line, or a MetaCLIP-style JSON list")
+    parser.add_argument("--url-col", default="url", help="url column of table pools (default: %(default)s)")
+    parser.add_argument("--caption-col", default="caption", help="caption column (default: %(default)s)")
+    parser.add_argument("--lowercase", action="store_true",
+                        help="match case-insensitively (default: case-sensitive, as MetaCLIP)")
+    parser.add_argument("--max-per-entry", type=int, default=20_000,
+                        help="balancing threshold t: about this many pairs kept per entry (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the balancing draw (default: %(default)s)")
+    parser.add_argument("--max-caption-chars", type=int, default=1000,
+                        help="drop captions longer than this after cleaning (default: %(default)s)")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="hash partitions of the curated output (default: max(16, pool files)); "
+                        "raise it so one partition's pairs fit a worker's memory")
+
+
+def curate_config(args, output: str):
+    from clipdata.pipeline import curate
+
+    return curate.CurateConfig(
+        pool=args.pool, queries=args.queries, output=output, url_col=args.url_col,
+        caption_col=args.caption_col, lowercase=args.lowercase, max_per_entry=args.max_per_entry,
+        seed=args.seed, max_caption_chars=args.max_caption_chars, partitions=args.partitions,
+    )
+
+
+def run_curate_command(args, beam_args: list[str]) -> int:
+    from clipdata.pipeline import beam_runner, curate
+    from clipdata.pipeline.cli import UsageError
+    from clipdata.query_lists.entries import QueryListError
+
+    beam_runner.quiet_beam_logs()
+    try:
+        stats = curate.run_curate(curate_config(args, args.output), beam_args)
+    except (curate.CurateError, QueryListError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from err
+    print(summary(stats, args.output))
+    return 0
+
+
+def summary(stats: dict, output: str) -> str:
+    read = max(stats["rows_read"], 1)
+    lines = [f"curated {stats['rows_kept']:,} of {stats['rows_read']:,} pool rows into {output}/curated",
+             f"  {'kept':<18}{stats['rows_kept']:>12,}  {100 * stats['rows_kept'] / read:5.1f}%"]
+    for reason, n in sorted(stats["dropped"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {reason:<18}{n:>12,}  {100 * n / read:5.1f}%")
+    lines.append(f"  entries matched {stats['entries_matched']:,} of {stats['entries']:,}; "
+                 f"{stats['entries_over_max']:,} over --max-per-entry {stats['max_per_entry']:,}")
+    for error in stats["files_unreadable"]:
+        lines.append(f"  unreadable: {error['file']} after {error['rows_read']} rows: {error['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Downloaded bytes -> the image a shard stores: checked, resized, encoded, hashed.
+
+Resizing and encoding are img2dataset's own Resizer (its resize modes, minimum size, maximum
+aspect ratio, encode format and quality, transparency matted on white), so shards look exactly
+like img2dataset's. Two things are added around it:
+- a pixel cap checked on the image header before anything is decoded: the Resizer decodes first
+  and checks the area after, so a 20000 x 20000 PNG of 40 KB costs it 1.6 GB of memory;
+- the sha256 of the downloaded bytes and a 64-bit perceptual hash (imagehash pHash) of the stored
+  image, so the contamination stage never decodes images again.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks online at import
+
+import imagehash  # noqa: E402
+from PIL import Image  # noqa: E402
+
+# About 7,000 x 7,000: decoded RGBA that size is ~200 MB, a bound a worker can afford per thread.
+DEFAULT_MAX_PIXELS = 50_000_000
+ENCODE_EXTENSIONS = {"jpg": "jpg", "png": "png", "webp": "webp"}
+
+
+@dataclass
+class ImageConfig:
+    image_size: int = 256
+    resize_mode: str = "border"  # img2dataset's: no, border, keep_ratio, keep_ratio_largest, center_crop
+    resize_only_if_bigger: bool = False
+    encode_format: str = "jpg"
+    encode_quality: int = 95
+    min_image_size: int = 0
+    max_aspect_ratio: float = float("inf")
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class StoredImage:
+    data: bytes | None
+    ext: str
+    width: int | None
+    height: int | None
+    original_width: int | None
+    original_height: int | None
+    sha256: str
+    phash: str | None
+    error: str | None  # None, or "<kind>: detail" with kind in IMAGE_ERROR_KINDS
+
+
+IMAGE_ERROR_KINDS = ("not-an-image", "too-many-pixels", "decode", "too-small", "aspect-ratio", "resize")
+
+
+def image_error_kind(error: str) -> str:
+    kind = error.split(":", 1)[0]
+    return kind if kind in IMAGE_ERROR_KINDS else "resize"
+
+
+def make_resizer(config: ImageConfig):
+    import contextlib
+
+    import img2dataset.resizer as resizer_module
+    from img2dataset.resizer import ResizeMode, Resizer
+
+    # The Resizer silences OpenCV by dup2-ing file descriptors 1 and 2 to /dev/null around every
+    # call. That is not thread-safe: two resize threads interleaving their save/restore leave the
+    # whole process's stdout and stderr pointing at /dev/null. We resize on threads, so we turn it
+    # off (OpenCV's rare warnings on corrupt images then reach stderr, which is harmless).
+    resizer_module.SuppressStdoutStderr = contextlib.nullcontext
+
+    if config.encode_format not in ENCODE_EXTENSIONS:
+        raise ValueError(f"encode format must be one of {sorted(ENCODE_EXTENSIONS)}, not {config.encode_format!r}")
+    return Resizer(
+        image_size=config.image_size,
+        resize_mode=ResizeMode[config.resize_mode],
+        resize_only_if_bigger=config.resize_only_if_bigger,
+        encode_quality=config.encode_quality,
+        encode_format=config.encode_format,
+        min_image_size=config.min_image_size,
+        max_image_area=config.max_pixels,
+        max_aspect_ratio=config.max_aspect_ratio,
+    )
+
+
+def header_size(body: bytes) -> tuple[int, int]:
+    """(width, height) from the image header alone; raises ValueError when it is not an image."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(body)) as image:
+                return image.size
+        except Image.DecompressionBombError as err:  # PIL's own cap, above ours: still an answer
+            raise OverflowError(str(err)) from err
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for non-images
+            raise ValueError(f"{type(err).__name__}: {err}") from err
+
+
+def phash_hex(encoded: bytes) -> str:
+    """imagehash's 64-bit pHash of an encoded image, as 16 hex digits."""
+    with Image.open(io.BytesIO(encoded)) as image:
+        return str(imagehash.phash(image.convert("RGB")))
+
+
+def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
+    """The stored form of one downloaded image, or the reason there is none."""
+    sha256 = hashlib.sha256(body).hexdigest()
+    ext = ENCODE_EXTENSIONS[config.encode_format]
+
+    def failed(error: str, width=None, height=None) -> StoredImage:
+        return StoredImage(None, ext, None, None, width, height, sha256, None, error)
+
+    try:
+        width, height = header_size(body)
+    except OverflowError as err:
+        return failed(f"too-many-pixels: {err}")
+    except ValueError as err:
+        return failed(f"not-an-image: {err}")
+    if width * height > config.max_pixels:
+        return failed(f"too-many-pixels: {width}x{height} is over the cap of {config.max_pixels:,}", width, height)
+    encoded, out_w, out_h, orig_w, orig_h, error = resizer(io.BytesIO(body))
+    if error is not None:
+        kind = {"image too small": "too-small", "aspect ratio too large": "aspect-ratio",
+                "image area too large": "too-many-pixels"}.get(error, "decode" if "decod" in error.lower() else "resize")
+        return failed(f"{kind}: {error}", width, height)
+    try:
+        phash = phash_hex(encoded)
+    except Exception as err:  # noqa: BLE001 - an encoder output PIL cannot read is a resize failure
+        return failed(f"resize: encoded image unreadable ({err})", width, height)
+    return StoredImage(encoded, ext, out_w, out_h, orig_w, orig_h, sha256, phash, None)

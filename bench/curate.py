@@ -1,0 +1,296 @@
+"""Benchmarks for `clipdata curate`, on one core.
+
+    python bench/curate.py matcher                      # 500k entries, 200k captions
+    python bench/curate.py matcher --captions 20000     # quicker
+
+`matcher`: our `Matcher` against MetaCLIP's Aho-Corasick approach (`ReferenceMatcher`) on a
+synthetic 500,000-entry list with MetaCLIP's mix and Zipf-distributed captions from the same
+vocabulary; checks the two agree on every caption, then prints captions per CPU-second for each,
+and the build time and peak memory of each matcher (each built in a fresh subprocess).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+# The most frequent caption words come first, as in real alt text; they are all entries, as they
+# are in the real list (Wikipedia unigrams with count >= 100 include "the", "red", "dog").
+COMMON_WORDS = """
+the a of and in with on for to at by from an is are this that it its his her their my your
+our new old red blue green black white yellow orange pink purple brown gray grey gold silver
+big small large little long short high low tall wide young good best great beautiful happy
+dog cat bird horse cow fish bear lion tiger elephant duck chicken sheep pig rabbit mouse
+man woman boy girl child children baby people person family friend father mother king queen
+car truck bus train plane boat ship bike bicycle road street city town village house home
+building church tower bridge park garden tree flower grass forest mountain hill river lake sea
+ocean beach island sky sun moon star cloud rain snow water fire light night day morning
+summer winter spring autumn food cake bread pizza coffee tea wine beer apple banana table
+chair bed door window wall floor room kitchen book paper card logo icon photo image picture
+vector illustration design pattern background art drawing painting poster print shirt dress
+hat shoe bag box ball game team player sport football soccer music song band guitar piano
+phone computer screen video movie film show party wedding birthday christmas holiday travel
+hotel restaurant shop store market school university office wood stone glass metal plastic
+vintage modern classic style fashion sale free set top front side view close up one two three
+four five six seven eight nine ten first second last full half open sunset
+""".split()
+
+SYLLABLE_HEADS = "b c d f g h j k l m n p r s t v w z ch sh th st tr br pl gr kr fl".split()
+SYLLABLE_VOWELS = "a e i o u y ai ea ou io ee".split()
+
+
+def synthetic_vocabulary(size: int, seed: int) -> list[str]:
+    """`size` distinct words by frequency rank: COMMON_WORDS, then pseudo-words of 1-6 syllables
+    (some longer than 16 UTF-8 bytes); about one in eight is a proper noun, always capitalised;
+    some have accented letters and about one in fifty is written in CJK characters."""
+    rng = np.random.default_rng(seed)
+    syllables = [h + v for h in SYLLABLE_HEADS for v in SYLLABLE_VOWELS]
+    syllables += [h + v for h in SYLLABLE_HEADS[:4] for v in ("é", "ü")]
+    n_syllables = [1, 2, 3, 4, 5, 6]
+    p_syllables = [0.2, 0.35, 0.25, 0.12, 0.05, 0.03]
+    words = list(dict.fromkeys(COMMON_WORDS))
+    seen = set(words)
+    while len(words) < size:
+        lengths = rng.choice(n_syllables, p=p_syllables, size=size)
+        picks = rng.integers(0, len(syllables), size=(size, 6))
+        kind = rng.random(size)
+        for n, row, k in zip(lengths, picks, kind):
+            if k < 0.02:
+                word = "".join(chr(0x4E00 + int(i) * 37) for i in row[:n + 1])
+            else:
+                word = "".join(syllables[i] for i in row[:n])
+                if n == 1 and k < 0.5:
+                    word += "n"
+                if k > 0.875:
+                    word = word.capitalize()
+            if word not in seen:
+                seen.add(word)
+                words.append(word)
+                if len(words) == size:
+                    break
+    return words
+
+
+def zipf_sampler(n_words: int, rng: np.random.Generator, exponent: float = 1.0):
+    cdf = np.cumsum(1.0 / np.arange(1, n_words + 1) ** exponent)
+    cdf /= cdf[-1]
+    return lambda k: np.minimum(np.searchsorted(cdf, rng.random(k)), n_words - 1)
+
+
+def synthetic_query_list(vocabulary: list[str], seed: int, size: int = 500_000) -> list[str]:
+    """MetaCLIP's mix: "0".."99", ~86.6k WordNet-like lemmas (some multi-word), 251,465 unigrams,
+    100,646 bigrams, 61,235 titles (some with brackets, apostrophes or hyphens, and some with a
+    comma, colon or period, which can never match), capped at `size`, without duplicates."""
+    rng = np.random.default_rng(seed + 1)
+    common = zipf_sampler(50_000, rng, 0.8)
+    entries = {str(i): None for i in range(100)}
+    n_unigrams = 251_465
+    for word in vocabulary[:n_unigrams]:
+        entries.setdefault(word)
+    rare = vocabulary[n_unigrams:]
+    n_before = len(entries)
+    while len(entries) < n_before + 86_600:
+        if rng.random() < 0.2:
+            lemma = " ".join(vocabulary[j].lower() for j in common(int(rng.integers(2, 4))))
+        else:
+            lemma = rare[int(rng.integers(0, len(rare)))]
+        entries.setdefault(lemma)
+    n_before = len(entries)
+    while len(entries) < n_before + 100_646:
+        entries.setdefault(" ".join(vocabulary[j] for j in common(2)))
+    n_before = len(entries)
+    marks = [("{} {}", 0.9), ("{}, {}", 0.02), ("{} ({})", 0.03), ("{}: {}", 0.02), ("St. {} {}", 0.01),
+             ("{}'s {}", 0.01), ("{}-{}", 0.01)]
+    templates, weights = zip(*marks)
+    weights = np.array(weights) / sum(weights)
+    while len(entries) < n_before + 61_235:
+        n = int(rng.integers(1, 6))
+        words = [vocabulary[j].capitalize() if k == 0 or rng.random() < 0.7 else vocabulary[j]
+                 for k, j in enumerate(common(n))]
+        if n >= 2:
+            template = templates[rng.choice(len(templates), p=weights)]
+            title = template.format(words[0], " ".join(words[1:]))
+        else:
+            title = words[0]
+        entries.setdefault(title)
+    return list(entries)[:size]
+
+
+def synthetic_captions(vocabulary: list[str], entries: list[str], n: int, seed: int) -> list[str]:
+    """Alt-text-like captions of 4-14 Zipf-distributed words; one in three also holds a
+    multi-word entry; punctuation, possessives, brackets, hyphens, numbers and stray whitespace."""
+    rng = np.random.default_rng(seed + 2)
+    word = zipf_sampler(len(vocabulary), rng, 1.0)
+    phrases = [e for e in entries if " " in e]
+    captions = []
+    for _ in range(n):
+        words = [vocabulary[j] for j in word(int(rng.integers(4, 15)))]
+        r = rng.random(7)
+        if r[0] < 0.35:
+            words.insert(int(rng.integers(0, len(words))), phrases[int(rng.integers(0, len(phrases)))])
+        if r[1] < 0.4:
+            words[0] = words[0][:1].upper() + words[0][1:]
+        for k, x in enumerate(rng.random(len(words)) * 100):
+            if x < 6:
+                words[k] += ","
+            elif x < 8:
+                words[k] += "'s"
+            elif x < 9:
+                words[k] = f"({words[k]})"
+            elif x < 10.5:
+                words[k] = str(int(rng.integers(0, 2030)))
+            elif x < 11:
+                words[k] += "."
+            elif x < 11.5:
+                words[k] = f'"{words[k]}"'
+            elif x < 12:
+                words[k] += ":"
+        caption = " ".join(words)
+        if r[2] < 0.02:
+            caption = caption.replace(" ", "-", 1)
+        if r[3] < 0.01:
+            caption = caption.replace(" ", "  ", 1)
+        if r[4] < 0.005:
+            caption = caption.replace(" ", "\n", 1)
+        if r[5] < 0.005:
+            caption = caption.replace(" ", "\t", 1)
+        end = r[6]
+        caption += "." if end < 0.25 else "!" if end < 0.28 else "?" if end < 0.3 else " | Stock Photo" if end < 0.32 else ""
+        captions.append(caption)
+    return captions
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_in_subprocess(kind: str, entries_path: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "_build", kind, entries_path],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def _build(kind: str, entries_path: str) -> None:
+    from clipdata.pipeline.match import Matcher, ReferenceMatcher
+
+    with open(entries_path, encoding="utf-8") as f:
+        entries = json.load(f)
+    before = _rss_mb()
+    start = time.perf_counter()
+    matcher = (Matcher if kind == "ours" else ReferenceMatcher)(entries)
+    report = {"build_s": time.perf_counter() - start, "rss_before_mb": before,
+              "rss_after_mb": _rss_mb(), "peak_rss_mb": _peak_rss_mb()}
+    if kind == "ours":
+        start = time.perf_counter()
+        blob = pickle.dumps(matcher, protocol=pickle.HIGHEST_PROTOCOL)
+        report["pickle_mb"] = len(blob) / 2**20
+        pickle.loads(blob)
+        report["pickle_roundtrip_s"] = time.perf_counter() - start
+    print(json.dumps(report))
+
+
+def _timed(fn, repeat: int):
+    """fn's result, and the fastest of `repeat` runs in wall and in CPU seconds."""
+    best_wall = best_cpu = float("inf")
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return result, best_wall, best_cpu
+
+
+def bench_matcher(n_entries: int = 500_000, n_captions: int = 200_000, seed: int = 0,
+                  batch_sizes=(10_000, 100_000), repeat: int = 3) -> None:
+    from clipdata.pipeline.match import Matcher, ReferenceMatcher
+
+    start = time.perf_counter()
+    vocabulary = synthetic_vocabulary(700_000, seed)
+    entries = synthetic_query_list(vocabulary, seed, n_entries)
+    captions = synthetic_captions(vocabulary, entries, n_captions, seed)
+    print(f"data: {len(entries):,} entries ({sum(' ' in e for e in entries):,} multi-word), "
+          f"{len(captions):,} captions, mean {np.mean([len(c) for c in captions]):.0f} chars "
+          f"({time.perf_counter() - start:.1f} s to generate)")
+    print("examples:", " | ".join(captions[:3]))
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+        json.dump(entries, f)
+    try:
+        builds = {kind: build_in_subprocess(kind, f.name) for kind in ("reference", "ours")}
+    finally:
+        os.unlink(f.name)
+
+    reference, ours = ReferenceMatcher(entries), Matcher(entries)
+    expected, ref_wall, ref_cpu = _timed(lambda: reference.match_batch(captions), repeat)
+    rows = [("reference (pyahocorasick)", "1 caption", ref_wall, ref_cpu)]
+    for batch_size in batch_sizes:
+        def run():
+            parts = [ours.match_batch(captions[i:i + batch_size]) for i in range(0, len(captions), batch_size)]
+            return _concat(parts)
+        got, wall, cpu = _timed(run, repeat)
+        assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]), "matches differ"
+        rows.append(("ours (Matcher)", f"{batch_size:,}", wall, cpu))
+    n_matches = len(expected[1])
+    print(f"identical matches on all {len(captions):,} captions "
+          f"({n_matches:,} matches, {n_matches / len(captions):.1f} per caption, "
+          f"{np.mean(np.diff(expected[0]) == 0):.1%} captions with none)")
+
+    print()
+    print(f"best of {repeat} runs, one process: captions per CPU-second, and per wall-clock second")
+    print(f"{'matcher':<27}{'batch':>10}{'captions/s/core':>17}{'wall':>10}{'vs reference':>14}")
+    for name, batch, wall, cpu in rows:
+        print(f"{name:<27}{batch:>10}{len(captions) / cpu:>17,.0f}{len(captions) / wall:>10,.0f}{ref_cpu / cpu:>13.1f}x")
+    print()
+    print(f"build, {len(entries):,} entries, each in a fresh process (MB of RSS: the process before "
+          f"building, its peak, and what building added to the peak and kept)")
+    print(f"{'matcher':<27}{'time s':>10}{'before':>10}{'peak':>10}{'+peak':>10}{'+kept':>10}")
+    for kind, name in (("reference", "reference (pyahocorasick)"), ("ours", "ours (Matcher)")):
+        b = builds[kind]
+        print(f"{name:<27}{b['build_s']:>10.1f}{b['rss_before_mb']:>10,.0f}{b['peak_rss_mb']:>10,.0f}"
+              f"{b['peak_rss_mb'] - b['rss_before_mb']:>10,.0f}{b['rss_after_mb'] - b['rss_before_mb']:>10,.0f}")
+    b = builds["ours"]
+    print(f"ours pickled: {b['pickle_mb']:.0f} MB, dumps + loads {b['pickle_roundtrip_s']:.2f} s")
+
+
+def _concat(parts):
+    offsets = [parts[0][0]]
+    shift = parts[0][0][-1]
+    for off, _ in parts[1:]:
+        offsets.append(off[1:] + shift)
+        shift += off[-1]
+    return np.concatenate(offsets), np.concatenate([ids for _, ids in parts])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("matcher", help="our Matcher against the pyahocorasick reference")
+    m.add_argument("--entries", type=int, default=500_000, help="query list size")
+    m.add_argument("--captions", type=int, default=200_000, help="number of captions to match")
+    m.add_argument("--seed", type=int, default=0, help="seed for the synthetic list and captions")
+    m.add_argument("--repeat", type=int, default=3, help="timed runs per matcher; the fastest counts")
+    b = sub.add_parser("_build", help=argparse.SUPPRESS)
+    b.add_argument("kind", choices=["ours", "reference"])
+    b.add_argument("entries_path")
+    args = parser.parse_args(argv)
+    if args.command == "matcher":
+        bench_matcher(args.entries, args.captions, args.seed, repeat=args.repeat)
+    else:
+        _build(args.kind, args.entries_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,7 @@ INSTALL_REQUIRES = [
     "imagehash>=4.3",
     "mwparserfromhell>=0.6",  # wikitext -> plain text for the query-list counts
     "pyahocorasick>=2.0",
+    "aiohttp>=3.10",  # the downloader's pooled HTTP client
     "tqdm>=4.62",
     "numpy>=1.24",
     "pillow>=10",

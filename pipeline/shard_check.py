@@ -27,7 +27,7 @@ problem. Kinds:
     not_a_file           a directory, link or device member (webdataset skips it)
     truncated            the tar ends mid-member or without its end-of-archive blocks
     corrupt              an unreadable header or compressed stream: everything after it is lost
-    empty                a tar with no member (or a zero-byte file)
+    empty                a zero-byte file (a well-formed tar with no member is fine)
     not_found            a path that does not exist, or a folder without .tar files
 """
 from __future__ import annotations
@@ -240,8 +240,8 @@ def _check_end_of_archive(path: str, offset: int, last_name: str | None, report,
     elif block.strip(b"\0"):
         report(_key_of(last_name), "corrupt", f"unreadable header at byte {offset} {after}: tarfile and "
                "webdataset stop here without an error, and every member after it is lost")
-    elif members == 0:
-        report("", "empty", "the tar has no member: consumers get no sample from it")
+    # A well-formed tar with no member is not a problem: it is what a shard whose every download
+    # failed looks like, and readers simply get no sample from it.
 
 
 def _key_of(name: str | None) -> str:

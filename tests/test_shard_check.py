@@ -154,7 +154,7 @@ def test_cut_at_a_member_boundary_and_garbled_header(tmp_path):
 def test_empty_tars(tmp_path):
     empty = tmp_path / "empty.tar"
     make_tar(empty, [])
-    assert kinds(check_shard(str(empty))) == [("", "empty")]
+    assert kinds(check_shard(str(empty))) == []  # well-formed, just no sample (all downloads failed)
     zero = tmp_path / "zero.tar"
     zero.write_bytes(b"")
     assert kinds(check_shard(str(zero))) == [("", "empty")]

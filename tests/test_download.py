@@ -1,0 +1,204 @@
+"""`clipdata download` against a real, misbehaving HTTP server on 127.0.0.1."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from clipdata.pipeline import cli, download, shard_check, shards
+from fault_server import FaultServer
+
+CLIPDATA = str(Path(sys.executable).parent / "clipdata")
+
+# (path on the fault server, the error kind the row must get; "success" for a stored image)
+CASES = [
+    ("/image.jpg?n=1", "success"),
+    ("/image/120x90.png", "success"),
+    ("/redirect/3", "success"),
+    ("/retry-after/503/1/1/a", "success"),  # 503 with Retry-After, then the image
+    ("/retry-after/429/1/1/b", "success"),
+    ("/status/404", "http-404"),
+    ("/status/500", "http-500"),
+    ("/drip/0.5/100000", "deadline"),  # slower than the 2 s deadline
+    ("/reset/500", "connection"),
+    ("/truncated/100/1000", "truncated"),
+    ("/html-as-image.jpg", "not-an-image"),
+    ("/corrupt.jpg", "not-an-image"),
+    ("/huge.png", "too-many-pixels"),
+    ("/redirect-loop/a", "redirect-loop"),
+    ("/x-robots-tag?value=noai", "opt-out"),
+    ("/bytes/200000", "too-large"),
+]
+
+FAST = ["--allow-private-addresses", "--timeout", "2", "--retries", "2", "--max-body-bytes", "100000",
+        "--max-pixels", "10000000", "--image-size", "64"]
+
+
+def write_input(path, urls, captions=None):
+    captions = captions or [f"caption {i}" for i in range(len(urls))]
+    pq.write_table(pa.table({"url": urls, "caption": captions}), path)
+    return path
+
+
+def read_all_rows(output):
+    return pa.concat_tables([pq.read_table(p) for p in sorted(glob.glob(os.path.join(output, "*.parquet")))])
+
+
+def shard_bytes(output):
+    return {os.path.basename(p): open(p, "rb").read()
+            for p in sorted(glob.glob(os.path.join(output, "*.tar")) + glob.glob(os.path.join(output, "*.parquet")))}
+
+
+def test_every_fault_gets_its_own_error_and_every_row_is_accounted_for(tmp_path):
+    with FaultServer() as server:
+        urls = [server.url(path) for path, _ in CASES] + ["not a url", "ftp://example.com/x.jpg"]
+        write_input(str(tmp_path / "in.parquet"), urls)
+        started = time.time()
+        code = cli.main(["download", "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"),
+                         "--rows-per-shard", "7", *FAST])
+        seconds = time.time() - started
+        assert server.hits("/status/500") == 3  # two retries
+    assert code == 0
+    # The slowest row is bounded by the deadline and the retry waits, not by the dripping server.
+    assert seconds < 30
+
+    rows = read_all_rows(str(tmp_path / "out")).to_pylist()
+    assert len(rows) == len(urls)  # every input row, success or not
+    # img2dataset's keys: shard id, then the row padded to the digits of rows-per-shard - 1.
+    assert [r["key"] for r in rows] == [shards.sample_key(i // 7, i % 7, row_digits=1) for i in range(len(urls))]
+    by_url = {r["url"]: r for r in rows}
+    for (path, expected), url in zip(CASES, urls):
+        row = by_url[url]
+        got = "success" if row["status"] == "success" else download.error_kind(shards.ShardRow(**{
+            k: row[k] for k in ("key", "url", "caption", "status", "error_message")}))
+        assert got == expected, (path, row["error_message"])
+    assert by_url["not a url"]["status"] == "failed" and by_url["ftp://example.com/x.jpg"]["status"] == "failed"
+
+    successes = [r for r in rows if r["status"] == "success"]
+    for row in successes:
+        assert row["width"] == 64 and row["height"] == 64  # border mode pads to a square
+        assert len(row["phash"]) == 16 and len(row["sha256"]) == 64
+    manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+    assert manifest["openclip"]["train_num_samples"] == len(successes) == 5
+
+
+def test_shards_are_clean_and_read_by_webdataset_and_openclip_stages(tmp_path):
+    with FaultServer() as server:
+        urls = [server.url(f"/image/{80 + i}x{60 + i}.jpg") for i in range(12)] + [server.url("/status/404")]
+        write_input(str(tmp_path / "in.parquet"), urls, [f"a photo of thing {i}" for i in range(13)])
+        assert cli.main(["download", "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"),
+                         "--rows-per-shard", "5", *FAST]) == 0
+    out = str(tmp_path / "out")
+    assert shard_check.check_paths([out]) == []
+    tars = sorted(glob.glob(os.path.join(out, "*.tar")))
+    samples = list(wds.WebDataset(tars, shardshuffle=False).decode("pil"))
+    assert len(samples) == 12
+    assert all(s["jpg"].size == (64, 64) and s["txt"].startswith("a photo of thing") for s in samples)
+    assert all(json.loads(json.dumps(s["json"]))["status"] == "success" for s in samples)
+
+    # The stage list OpenCLIP 3.x builds for --dataset-type webdataset.
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(tars), wds.split_by_worker, wds.tarfile_to_samples(handler=wds.warn_and_continue),
+        wds.decode("pilrgb", handler=wds.warn_and_continue), wds.rename(image="jpg;png;jpeg;webp", text="txt"),
+        wds.to_tuple("image", "text"),
+    )
+    pairs = list(pipeline)
+    assert len(pairs) == 12 and all(img.mode == "RGB" for img, _ in pairs)
+
+
+def test_private_addresses_are_refused_by_default(tmp_path):
+    with FaultServer() as server:
+        write_input(str(tmp_path / "in.parquet"), [server.url("/image.jpg"), "http://169.254.169.254/latest/meta-data/"])
+        assert cli.main(["download", "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"),
+                         "--timeout", "2"]) == 0
+        assert server.hits("/image.jpg") == 0
+    rows = read_all_rows(str(tmp_path / "out")).to_pylist()
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all(r["error_message"].startswith("private address") for r in rows)
+
+
+def test_rerun_is_byte_identical_and_skips_committed_shards(tmp_path):
+    with FaultServer() as server:
+        urls = [server.url(f"/image/{50 + i}x{40 + i}.png") for i in range(9)] + [server.url("/status/404")]
+        write_input(str(tmp_path / "in.parquet"), urls)
+        args = ["download", "--input", str(tmp_path / "in.parquet"), "--rows-per-shard", "4", *FAST]
+        assert cli.main([*args, "--output", str(tmp_path / "a")]) == 0
+        assert cli.main([*args, "--output", str(tmp_path / "b")]) == 0
+        hits = server.requests
+        assert cli.main([*args, "--output", str(tmp_path / "a")]) == 0  # all committed: no request
+        assert server.requests == hits
+    assert shard_bytes(str(tmp_path / "a")) == shard_bytes(str(tmp_path / "b"))
+    assert len(shard_bytes(str(tmp_path / "a"))) == 6
+
+
+def test_retry_failed_downloads_only_the_failed_rows(tmp_path):
+    with FaultServer() as server:
+        urls = [server.url(f"/image/{60 + i}x60.jpg") for i in range(4)]
+        urls += [server.url(f"/flaky/503/1/row{i}") for i in range(3)]  # fail once, then serve
+        write_input(str(tmp_path / "in.parquet"), urls)
+        out = str(tmp_path / "out")
+        no_retries = [*FAST, "--retries", "0"]  # the last --retries wins
+        assert cli.main(["download", "--input", str(tmp_path / "in.parquet"), "--output", out,
+                         "--rows-per-shard", "4", *no_retries]) == 0
+        first = read_all_rows(out).to_pylist()
+        assert [r["status"] for r in first] == ["success"] * 4 + ["failed"] * 3
+        good_hits = server.hits("/image/60x60.jpg")
+        assert cli.main(["download", "--output", out, "--retry-failed", *no_retries]) == 0
+        assert server.hits("/image/60x60.jpg") == good_hits  # successes were not downloaded again
+    second = read_all_rows(out).to_pylist()
+    assert [r["status"] for r in second] == ["success"] * 7
+    assert [r["key"] for r in second] == [r["key"] for r in first]
+    assert [r["sha256"] for r in second[:4]] == [r["sha256"] for r in first[:4]]
+    assert shard_check.check_paths([out]) == []
+    assert json.load(open(os.path.join(out, "manifest.json")))["openclip"]["train_num_samples"] == 7
+
+
+def test_killed_run_resumes_to_the_same_shards_with_no_partial_files(tmp_path):
+    with FaultServer() as server:
+        # Slow images so the run is still going when it is killed.
+        urls = [server.url(f"/slow/0.15?n={i}") for i in range(60)] + [server.url("/status/404")]
+        write_input(str(tmp_path / "in.parquet"), urls)
+        args = [CLIPDATA, "download", "--input", str(tmp_path / "in.parquet"), "--rows-per-shard", "5",
+                "--concurrency", "2", *FAST]
+        assert subprocess.run([*args, "--output", str(tmp_path / "straight")], capture_output=True).returncode == 0
+
+        killed = str(tmp_path / "killed")
+        process = subprocess.Popen([*args, "--output", killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        deadline = time.time() + 60
+        while len(glob.glob(os.path.join(killed, "*_stats.json"))) < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        committed = len(glob.glob(os.path.join(killed, "*_stats.json")))
+        assert 3 <= committed < 13, "kill the run part way"
+
+        assert subprocess.run([*args, "--output", killed], capture_output=True).returncode == 0
+    assert shard_bytes(killed) == shard_bytes(str(tmp_path / "straight"))
+    assert not [f for f in os.listdir(killed) if ".tmp" in f]
+    assert shard_check.check_paths([killed]) == []
+
+
+def test_other_input_in_the_same_output_folder_is_refused(tmp_path, capsys):
+    with FaultServer() as server:
+        write_input(str(tmp_path / "a.parquet"), [server.url("/image.jpg")])
+        write_input(str(tmp_path / "b.parquet"), [server.url("/image.png"), server.url("/image.jpg")])
+        out = str(tmp_path / "out")
+        assert cli.main(["download", "--input", str(tmp_path / "a.parquet"), "--output", out, *FAST]) == 0
+        assert cli.main(["download", "--input", str(tmp_path / "b.parquet"), "--output", out, *FAST]) == 2
+    assert "another input" in capsys.readouterr().err
+
+
+def test_plan_is_a_function_of_the_input_alone():
+    specs = download.plan_shards([("a", 5), ("b", 0), ("c", 7)], 4)
+    assert [s.segments for s in specs] == [
+        (("a", 0, 4),), (("a", 4, 5), ("c", 0, 3)), (("c", 3, 7),)]
+    assert [s.shard_id for s in specs] == [0, 1, 2]

@@ -2,11 +2,18 @@
 
     python bench/curate.py matcher                      # 500k entries, 200k captions
     python bench/curate.py matcher --captions 20000     # quicker
+    python bench/curate.py pipeline                     # end to end, 1M rows, 2 local workers
 
 `matcher`: our `Matcher` against MetaCLIP's Aho-Corasick approach (`ReferenceMatcher`) on a
 synthetic 500,000-entry list with MetaCLIP's mix and Zipf-distributed captions from the same
 vocabulary; checks the two agree on every caption, then prints captions per CPU-second for each,
 and the build time and peak memory of each matcher (each built in a fresh subprocess).
+
+`pipeline`: the whole `clipdata curate` job (read, clean, match, dedup, balance, write) on a
+generated parquet pool of --rows rows against the same 500,000-entry list, on the in-process
+Beam runner with --workers local worker processes, beside the matcher alone on the same captions
+(one process; times the number of workers, the ideal the job could reach): how close the
+pipeline gets to its limit.
 """
 from __future__ import annotations
 
@@ -274,6 +281,60 @@ def _concat(parts):
     return np.concatenate(offsets), np.concatenate([ids for _, ids in parts])
 
 
+def bench_pipeline(n_rows: int = 1_000_000, n_entries: int = 500_000, workers: int = 2, seed: int = 0,
+                   workdir: str = "bench_output/curate") -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clipdata.pipeline import beam_runner, curate
+    from clipdata.pipeline.match import Matcher
+
+    beam_runner.quiet_beam_logs()
+    os.makedirs(workdir, exist_ok=True)
+    pool_path = os.path.join(workdir, f"pool-{n_rows}.parquet")
+    queries_path = os.path.join(workdir, f"queries-{n_entries}.txt")
+    vocabulary = synthetic_vocabulary(700_000, seed)
+    entries = synthetic_query_list(vocabulary, seed, n_entries)
+    if not os.path.exists(queries_path):
+        with open(queries_path, "w", encoding="utf-8") as out:
+            out.write("\n".join(entries) + "\n")
+    if not os.path.exists(pool_path):
+        captions = synthetic_captions(vocabulary, entries, n_rows, seed)
+        rng = np.random.default_rng(seed)
+        # 1% of rows repeat an earlier (url, caption) pair, as crawls do.
+        ids = np.arange(n_rows)
+        repeats = rng.random(n_rows) < 0.01
+        ids[repeats] = rng.integers(0, n_rows, repeats.sum())
+        urls = [f"https://img{i % 997}.example.com/p/{i}.jpg" for i in ids]
+        captions = [captions[i] for i in ids]
+        pq.write_table(pa.table({"url": urls, "caption": captions}), pool_path, row_group_size=100_000)
+    captions = pq.read_table(pool_path, columns=["caption"]).column("caption").to_pylist()
+    print(f"pool: {pool_path} ({n_rows:,} rows), list: {len(entries):,} entries, {os.cpu_count()} cores")
+
+    matcher = Matcher(entries)
+    cpu = time.process_time()
+    for i in range(0, len(captions), 65_536):
+        matcher.match_batch(captions[i:i + 65_536])
+    matcher_rate = len(captions) / (time.process_time() - cpu)
+    del matcher
+
+    output = os.path.join(workdir, "out")
+    config = curate.CurateConfig(pool=[pool_path], queries=queries_path, output=output, partitions=16,
+                                 batch_rows=65_536)
+    start = time.perf_counter()
+    stats = curate.run_curate(config, ["--direct_num_workers", str(workers)])
+    seconds = time.perf_counter() - start
+    rate = stats["rows_read"] / seconds
+    limit = matcher_rate * workers
+    print(f"kept {stats['rows_kept']:,} of {stats['rows_read']:,} rows; dropped {stats['dropped']}")
+    print()
+    print(f"{'':<46}{'rows/s':>12}")
+    print(f"{'matcher alone, 1 core':<46}{matcher_rate:>12,.0f}")
+    print(f"{f'matcher alone x {workers} workers (the limit)':<46}{limit:>12,.0f}")
+    print(f"{f'clipdata curate, {workers} local workers ({seconds:.1f} s)':<46}{rate:>12,.0f}")
+    print(f"pipeline / limit: {rate / limit:.0%} (target >= 50%)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,12 +343,19 @@ def main(argv=None) -> None:
     m.add_argument("--captions", type=int, default=200_000, help="number of captions to match")
     m.add_argument("--seed", type=int, default=0, help="seed for the synthetic list and captions")
     m.add_argument("--repeat", type=int, default=3, help="timed runs per matcher; the fastest counts")
+    pl = sub.add_parser("pipeline", help="clipdata curate end to end against the matcher alone")
+    pl.add_argument("--rows", type=int, default=1_000_000, help="pool rows")
+    pl.add_argument("--entries", type=int, default=500_000, help="query list size")
+    pl.add_argument("--workers", type=int, default=2, help="local Beam worker processes")
+    pl.add_argument("--workdir", default="bench_output/curate")
     b = sub.add_parser("_build", help=argparse.SUPPRESS)
     b.add_argument("kind", choices=["ours", "reference"])
     b.add_argument("entries_path")
     args = parser.parse_args(argv)
     if args.command == "matcher":
         bench_matcher(args.entries, args.captions, args.seed, repeat=args.repeat)
+    elif args.command == "pipeline":
+        bench_pipeline(args.rows, args.entries, args.workers, workdir=args.workdir)
     else:
         _build(args.kind, args.entries_path)
 

@@ -14,7 +14,8 @@ def test_uid_depends_on_both_url_and_caption():
 
 
 def test_first_copy_by_source_order_whatever_the_arrival_order():
-    uids = ["u2", "u1", "u2", "u1", "u3"]
+    u1, u2, u3 = (pair_dedup.pair_uid(f"http://x/{i}.jpg", "c") for i in (1, 2, 3))
+    uids = [u2, u1, u2, u1, u3]
     files = ["b.parquet", "a.parquet", "a.parquet", "a.parquet", "a.parquet"]
     rows = np.array([0, 9, 5, 2, 0])
     keep = pair_dedup.first_copies(uids, files, rows)
@@ -22,3 +23,21 @@ def test_first_copy_by_source_order_whatever_the_arrival_order():
     order = [4, 3, 2, 1, 0]
     shuffled = pair_dedup.first_copies([uids[i] for i in order], [files[i] for i in order], rows[order])
     assert shuffled.tolist() == keep[order].tolist()
+
+
+def test_first_copies_matches_a_plain_sort_on_random_rows():
+    rng = np.random.default_rng(0)
+    uids = [pair_dedup.pair_uid(f"u{i}", "c") for i in rng.integers(0, 300, 2000)]
+    files = [f"f{i}.parquet" for i in rng.integers(0, 12, 2000)]
+    rows = rng.integers(0, 50, 2000)
+    expected = np.zeros(2000, dtype=bool)
+    seen = set()
+    for i in sorted(range(2000), key=lambda i: (uids[i], files[i], rows[i], i)):
+        if uids[i] not in seen:
+            seen.add(uids[i])
+            expected[i] = True
+    keep = pair_dedup.first_copies(uids, files, rows)
+    # Ties on (uid, file, row) are the same source row seen twice: either copy is the first.
+    assert keep.sum() == expected.sum() == len(set(uids))
+    kept = {(uids[i], files[i], rows[i]) for i in np.flatnonzero(keep)}
+    assert kept == {(uids[i], files[i], rows[i]) for i in np.flatnonzero(expected)}

@@ -1,0 +1,159 @@
+"""`clipdata curate` end to end on small pools written in every input format."""
+import gzip
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from clipdata.pipeline import cli, curate
+from test_wat import RECORDS, write_wat
+
+ENTRIES = ["dog", "red", "cat", "big dog", "the", "bus", "Blue sky"]
+
+# (url, caption, what happens to the row)
+ROWS = [
+    ("http://a.example/1.jpg", "a red dog", "kept"),  # red, dog
+    ("http://a.example/2.jpg", "the cat.", "kept"),  # the, cat
+    ("http://a.example/3.jpg", "A big dog!", "kept"),  # big dog, dog
+    ("http://a.example/1.jpg", "a red dog", "duplicate"),
+    ("ftp://a.example/5.jpg", "red", "bad-url"),
+    ("http://a.example/6.jpg", "   ", "empty-caption"),
+    ("http://a.example/7.jpg", "hotdog stand", "no-match"),
+    ("http://a.example/8.jpg", "dog " * 300, "caption-too-long"),
+    ("http://a.example/9.jpg", "caf\u00c3\u00a9 for the dog", "kept"),  # mojibake fixed by ftfy
+]
+
+
+def write_pool(path, rows=ROWS):
+    urls = [r[0] for r in rows]
+    captions = [r[1] for r in rows]
+    table = pa.table({"url": urls, "caption": captions})
+    if path.endswith(".parquet"):
+        pq.write_table(table, path)
+    elif ".csv" in path or ".tsv" in path:
+        delimiter = "\t" if ".tsv" in path else ","
+        plain = path[:-3] if path.endswith(".gz") else path
+        pacsv.write_csv(table, plain, pacsv.WriteOptions(delimiter=delimiter, quoting_style="all_valid"))
+        if path.endswith(".gz"):
+            with open(plain, "rb") as src, gzip.open(path, "wb") as dst:
+                dst.write(src.read())
+            os.remove(plain)
+    else:
+        lines = "".join(json.dumps({"url": u, "caption": c}) + "\n" for u, c in zip(urls, captions))
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "wt") as out:
+            out.write(lines)
+
+
+def write_queries(folder, entries=ENTRIES):
+    path = os.path.join(folder, "queries.txt")
+    with open(path, "w") as out:
+        out.write("\n".join(entries) + "\n")
+    return path
+
+
+def run(folder, pool, *extra, entries=ENTRIES):
+    queries = write_queries(folder, entries)
+    output = os.path.join(folder, "out")
+    assert cli.main(["curate", "--pool", pool, "--queries", queries, "--output", output, *extra]) == 0
+    stats = json.load(open(os.path.join(output, "curate_stats.json")))
+    return output, stats
+
+
+def dropped_reasons(output):
+    table = pq.read_table(os.path.join(output, "dropped"))
+    return sorted(zip(table.column("source_row").to_pylist(), table.column("reason").to_pylist()))
+
+
+@pytest.mark.parametrize("name", ["pool.parquet", "pool.csv", "pool.tsv", "pool.jsonl", "pool.jsonl.gz", "pool.csv.gz"])
+def test_every_table_format_gives_the_same_curated_pairs(tmp_path, name):
+    write_pool(str(tmp_path / name))
+    output, stats = run(str(tmp_path), str(tmp_path / name))
+
+    curated = curate.read_curated(output)
+    got = sorted(zip(curated.column("caption").to_pylist(), curated.column("entry_ids").to_pylist(),
+                     curated.column("source_row").to_pylist()))
+    assert got == [("A big dog!", [0, 3], 2), ("a red dog", [0, 1], 0), ("café for the dog", [0, 4], 8),
+                   ("the cat.", [2, 4], 1)]
+    assert set(curated.column("source_file").to_pylist()) == {str(tmp_path / name)}
+    assert dropped_reasons(output) == [(i, what) for i, (_, _, what) in enumerate(ROWS) if what != "kept"]
+    assert stats["rows_read"] == len(ROWS)
+    assert stats["rows_kept"] == 4
+    assert stats["dropped"] == {"bad-url": 1, "caption-too-long": 1, "duplicate": 1, "empty-caption": 1, "no-match": 1}
+    assert stats["entries_matched"] == 5
+
+    counts = pq.read_table(os.path.join(output, "entry_counts.parquet")).to_pydict()
+    assert counts["entry"] == ENTRIES
+    assert counts["matched"] == [3, 1, 1, 1, 2, 0, 0]
+    assert counts["kept"] == counts["matched"]
+
+
+def test_wat_pool(tmp_path):
+    wat = tmp_path / "CC-MAIN-x.warc.wat.gz"
+    write_wat(wat, RECORDS)
+    output, stats = run(str(tmp_path), str(wat))
+    curated = curate.read_curated(output)
+    pairs = sorted(zip(curated.column("url").to_pylist(), curated.column("caption").to_pylist(),
+                       curated.column("page_url").to_pylist()))
+    assert ("http://example.com/img/a.jpg", "A red bus", "http://example.com/dir/page.html") in pairs
+    assert ("http://example.com/b.png", "Blue sky", "http://example.com/dir/page.html") in pairs
+    assert stats["wat_links_skipped"]["missing-alt"] >= 2
+    assert stats["rows_read"] == stats["rows_kept"] + sum(stats["dropped"].values())
+
+
+def test_balancing_caps_head_entries_and_is_deterministic(tmp_path):
+    n = 3000
+    rows = [(f"http://b.example/{i}.jpg", f"the photo number{i}", "") for i in range(n)]
+    rows += [(f"http://b.example/r{i}.jpg", f"a rare{i % 7} thing", "") for i in range(40)]
+    entries = ["the", *[f"rare{i}" for i in range(7)]]
+    write_pool(str(tmp_path / "pool.parquet"), rows)
+    output, stats = run(str(tmp_path), str(tmp_path / "pool.parquet"), "--max-per-entry", "100", entries=entries)
+    counts = pq.read_table(os.path.join(output, "entry_counts.parquet")).to_pydict()
+    assert counts["matched"] == [n] + [6, 6, 6, 6, 6, 5, 5]
+    assert counts["kept"][1:] == counts["matched"][1:]  # tail entries keep everything
+    p = 100 / n
+    assert abs(counts["kept"][0] - 100) <= 5 * np.sqrt(n * p * (1 - p))
+    assert stats["dropped"]["balanced-out"] == n - counts["kept"][0]
+
+    def curated_bytes(out):
+        folder = os.path.join(out, "curated")
+        return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))}
+
+    first = curated_bytes(output)
+    output_again, _ = run(str(tmp_path), str(tmp_path / "pool.parquet"), "--max-per-entry", "100", entries=entries)
+    assert curated_bytes(output_again) == first
+    output_seed, _ = run(str(tmp_path), str(tmp_path / "pool.parquet"), "--max-per-entry", "100", "--seed", "1",
+                         entries=entries)
+    assert curated_bytes(output_seed) != first
+
+
+def test_unreadable_file_is_named_and_other_files_still_count(tmp_path):
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    write_pool(str(folder / "good.parquet"))
+    (folder / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    output, stats = run(str(tmp_path), str(folder))
+    assert stats["rows_kept"] == 4
+    assert [e["file"] for e in stats["files_unreadable"]] == [str(folder / "bad.parquet")]
+
+
+def test_wrong_column_name_fails_before_the_job_with_what_to_do(tmp_path, capsys):
+    write_pool(str(tmp_path / "pool.parquet"))
+    queries = write_queries(str(tmp_path))
+    code = cli.main(["curate", "--pool", str(tmp_path / "pool.parquet"), "--queries", queries,
+                     "--output", str(tmp_path / "out"), "--caption-col", "TEXT"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "TEXT" in err and "--caption-col" in err
+
+
+def test_lowercase_option(tmp_path):
+    write_pool(str(tmp_path / "pool.parquet"), [("http://c.example/1.jpg", "The Red DOG", "")])
+    output, stats = run(str(tmp_path), str(tmp_path / "pool.parquet"), "--lowercase")
+    assert curate.read_curated(output).column("entry_ids").to_pylist() == [[0, 1, 4]]
+    output, stats = run(str(tmp_path), str(tmp_path / "pool.parquet"))
+    assert stats["rows_kept"] == 0 and stats["dropped"] == {"no-match": 1}

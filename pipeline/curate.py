@@ -302,7 +302,10 @@ class MatchedPairs(beam.PTransform):
 
     def expand(self, batches):
         cfg = self.config
-        cleaned = batches | "CleanText" >> beam.ParDo(CleanTextFn(cfg.max_caption_chars)).with_outputs(
+        # Batches of one big file would otherwise stay on the worker that read it: spread them,
+        # so cleaning and matching (the CPU-heavy steps) use every worker.
+        cleaned = batches | "SpreadBatches" >> beam.Reshuffle() | "CleanText" >> beam.ParDo(
+            CleanTextFn(cfg.max_caption_chars)).with_outputs(
             "dropped", main="tables")
         matched = cleaned.tables | "MatchQueries" >> beam.ParDo(
             MatchQueriesFn(cfg.queries, cfg.lowercase)).with_outputs("dropped", main="tables")

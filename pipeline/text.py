@@ -15,13 +15,17 @@ HTML entities, curly quotes, control characters), then every run of whitespace (
 str.isspace: newlines, tabs, no-break and ideographic spaces ...) becomes one space, ends stripped.
 
 ftfy is the slow part: fix_text takes 15-70 us a caption (one core), the rest of clean_batch
-about 1.5 us a row. fix_text can only change an ASCII caption through `&` (HTML entities), control
-characters and ESC sequences, or line breaks (\\r\\n -> \\n, which whitespace folding turns into
-one space anyway), so captions of printable ASCII, tabs and newlines without `&` skip it; the result
-is the same as calling fix_text on every caption (tests/test_text.py checks this on thousands of
-strings). Captions repeated within a batch are fixed once.
+about 1.5 us a row. So fix_text runs only on captions it could change (see _may_change_pattern):
+ones holding a character one of its fixers rewrites (`&` for HTML entities, control characters,
+curly quotes, ligatures, full-width forms, odd line breaks...), a character its mojibake detector
+needs to see, or that are not in NFC. Plain ASCII and ordinary accented or CJK text skip it; the
+result is the same as calling fix_text on every caption (tests/test_text.py checks this on
+thousands of strings). Captions repeated within a batch are fixed once.
 """
 from __future__ import annotations
+
+import functools
+import unicodedata
 
 import ftfy
 import pyarrow as pa
@@ -37,7 +41,8 @@ REASONS = ("bad-url", "empty-caption", "caption-too-long")
 # Python's whitespace (str.isspace / str.split), spelled for RE2, pyarrow's regex engine.
 _WHITESPACE = "".join(f"\\x{{{c:x}}}" for c in range(0x110000) if chr(c).isspace())
 _WHITESPACE_RUN = f"[{_WHITESPACE}]+"
-# Captions fix_text leaves as they are, up to line breaks: printable ASCII without '&', \t \n \r.
+# The fallback when ftfy's internals are not what _may_change_pattern expects: every caption with
+# a character outside printable ASCII (plus tab and line breaks), or with '&', goes to fix_text.
 _MAY_NEED_FTFY = r"[^\t\n\r\x20-\x25\x27-\x7e]"
 # http(s)://[userinfo@]host[:port][/?#...]; host a bracketed IPv6 literal or a name.
 _URL = (r"^(?i:https?)://(?:[^/?#@]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^/?#@:\[\]]+)(?::[0-9]*)?"
@@ -61,7 +66,7 @@ def clean_batch(batch: pa.RecordBatch, max_caption_chars: int = MAX_CAPTION_CHAR
 
     # ftfy only where it can change something, and only for rows whose URL is usable.
     raw = batch.column("caption")
-    needs_ftfy = pc.fill_null(pc.and_(pc.match_substring_regex(raw, _MAY_NEED_FTFY), url_ok), False)
+    needs_ftfy = pc.fill_null(pc.and_(_may_change(raw), url_ok), False)
     captions = _fix_where(raw, needs_ftfy)
     captions = pc.utf8_trim(pc.replace_substring_regex(captions, _WHITESPACE_RUN, " "), " ")
 
@@ -81,6 +86,18 @@ def clean_batch(batch: pa.RecordBatch, max_caption_chars: int = MAX_CAPTION_CHAR
     return kept, dropped
 
 
+def _may_change(captions: pa.Array) -> pa.Array:
+    """Per caption: could fix_text change it? (False may be trusted, True is conservative.)"""
+    by_char = pc.fill_null(pc.match_substring_regex(captions, _may_change_pattern()), False)
+    # NFC is the last step of fix_text. (pyarrow's utf8_normalize cannot be used for the check:
+    # pyarrow 25 returns decomposed text for "NFC".) Only non-ASCII captions can be off NFC.
+    other = pc.and_(pc.fill_null(pc.match_substring_regex(captions, r"[^\x00-\x7f]"), False), pc.invert(by_char))
+    if not pc.any(other).as_py():
+        return by_char
+    not_nfc = [not unicodedata.is_normalized("NFC", c) for c in pc.filter(captions, other).to_pylist()]
+    return pc.or_(by_char, pc.replace_with_mask(pa.array([False] * len(captions)), other, pa.array(not_nfc)))
+
+
 def _fix_where(captions: pa.Array, mask: pa.Array) -> pa.Array:
     """`captions` with ftfy.fix_text applied where `mask` is true."""
     todo = pc.filter(captions, mask).to_pylist()
@@ -91,3 +108,110 @@ def _fix_where(captions: pa.Array, mask: pa.Array) -> pa.Array:
         if text not in fixed:
             fixed[text] = ftfy.fix_text(text)
     return pc.replace_with_mask(captions, mask, pa.array([fixed[t] for t in todo], pa.string()))
+
+
+# --------------------------------------------------------------------------------------------
+# Which captions fix_text could change.
+#
+# With ftfy's default config, fix_text(c) == c unless c holds a character of one of these kinds:
+#  - one that a character-level fixer rewrites: HTML unescaping needs '&'; fix_c1_controls,
+#    fix_latin_ligatures, fix_character_width, uncurl_quotes, fix_line_breaks, fix_surrogates,
+#    remove_terminal_escapes and remove_control_chars each act on given characters, found here by
+#    running each fixer on every character of the BMP and SMP (0.2 s, once per process);
+#  - one its mojibake detector (ftfy.badness.BADNESS_RE) needs to see: fix_encoding does nothing
+#    unless that regex matches, and every alternative of the regex requires one character from
+#    some class; we take, for each alternative, its class with the fewest letters, so ordinary
+#    accented text ("café", "Zürich") usually needs none of them;
+#  - a character past U+1FFFF (rare; not scanned), or a caption not in NFC (checked apart).
+
+
+def _fixer_triggers() -> set[int]:
+    from ftfy import chardata, fixes
+
+    fixers = [fixes.fix_c1_controls, fixes.fix_latin_ligatures, fixes.fix_character_width,
+              fixes.uncurl_quotes, fixes.fix_line_breaks, fixes.fix_surrogates,
+              fixes.remove_terminal_escapes, fixes.remove_control_chars]
+    triggers = {ord("&"), 0x1B}
+    for code in range(0x20000):
+        char = chr(code)
+        if any(fixer(char) != char for fixer in fixers):
+            triggers.add(code)
+    triggers.update(code for code in chardata.CONTROL_CHARS if isinstance(code, int))
+    return triggers
+
+
+def _item_chars(item) -> set[int] | None:
+    """The characters one regex item must consume, or None when it is not a plain set."""
+    from re import _constants as c
+
+    op, value = item
+    if op == c.LITERAL:
+        return {value}
+    if op == c.IN:
+        chars: set[int] = set()
+        for kind, arg in value:
+            if kind == c.LITERAL:
+                chars.add(arg)
+            elif kind == c.RANGE:
+                chars.update(range(arg[0], arg[1] + 1))
+            else:  # NEGATE, CATEGORY (\s, \w): too broad to require
+                return None
+        return chars
+    if op == c.MAX_REPEAT and value[0] >= 1 and len(value[2]) == 1:
+        return _item_chars(value[2][0])
+    return None
+
+
+def _commonness(code: int) -> int:
+    """How often a character turns up in ordinary captions, roughly: ASCII always, accented Latin
+    letters often, other letters sometimes, symbols rarely."""
+    if code < 0x80:
+        return 1000
+    if chr(code).isalpha():
+        return 50 if code <= 0x24F else 10
+    return 1
+
+
+def _badness_requirements() -> set[int]:
+    """One required character class per alternative of ftfy's BADNESS_RE, unioned."""
+    from re import _constants as c
+    from re import _parser
+
+    from ftfy import badness
+
+    tree = _parser.parse(badness.BADNESS_RE.pattern, badness.BADNESS_RE.flags)
+    if len(tree.data) != 1 or tree.data[0][0] != c.BRANCH:
+        raise ValueError("unexpected BADNESS_RE shape")
+    required: set[int] = set()
+    for alternative in tree.data[0][1][1]:
+        sets = [chars for chars in map(_item_chars, alternative) if chars]
+        if not sets:
+            raise ValueError("an alternative of BADNESS_RE requires no particular character")
+        required |= min(sets, key=lambda chars: sum(map(_commonness, chars)))
+    # The one anchored alternative (^[ÃÂ] ) must not depend on where a caption starts.
+    required.update(map(ord, "ÃÂ"))
+    return required
+
+
+def _as_re2_class(codes: set[int]) -> str:
+    ranges, codes = [], sorted(codes)
+    start = previous = codes[0]
+    for code in codes[1:]:
+        if code != previous + 1:
+            ranges.append((start, previous))
+            start = code
+        previous = code
+    ranges.append((start, previous))
+    return "[" + "".join(f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges) \
+        + "\\x{20000}-\\x{10ffff}]"
+
+
+@functools.lru_cache(maxsize=1)
+def _may_change_pattern() -> str:
+    """An RE2 character class: a caption without any of these is one fix_text leaves alone."""
+    try:
+        codes = _fixer_triggers() | _badness_requirements()
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return _MAY_NEED_FTFY  # another ftfy: fix every caption that is not plain ASCII
+    codes |= set(range(0x00, 0x09)) | {0x0B, 0x0C} | set(range(0x0E, 0x20)) | {0x7F}
+    return _as_re2_class(codes)

@@ -123,3 +123,55 @@ def test_clean_caption(caption, cleaned):
     assert clean_caption(caption) == cleaned
     kept, _ = clean_batch(batch_of([("http://a.example/1.jpg", caption)]))
     assert kept.column("caption").to_pylist() == [cleaned]
+
+
+def badness_alphabet():
+    """Every character ftfy's mojibake detector looks at, plus ordinary non-ASCII text."""
+    from re import _constants as c
+    from re import _parser
+
+    from ftfy import badness
+
+    chars = set()
+    tree = _parser.parse(badness.BADNESS_RE.pattern, badness.BADNESS_RE.flags)
+    for alternative in tree.data[0][1][1]:
+        for op, value in alternative:
+            if op == c.LITERAL:
+                chars.add(chr(value))
+            elif op == c.IN:
+                for kind, arg in value:
+                    if kind == c.LITERAL:
+                        chars.add(chr(arg))
+                    elif kind == c.RANGE:
+                        chars.update(map(chr, range(arg[0], arg[1] + 1)))
+    return sorted(chars) + list("éüñçøåœßàèìòùâêîôûëïÿ東京日本語한국어Ελληνικάмосква😀🎉") + ["e\u0301", "\u2019"]
+
+
+def test_fast_path_is_fix_text_on_mojibake_alphabet():
+    """The shortcut's claim, checked where it is sharpest: strings of the very characters the
+    mojibake detector reads, next to ordinary accented, Greek, Cyrillic, CJK and emoji text."""
+    rng = random.Random(1)
+    alphabet = badness_alphabet()
+    words = ["the", "a", "photo", " ", " ", "-", ".", "Ã", "Â", "café", "naïve"]
+    captions = []
+    for _ in range(6000):
+        parts = [rng.choice(alphabet) if rng.random() < 0.6 else rng.choice(words) for _ in range(rng.randint(1, 8))]
+        captions.append("".join(parts))
+    # Real mojibake: UTF-8 text decoded with the codecs ftfy undoes.
+    for text in ["café crème", "Zürich Straße", "naïve señor", "Москва", "Ελλάδα", "“quoted” — dash"]:
+        for codec in ("latin-1", "cp1252", "cp1251", "cp1253", "macroman"):
+            try:
+                captions.append(text.encode("utf-8").decode(codec))
+            except UnicodeDecodeError:
+                pass
+    batch = batch_of([(f"http://a.example/{i}.jpg", c) for i, c in enumerate(captions)])
+    kept, dropped = clean_batch(batch)
+    got = {r["source_row"]: r["caption"] for r in kept.to_pylist()}
+    for i, caption in enumerate(captions):
+        reference = clean_caption(caption)
+        assert got.get(i, "") == reference, (i, caption)
+    # The shortcut does skip fix_text for ordinary accented and CJK text.
+    from clipdata.pipeline.text import _may_change
+
+    ordinary = pa.array(["café in Zürich", "naïve résumé", "東京 tower", "😀 party", "plain words"])
+    assert _may_change(ordinary).to_pylist() == [False] * 5

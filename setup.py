@@ -44,6 +44,7 @@ INSTALL_REQUIRES = [
     "mwparserfromhell>=0.6",  # wikitext -> plain text for the query-list counts
     "pyahocorasick>=2.0",
     "aiohttp>=3.10",  # the downloader's pooled HTTP client
+    "tokenizers>=0.20",  # the trainer's byte-level BPE
     "tqdm>=4.62",
     "numpy>=1.24",
     "pillow>=10",

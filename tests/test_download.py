@@ -202,3 +202,29 @@ def test_plan_is_a_function_of_the_input_alone():
     assert [s.segments for s in specs] == [
         (("a", 0, 4),), (("a", 4, 5), ("c", 0, 3)), (("c", 3, 7),)]
     assert [s.shard_id for s in specs] == [0, 1, 2]
+
+
+def test_build_runs_curate_then_download_and_resumes(tmp_path, capsys):
+    with FaultServer() as server:
+        rows = [(server.url(f"/image/{70 + i}x50.jpg"), f"a red circle number {i}") for i in range(6)]
+        rows += [(server.url("/image.jpg?n=9"), "nothing matches here"), ("ftp://x.example/a.jpg", "red")]
+        pq.write_table(pa.table({"url": [u for u, _ in rows], "caption": [c for _, c in rows]}),
+                       str(tmp_path / "pool.parquet"))
+        (tmp_path / "queries.txt").write_text("red\ncircle\n")
+        args = ["build", "--pool", str(tmp_path / "pool.parquet"), "--queries", str(tmp_path / "queries.txt"),
+                "--output", str(tmp_path / "run"), "--rows-per-shard", "4", *FAST]
+        assert cli.main(args) == 0
+        run = tmp_path / "run"
+        stats = json.load(open(run / "curated" / "curate_stats.json"))
+        assert stats["rows_kept"] == 6 and stats["dropped"] == {"bad-url": 1, "no-match": 1}
+        manifest = json.load(open(run / "shards" / "manifest.json"))
+        assert manifest["totals"]["samples"] == 6
+        samples = list(wds.WebDataset(sorted(glob.glob(str(run / "shards" / "*.tar"))), shardshuffle=False))
+        assert sorted(s["txt"].decode() for s in samples) == sorted(c for _, c in rows[:6])
+        assert all(json.loads(s["json"])["entry_ids"] == [0, 1] for s in samples)  # red, circle
+
+        capsys.readouterr()
+        requests = server.requests
+        assert cli.main(args) == 0  # both stages' outputs exist: nothing is redone
+        assert server.requests == requests
+        assert "skipped" in capsys.readouterr().out

@@ -54,7 +54,7 @@ class Nginx:
 
     def __init__(self, root: str, workdir: str, workers: int = 2):
         self.port = free_port()
-        self.prefix = os.path.join(workdir, "nginx")
+        self.prefix = os.path.abspath(os.path.join(workdir, "nginx"))
         os.makedirs(os.path.join(self.prefix, "logs"), exist_ok=True)
         conf = os.path.join(self.prefix, "nginx.conf")
         with open(conf, "w") as out:

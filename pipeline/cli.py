@@ -38,7 +38,7 @@ def add_not_built(subparsers, name: str, help_text: str, issue: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from clipdata.dedup import cli as dedup_cli
-    from clipdata.pipeline import curate_cli, download_cli, shard_check
+    from clipdata.pipeline import curate_cli, download_cli, inspect_key, shard_check
     from clipdata.pipeline import demo as demo_cli
     from clipdata.query_lists import cli as queries_cli
     from clipdata.trainer import cli as train_cli
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup_cli.add_commands(subparsers)
     train_cli.add_commands(subparsers)
     demo_cli.add_commands(subparsers)
+    inspect_key.add_commands(subparsers)
     return parser
 
 

@@ -270,7 +270,10 @@ class WriteCuratedFn(beam.DoFn):
     def process(self, keyed):
         partition, table = keyed
         name = f"part-{partition:05d}-of-{self.partitions:05d}.parquet"
-        write_atomically(FileSystems.join(self.folder, name), parquet_bytes(table.select(CURATED_COLUMNS)))
+        # One chunk per column: how the partition's pieces arrived (which depends on the number of
+        # workers) must not change the file's bytes.
+        curated = table.select(CURATED_COLUMNS).combine_chunks()
+        write_atomically(FileSystems.join(self.folder, name), parquet_bytes(curated))
         yield balance.entry_counts(_flat_entry_ids(table)[1], self.n_entries)
 
 

@@ -1,0 +1,123 @@
+"""Checkpoints: one file per saved step, written atomically, holding everything an exact resume needs.
+
+    output/checkpoints/step_00001000.pt   {"step", "config" (TrainConfig), "model_config",
+                                           "tokenizer" {"kind", "name", "data"}, "model",
+                                           "optimizer", "ranks" [per rank: {"loader", "rng"}],
+                                           "world_size", "metrics", "format"}
+
+`save_checkpoint` writes a temporary file in the same folder (`.step_00001000.pt.tmp-<hex>`),
+fsyncs it, renames it into place and fsyncs the folder, so a kill at any moment leaves either the
+complete new checkpoint or none: `latest_checkpoint` never sees a partial one. Only the master
+process writes; the per-rank parts (loader position, RNG states) are gathered to it first.
+Everything stored is a tensor or plain Python data, so `load_checkpoint` uses torch's safe
+`weights_only` loader.
+
+    path = save_checkpoint("out/checkpoints", step, state, keep_last=3)
+    path = latest_checkpoint("out/checkpoints")      # None when there is none
+    state = load_checkpoint(path)
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import uuid
+
+import numpy as np
+import torch
+
+FORMAT = "clipdata-checkpoint-1"
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+_TEMP = re.compile(r"^\.step_\d+\.pt\.tmp-[0-9a-f]+$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+def save_checkpoint(folder: str, step: int, state: dict, keep_last: int = 0) -> str:
+    """Write `state` as the checkpoint of `step` atomically; keep only the newest `keep_last`
+    checkpoints (0: keep all). Returns the checkpoint's path."""
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):  # left by a writer that was killed (the master is the only one)
+        if _TEMP.match(name):
+            os.remove(os.path.join(folder, name))
+    path = os.path.join(folder, checkpoint_name(step))
+    temp = os.path.join(folder, f".{checkpoint_name(step)}.tmp-{uuid.uuid4().hex[:16]}")
+    try:
+        with open(temp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    _sync_folder(folder)
+    if keep_last > 0:
+        for old in list_checkpoints(folder)[:-keep_last]:
+            os.remove(old)
+    return path
+
+
+def _sync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(folder: str) -> list[str]:
+    """Complete checkpoints in `folder`, oldest step first."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    found = sorted((int(m.group(1)), name) for name in names if (m := _NAME.match(name)))
+    return [os.path.join(folder, name) for _, name in found]
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The checkpoint with the highest step in `folder`, or None."""
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a clipdata checkpoint (format {state.get('format')!r})")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states of one process, as plain data
+
+
+def rng_state() -> dict:
+    """Python's, numpy's and torch's (CPU and current CUDA device) generator states."""
+    np_state = np.random.get_state(legacy=False)
+    version, internal, gauss = random.getstate()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": {"bit_generator": np_state["bit_generator"],
+                  "key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"],
+                         "state": {"key": np.array(n["key"], dtype=np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

@@ -35,8 +35,15 @@ test: venv system-deps
 demo: venv
 	$(BIN)/clipdata demo --output demo_output
 
+# Each benchmark prints its figure beside the peer it is compared with (see README, Benchmarks).
 bench: venv
 	$(BIN)/python bench/queries.py
+	$(BIN)/python bench/curate.py matcher
+	$(BIN)/python bench/curate.py pipeline
+	$(BIN)/python bench/download.py
+	$(BIN)/python bench/dedup.py quality
+	$(BIN)/python bench/dedup.py speed
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) demo_output bench_output .pytest_cache

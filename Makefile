@@ -41,8 +41,6 @@ bench: venv
 	$(BIN)/python bench/curate.py matcher
 	$(BIN)/python bench/curate.py pipeline
 	$(BIN)/python bench/download.py
-	$(BIN)/python bench/dedup.py quality
-	$(BIN)/python bench/dedup.py speed
 	$(BIN)/python bench/train.py
 
 clean:

@@ -10,8 +10,13 @@
 3. curate: `clipdata curate` over that web's (url, alt text) pool.
 4. download: `clipdata download` of the curated pairs into WebDataset shards, then
    `clipdata shards check` over them.
-Everything runs offline; each step prints where its outputs are. The later stages (dedup, train)
-join the demo as they are built.
+5. dedup: two labelled test sets of new images of the same classes, one with planted
+   transformed copies of web images and lookalikes; `clipdata dedup` reports the overlap and
+   `clipdata dedup apply-blocklist` writes shards without it.
+6. train: a tiny CLIP trained on the clean shards, with zero-shot evaluation on the held-out
+   test set ("a photo of a red circle." ...) as it trains.
+7. index.html: one page linking every output, with plots.
+Everything runs offline; each step prints where its outputs are.
 """
 from __future__ import annotations
 
@@ -34,6 +39,11 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--output", default="demo_output", help="folder for inputs and outputs (default: %(default)s)")
     parser.add_argument("--pages", type=int, default=3000, help="articles in the generated Wikipedia (default: %(default)s)")
     parser.add_argument("--images", type=int, default=3000, help="images on the synthetic web (default: %(default)s)")
+    parser.add_argument("--test-images", type=int, default=400,
+                        help="images per synthetic test set (default: %(default)s)")
+    parser.add_argument("--planted", type=int, default=20, help="planted duplicates in the first test set")
+    parser.add_argument("--train-steps", type=int, default=200, help="training steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(handler=run_demo, beam=True)
 
@@ -66,11 +76,11 @@ def write_demo_sources(folder: str, pages: int, seed: int) -> dict:
 
 
 def run_demo(args, beam_args: list[str]) -> int:
-    from clipdata.pipeline import cli, synthetic_web
+    from clipdata.pipeline import cli, demo_report, synthetic_web
 
     started = time.perf_counter()
     out = args.output
-    steps = 5
+    steps = 7
 
     sources_dir = os.path.join(out, "sources")
     print(f"[1/{steps}] writing demo inputs (MediaWiki dump, pageviews, WordNet) to {sources_dir}", flush=True)
@@ -110,25 +120,73 @@ def run_demo(args, beam_args: list[str]) -> int:
     if code:
         return code
 
+    testsets = os.path.join(out, "testsets")
+    print(f"\n[6/{steps}] test sets in {testsets}; clipdata dedup -> {out}/dedup", flush=True)
+    planted = synthetic_web.build_test_set(os.path.join(testsets, "planted"), args.test_images, args.seed + 1,
+                                           planted_from=web, planted_count=args.planted,
+                                           lookalike_count=max(1, args.planted // 2))
+    synthetic_web.build_test_set(os.path.join(testsets, "heldout"), args.test_images, args.seed + 2,
+                                 planted_from=web, planted_count=0)
+    dedup = os.path.join(out, "dedup")
+    code = cli.main(["dedup", "--shards", shards, "--test-set", f"planted={testsets}/planted",
+                     "--test-set", f"heldout={testsets}/heldout", "--output", dedup, *beam_args])
+    if code:
+        return code
+    clean = os.path.join(out, "shards_clean")
+    code = cli.main(["dedup", "apply-blocklist", "--shards", shards, "--blocklist",
+                     os.path.join(dedup, "blocklist.txt"), "--output", clean])
+    if code:
+        return code
+
+    train = os.path.join(out, "train")
+    print(f"\n[7/{steps}] clipdata train (tiny-vit, {args.train_steps} steps) -> {train}", flush=True)
+    code = cli.main(["train", "--data", clean, "--output", train, "--model", "tiny-vit",
+                     "--steps", str(args.train_steps), "--batch-size", str(args.batch_size), "--lr", "1e-3",
+                     "--warmup", str(max(1, args.train_steps // 10)), "--vocab-size", "2000",
+                     "--eval-data", os.path.join(testsets, "heldout"),
+                     "--eval-every", str(max(1, args.train_steps // 5)), "--log-every", "10",
+                     "--ckpt-every", str(args.train_steps), "--workers", "1", "--seed", str(args.seed)])
+    if code:
+        return code
+
     summary = demo_summary(out)
+    summary["planted"] = sum(1 for image in planted["images"] if image["kind"] == "planted")
+    summary["chance"] = 1 / len(synthetic_web.make_classes())
     with open(os.path.join(out, "demo_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    index = demo_report.write_index(out)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Outputs in {out}/:")
     print(f"  queries/queries.txt   {summary['entries']:,} entries")
     print(f"  curated/              {summary['curated']:,} of {summary['pool_rows']:,} pool rows kept")
-    print(f"  shards/               {summary['samples']:,} samples in {summary['shards']} shards "
-          f"(manifest.json has OpenCLIP's --train-data)")
-    print("Not in the demo yet (not built): dedup (#5), train (#6).")
+    print(f"  shards/               {summary['samples']:,} samples in {summary['shards']} shards")
+    for test_set in summary["overlap"]:
+        print(f"  dedup/                {test_set['name']}: {test_set['overlap']} of {test_set['size']} test images "
+              f"overlap the shards ({test_set['overlap_percent']:.1f}%)")
+    print(f"  shards_clean/         {summary['clean_samples']:,} samples after the blocklist")
+    if summary.get("zeroshot_top1") is not None:
+        print(f"  train/                zero-shot top-1 {100 * summary['zeroshot_top1']:.1f}% on the held-out test "
+              f"set (chance {100 * summary['chance']:.1f}%)")
+    print(f"Open {index} for the page with every output and plot.")
     return 0
 
 
 def demo_summary(out: str) -> dict:
-    with open(os.path.join(out, "queries", "queries.json")) as f:
-        queries = json.load(f)
-    with open(os.path.join(out, "curated", "curate_stats.json")) as f:
-        curated = json.load(f)
-    with open(os.path.join(out, "shards", "manifest.json")) as f:
-        manifest = json.load(f)
-    return {"entries": queries["entries"], "pool_rows": curated["rows_read"], "curated": curated["rows_kept"],
-            "dropped": curated["dropped"], "shards": len(manifest["shards"]),
-            "samples": manifest["totals"]["samples"], "download_errors": manifest["totals"].get("errors", {})}
+    def load(*parts):
+        path = os.path.join(out, *parts)
+        return json.load(open(path)) if os.path.exists(path) else None
+
+    queries, curated = load("queries", "queries.json"), load("curated", "curate_stats.json")
+    manifest, clean, report = load("shards", "manifest.json"), load("shards_clean", "manifest.json"), load("dedup", "report.json")
+    summary = {"entries": queries["entries"], "pool_rows": curated["rows_read"], "curated": curated["rows_kept"],
+               "dropped": curated["dropped"], "shards": len(manifest["shards"]),
+               "samples": manifest["totals"]["samples"], "download_errors": manifest["totals"].get("errors", {})}
+    if report:
+        summary["overlap"] = [{k: s[k] for k in ("name", "size", "overlap", "overlap_percent")} for s in report["test_sets"]]
+    if clean:
+        summary["clean_samples"] = clean["totals"]["samples"]
+    log = os.path.join(out, "train", "log.jsonl")
+    if os.path.exists(log):
+        evals = [json.loads(line) for line in open(log) if "zeroshot/top1" in line]
+        summary["zeroshot_top1"] = evals[-1]["zeroshot/top1"] if evals else None
+        summary["zeroshot_top5"] = evals[-1].get("zeroshot/top5") if evals else None
+    return summary

@@ -9,9 +9,10 @@ from clipdata.query_lists import entries
 
 
 @pytest.mark.slow
-def test_demo_runs_every_built_stage(tmp_path):
+def test_demo_runs_every_stage(tmp_path):
     out = str(tmp_path / "demo")
-    assert cli.main(["demo", "--output", out, "--pages", "400", "--images", "400"]) == 0
+    assert cli.main(["demo", "--output", out, "--pages", "400", "--images", "400", "--test-images", "80",
+                     "--planted", "8", "--train-steps", "24", "--batch-size", "32"]) == 0
 
     queries = entries.load_entries(os.path.join(out, "queries", "queries.txt"))
     assert queries[:100] == [str(i) for i in range(100)]
@@ -27,5 +28,36 @@ def test_demo_runs_every_built_stage(tmp_path):
     assert manifest["totals"]["samples"] > 0.9 * stats["rows_kept"] - 40  # faults fail, images succeed
     assert shard_check.check_paths([os.path.join(out, "shards")]) == []
 
+    # Contamination: the planted copies whose source image reached the shards are found.
+    report = json.load(open(os.path.join(out, "dedup", "report.json")))
+    planted = json.load(open(os.path.join(out, "testsets", "planted", "test_set.json")))
+    web = json.load(open(os.path.join(out, "web", "web.json")))
+    in_shards = {r["url"].rsplit("/", 1)[-1] for r in _shard_rows(os.path.join(out, "shards")) if r["status"] == "success"}
+    by_id = {image["id"]: image for image in web["images"]}
+    expected = {image["path"] for image in planted["images"] if image["kind"] == "planted"
+                and by_id[image["source"]]["url"].rsplit("/", 1)[-1] in in_shards}
+    found = set(next(s for s in report["test_sets"] if s["name"] == "planted")["overlap_ids"])
+    assert expected and expected <= found
+    blocklist = open(os.path.join(out, "dedup", "blocklist.txt")).read().split()
+    clean = json.load(open(os.path.join(out, "shards_clean", "manifest.json")))
+    assert clean["totals"]["samples"] == manifest["totals"]["samples"] - len(blocklist)
+
+    log = [json.loads(line) for line in open(os.path.join(out, "train", "log.jsonl"))]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < losses[0]
+    top1 = [r["zeroshot/top1"] for r in log if "zeroshot/top1" in r]
+    assert top1 and 0 <= top1[-1] <= 1
+
+    page = open(os.path.join(out, "index.html")).read()
+    for section in ("Query list", "Curate", "Download", "Contamination", "Train"):
+        assert section in page
+    assert "<script" not in page and "<svg" in page
     summary = json.load(open(os.path.join(out, "demo_summary.json")))
     assert summary["samples"] == manifest["totals"]["samples"]
+
+
+def _shard_rows(folder):
+    import pyarrow.parquet as pq
+
+    return [r for f in sorted(os.listdir(folder)) if f.endswith(".parquet")
+            for r in pq.read_table(os.path.join(folder, f)).to_pylist()]

@@ -1,0 +1,291 @@
+"""Perceptual hashes of images, as unsigned 64-bit ints, and the test-side views that find copies.
+
+The training side holds one hash per image, computed by `clipdata download` on the STORED image
+(img2dataset's resize to 256 with padding to a square, JPEG q95, transparency matted on white):
+the `phash` column of every `{shard:05d}.parquet`, 16 hex digits. `phash()` here gives the same
+number for the same encoded image as the downloader's `phash_hex` (both are imagehash.phash).
+
+The test side is small, so each test image is hashed in several views (`views()`): a copy in the
+training data may be mirrored, cropped or padded, and each of those moves a pHash as far as an
+unrelated image. The views are chosen by `bench/dedup.py quality`; see DEFAULT_VIEWS.
+
+Bit order: a hash's int is its imagehash hex string read as one big-endian number, so
+`hex64(phash(im)) == str(imagehash.phash(im))`; `to_codes` writes the same 8 bytes, most
+significant first, as the uint8 codes FAISS binary indexes take.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import multiprocessing
+import os
+import warnings
+from typing import Callable, Iterable, Sequence
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps
+
+# Chosen by measurement (bench/dedup.py quality, see there for the tables):
+# - "image" and "mirror": the picture as it is and flipped (a flip moves a pHash 27-40 bits);
+# - "border": padded to a square with white, as img2dataset's default `border` resize stores it
+#   (for a 2:1 picture the stored copy's pHash is ~30 bits from the unpadded one);
+# - "border_mirror": both;
+# - "crop90": the centre 90% of each side (the training copy is a crop of the test image).
+# Measured gains are in bench/dedup.py's docstring.
+DEFAULT_VIEWS = ("image", "mirror", "border", "border_mirror", "crop90")
+
+FAMILIES = ("phash", "dhash", "whash")
+HEX_DIGITS = 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB image: transparency matted on white (as img2dataset stores images), palette,
+    grey+alpha, CMYK, 1-bit, 16- and 32-bit grey and float images converted."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # PIL's own conversion clips 16-bit values at 255 (an almost white picture); scale instead.
+        values = np.asarray(image, dtype=np.uint32 if mode != "I" else np.int64)
+        top = 65535 if mode != "I" or values.max(initial=0) > 255 else 255
+        grey = (np.clip(values, 0, top) * 255 // top).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+        grey = np.clip(np.rint(values * 255 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode == "P" and "transparency" in image.info) or (mode in ("L", "RGB") and "transparency" in image.info)
+    if has_alpha:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Encoded bytes -> RGB image (raises ValueError when they are not an image PIL reads)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return to_rgb(image)
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for non-images
+            raise ValueError(f"not an image: {type(err).__name__}: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashes
+
+
+def _bits_to_int(bits: np.ndarray) -> int:
+    return int.from_bytes(np.packbits(bits.ravel().astype(bool)).tobytes(), "big")
+
+
+def phash(image: Image.Image) -> int:
+    """imagehash's 64-bit pHash as an unsigned int; equal to int(pipeline.images.phash_hex(b), 16)
+    for the image b encodes."""
+    return _bits_to_int(imagehash.phash(to_rgb(image)).hash)
+
+
+def dhash(image: Image.Image) -> int:
+    """imagehash's 64-bit (horizontal) difference hash as an unsigned int."""
+    return _bits_to_int(imagehash.dhash(to_rgb(image)).hash)
+
+
+def whash(image: Image.Image) -> int:
+    """imagehash's 64-bit Haar wavelet hash as an unsigned int."""
+    return _bits_to_int(imagehash.whash(to_rgb(image)).hash)
+
+
+HASH_FUNCTIONS: dict[str, Callable[[Image.Image], int]] = {"phash": phash, "dhash": dhash, "whash": whash}
+
+
+def hash_function(family: str) -> Callable[[Image.Image], int]:
+    try:
+        return HASH_FUNCTIONS[family]
+    except KeyError:
+        raise ValueError(f"unknown hash family {family!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def hex64(h: int) -> str:
+    """16 lower-case hex digits, imagehash's string form."""
+    h = int(h)
+    if not 0 <= h < 1 << 64:
+        raise ValueError(f"not an unsigned 64-bit hash: {h}")
+    return f"{h:016x}"
+
+
+def from_hex(s: str) -> int:
+    """The int of a 16-hex-digit hash string (the shards' `phash` column)."""
+    if not isinstance(s, str) or len(s) != HEX_DIGITS:
+        raise ValueError(f"a hash is {HEX_DIGITS} hex digits, not {s!r}")
+    try:
+        return int(s, 16)
+    except ValueError:
+        raise ValueError(f"a hash is {HEX_DIGITS} hex digits, not {s!r}") from None
+
+
+def from_hex_many(strings: Iterable[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes uint64, valid bool) of a column of hex strings; None or malformed entries are
+    invalid (their hash is 0)."""
+    strings = list(strings)
+    hashes = np.zeros(len(strings), dtype=np.uint64)
+    valid = np.zeros(len(strings), dtype=bool)
+    for i, s in enumerate(strings):
+        if isinstance(s, str) and len(s) == HEX_DIGITS:
+            try:
+                hashes[i] = int(s, 16)
+                valid[i] = True
+            except ValueError:
+                pass
+    return hashes, valid
+
+
+# ---------------------------------------------------------------------------------------------
+# Views: the forms a test image's copy may take in the training data
+
+
+def pad_to_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:
+    """The picture centred on a square of `fill`, as img2dataset's `border` resize mode pads it
+    (before its resize to 256, which a pHash does not see)."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), fill)
+    # albumentations' PadIfNeeded puts the odd pixel at the bottom / right
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def centre_crop(image: Image.Image, keep: float) -> Image.Image:
+    """The centre `keep` fraction of each side."""
+    w, h = image.size
+    cw, ch = max(1, round(w * keep)), max(1, round(h * keep))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return image.crop((left, top, left + cw, top + ch))
+
+
+def uncrop(image: Image.Image, grow: float) -> Image.Image:
+    """The picture with its edge pixels repeated outwards, each side `grow` times longer: a guess
+    at the low frequencies of an original this picture was cropped from."""
+    w, h = image.size
+    pad_x, pad_y = round(w * (grow - 1) / 2), round(h * (grow - 1) / 2)
+    arr = np.pad(np.asarray(image), ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="edge")
+    return Image.fromarray(arr, "RGB")
+
+
+VIEW_FUNCTIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "image": lambda im: im,
+    "mirror": ImageOps.mirror,
+    "border": pad_to_square,
+    "border_mirror": lambda im: pad_to_square(ImageOps.mirror(im)),
+    "border_black": lambda im: pad_to_square(im, (0, 0, 0)),
+    "crop90": lambda im: centre_crop(im, 0.9),
+    "crop80": lambda im: centre_crop(im, 0.8),
+    "crop90_mirror": lambda im: ImageOps.mirror(centre_crop(im, 0.9)),
+    "border_crop90": lambda im: pad_to_square(centre_crop(im, 0.9)),
+    "uncrop110": lambda im: uncrop(im, 1.1),
+    "border_uncrop110": lambda im: pad_to_square(uncrop(im, 1.1)),
+}
+VIEW_NAMES = tuple(VIEW_FUNCTIONS)
+
+
+def views(image: Image.Image, family: str = "phash", names: Sequence[str] | None = None) -> dict[str, int]:
+    """{view name: hash} of a test image, for the views `names` (default DEFAULT_VIEWS)."""
+    fn = hash_function(family)
+    names = DEFAULT_VIEWS if names is None else names
+    rgb = to_rgb(image)
+    out = {}
+    for name in names:
+        try:
+            view = VIEW_FUNCTIONS[name]
+        except KeyError:
+            raise ValueError(f"unknown view {name!r}; known: {', '.join(VIEW_NAMES)}") from None
+        out[name] = fn(view(rgb))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing encoded images (shards made elsewhere, whose parquet has no phash), in parallel
+
+
+def hashes_from_image_bytes(data: bytes, family: str = "phash") -> int:
+    """The hash of an encoded image: decode, matte on white, hash (raises ValueError when the
+    bytes are not an image)."""
+    return hash_function(family)(open_image(data))
+
+
+def _hash_or_none(args: tuple[bytes, str]) -> int | None:
+    data, family = args
+    try:
+        return hashes_from_image_bytes(data, family)
+    except ValueError:
+        return None
+
+
+def _pool_context():
+    # fork starts workers in milliseconds; elsewhere (macOS, Windows) only spawn is safe.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def hash_many(images: Sequence[bytes], workers: int | None = None, family: str = "phash",
+              chunksize: int = 64) -> list[int | None]:
+    """The hash of each encoded image, in order; None where the bytes are not an image.
+    `workers` processes (default: all cores; 0 or 1: in this process)."""
+    hash_function(family)  # an unknown family fails here, not in a worker
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    jobs = [(data, family) for data in images]
+    if workers <= 1 or len(jobs) < 2 * chunksize:
+        return [_hash_or_none(job) for job in jobs]
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        return list(pool.map(_hash_or_none, jobs, chunksize=chunksize))
+
+
+# ---------------------------------------------------------------------------------------------
+# Vectorised helpers
+
+
+def to_codes(hashes: np.ndarray) -> np.ndarray:
+    """uint64 hashes -> (n, 8) uint8 FAISS binary codes, most significant byte first (the byte
+    order of the hex string, so a code's bytes read as hex give hex64 of the hash)."""
+    hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint64).reshape(-1))
+    return hashes.astype(">u8").view(np.uint8).reshape(-1, 8)
+
+
+def from_codes(codes: np.ndarray) -> np.ndarray:
+    """(n, 8) uint8 codes -> uint64 hashes (the inverse of to_codes)."""
+    codes = np.ascontiguousarray(np.asarray(codes, dtype=np.uint8).reshape(-1, 8))
+    return codes.view(">u8").reshape(-1).astype(np.uint64)
+
+
+def as_hashes(x) -> np.ndarray:
+    """uint64 hashes from uint64/int hashes or (n, 8) uint8 codes."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8 and x.ndim == 2 and x.shape[1] == 8:
+        return from_codes(x)
+    return np.asarray(x, dtype=np.uint64).reshape(-1)
+
+
+_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def popcount64(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (uint8 result)."""
+    x = np.asarray(x, dtype=np.uint64)
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x)
+    return _BYTE_POPCOUNT[x[..., None].view(np.uint8)].sum(axis=-1, dtype=np.uint8)
+
+
+def hamming(a, b) -> np.ndarray:
+    """Hamming distances between uint64 hashes, broadcast like a ^ b."""
+    return popcount64(np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)))

@@ -1,0 +1,236 @@
+"""Hamming-radius search of 64-bit hashes: a FAISS binary index over the test side's views, the
+training side's hashes streamed past it as queries, shard by shard.
+
+    stacked = stack_views([hashing.views(im) for im in test_images])   # several views per image
+    index = HashIndex(stacked.hashes)                                   # exact ("flat")
+    for shard_hashes in shards:                                         # billions, in batches
+        pairs = candidate_pairs(index, stacked.owner, shard_hashes, DEFAULT_RADIUS,
+                                view_index=stacked.view)
+        # pairs.test[k] (test image), pairs.train[k] (row of shard_hashes), pairs.view[k]
+        # (stacked.names[...]), pairs.distance[k]: one row per (test image, train image)
+
+Radius is INCLUSIVE here: a pair is found when its Hamming distance is <= radius. (FAISS's own
+`range_search` keeps distances strictly below its radius; HashIndex passes radius + 1.)
+
+Kinds: "flat" (IndexBinaryFlat) is exact, a brute-force popcount scan in FAISS's SIMD code;
+"ivf" (IndexBinaryIVF, trained on the indexed hashes) visits only `nprobe` of `nlist` clusters
+per query: faster, approximate (recall measured in bench/dedup.py speed and tests/test_index.py).
+A HashIndex pickles as its serialized FAISS index, so a Beam DoFn can ship it or rebuild it in
+setup() from the test hashes (building a flat index of 1M hashes takes milliseconds).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, NamedTuple, Sequence
+
+import faiss
+import numpy as np
+
+from clipdata.dedup.hashing import as_hashes, hamming, to_codes
+
+BITS = 64
+KINDS = ("flat", "ivf")
+# Chosen with bench/dedup.py quality (recall >= 0.95 per transformation, see DEFAULT_VIEWS in
+# hashing.py); pairs within it go on to pixel verification (verify.py).
+DEFAULT_RADIUS = 14
+QUERY_BATCH = 1 << 20
+IVF_TRAIN_ITERATIONS = 10  # k-means iterations; FAISS's 25 take seconds more and find no better lists  # queries per FAISS call: bounds the memory of one call's results
+
+
+class Matches(NamedTuple):
+    """Pairs within the radius, as parallel arrays sorted by (query, index)."""
+    query: np.ndarray     # int64: row of the queries
+    index: np.ndarray     # int64: position in the index
+    distance: np.ndarray  # int32: Hamming distance, <= radius
+
+
+class Candidates(NamedTuple):
+    """(test image, training image) pairs, one row per pair at its smallest distance over the
+    test image's views, sorted by (train, test)."""
+    test: np.ndarray      # int64: test image (view_owner's values)
+    train: np.ndarray     # int64: row of the training hashes given
+    view: np.ndarray      # int64: which view of the test image came closest (view_index's values)
+    distance: np.ndarray  # int32
+
+
+class StackedViews(NamedTuple):
+    """Every view hash of every test image, flattened for the index."""
+    hashes: np.ndarray    # uint64
+    owner: np.ndarray     # int64: test image of each hash
+    view: np.ndarray      # int64: position of the view's name in `names`
+    names: tuple          # view names
+
+
+def _check_radius(radius: int) -> int:
+    if int(radius) != radius or not 0 <= radius <= BITS:
+        raise ValueError(f"radius must be an integer in 0..{BITS}, not {radius!r}")
+    return int(radius)
+
+
+def _empty_matches() -> Matches:
+    return Matches(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
+
+
+def _sorted_matches(query: np.ndarray, index: np.ndarray, distance: np.ndarray) -> Matches:
+    order = np.lexsort((index, query))
+    return Matches(query[order].astype(np.int64), index[order].astype(np.int64),
+                   distance[order].astype(np.int32))
+
+
+class HashIndex:
+    """The indexed side's uint64 hashes (or (n, 8) uint8 codes) in a FAISS binary index."""
+
+    def __init__(self, hashes: np.ndarray, kind: str = "flat", nlist: int | None = None,
+                 nprobe: int | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        hashes = as_hashes(hashes)
+        self.kind = kind
+        self.size = len(hashes)
+        codes = to_codes(hashes)
+        if kind == "flat":
+            self.nlist, self.nprobe = None, None
+            self._index = faiss.IndexBinaryFlat(BITS)
+        else:
+            self.nlist = nlist or default_nlist(self.size)
+            self.nprobe = nprobe or max(1, self.nlist // 8)
+            if self.size < self.nlist:
+                raise ValueError(f"an IVF index of {self.nlist} lists needs at least {self.nlist} "
+                                 f"hashes to train on, not {self.size}; use kind='flat'")
+            quantizer = faiss.IndexBinaryFlat(BITS)
+            self._index = faiss.IndexBinaryIVF(quantizer, BITS, self.nlist)
+            self._index.own_fields = True
+            quantizer.this.disown()
+            self._index.cp.niter = IVF_TRAIN_ITERATIONS
+            self._index.train(codes)
+            self._index.nprobe = self.nprobe
+        if self.size:
+            self._index.add(codes)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        extra = f", nlist={self.nlist}, nprobe={self.nprobe}" if self.kind == "ivf" else ""
+        return f"HashIndex({self.size} hashes, kind={self.kind!r}{extra})"
+
+    # Pickled as FAISS's own serialization: exact, and no retraining on the other side.
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != "_index"}
+        state["faiss_index"] = faiss.serialize_index_binary(self._index)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        # deserialize returns the concrete class, owning its C++ object (a downcast proxy of
+        # it would not: it would dangle once the first proxy is collected)
+        self._index = faiss.deserialize_index_binary(state.pop("faiss_index"))
+        self.__dict__.update(state)
+        if self.kind == "ivf":
+            self._index.nprobe = self.nprobe
+
+    def range_search(self, queries: np.ndarray, radius: int, batch_size: int = QUERY_BATCH) -> Matches:
+        """Every (query, indexed hash) pair at Hamming distance <= radius (inclusive)."""
+        radius = _check_radius(radius)
+        codes = to_codes(as_hashes(queries))
+        if not self.size or not len(codes):
+            return _empty_matches()
+        parts = []
+        for start in range(0, len(codes), batch_size):
+            lims, dist, idx = self._index.range_search(codes[start:start + batch_size], radius + 1)
+            counts = np.diff(lims).astype(np.int64)
+            query = np.repeat(np.arange(start, start + len(counts), dtype=np.int64), counts)
+            parts.append((query, idx.astype(np.int64), dist.astype(np.int32)))
+        return _sorted_matches(*(np.concatenate(p) for p in zip(*parts)))
+
+    def knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances int32 (n, k), positions int64 (n, k)) of the k nearest indexed hashes of
+        each query, nearest first; where fewer exist, position -1 and distance BITS + 1."""
+        codes = to_codes(as_hashes(queries))
+        if not self.size or not len(codes):
+            return (np.full((len(codes), k), BITS + 1, np.int32), np.full((len(codes), k), -1, np.int64))
+        dist, idx = self._index.search(codes, k)
+        dist = dist.astype(np.int32)
+        idx = idx.astype(np.int64)
+        dist[idx < 0] = BITS + 1
+        return dist, idx
+
+
+def default_nlist(n: int) -> int:
+    """About 4 sqrt(n) lists, with FAISS's 39 training points per list when n is small."""
+    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+
+def brute_force_pairs(test_codes: np.ndarray, train_codes: np.ndarray, radius: int,
+                      block: int = 1 << 22) -> Matches:
+    """The numpy popcount reference of HashIndex(test).range_search(train, radius): every
+    (train row, test position) pair at distance <= radius, as Matches(query=train, index=test).
+    Takes uint64 hashes or (n, 8) uint8 codes."""
+    radius = _check_radius(radius)
+    test, train = as_hashes(test_codes), as_hashes(train_codes)
+    if not len(test) or not len(train):
+        return _empty_matches()
+    rows = max(1, block // len(test))  # about `block` distances in memory at a time
+    parts = []
+    for start in range(0, len(train), rows):
+        d = hamming(train[start:start + rows, None], test[None, :])
+        q, i = np.nonzero(d <= radius)
+        parts.append((q + start, i, d[q, i]))
+    return _sorted_matches(*(np.concatenate(p) for p in zip(*parts)))
+
+
+def stack_views(view_hashes: Sequence[Mapping[str, int]], names: Sequence[str] | None = None,
+                drop_repeats: bool = True) -> StackedViews:
+    """Flatten per-image {view name: hash} dicts (hashing.views' output, in test-image order)
+    for the index. With drop_repeats a view whose hash equals an earlier view of the same image
+    (a square picture's "border" is its "image") is indexed once, under the earlier name."""
+    if names is None:
+        names = tuple(dict.fromkeys(name for views in view_hashes for name in views))
+    names = tuple(names)
+    position = {name: i for i, name in enumerate(names)}
+    hashes, owner, view = [], [], []
+    for i, views in enumerate(view_hashes):
+        seen = set()
+        for name, h in views.items():
+            if drop_repeats and h in seen:
+                continue
+            seen.add(h)
+            hashes.append(h)
+            owner.append(i)
+            view.append(position[name])
+    return StackedViews(np.array(hashes, dtype=np.uint64), np.array(owner, dtype=np.int64),
+                        np.array(view, dtype=np.int64), names)
+
+
+def candidate_pairs(index: HashIndex, view_owner: np.ndarray, train_hashes: np.ndarray, radius: int,
+                    view_index: np.ndarray | None = None) -> Candidates:
+    """The (test image, training image) pairs with some view of the test image within `radius`
+    (inclusive) of the training hash; `index` holds the test views, `view_owner[j]` is the test
+    image of indexed view j and `view_index[j]` which view it is (default: its rank among its
+    owner's views, in index order). One row per pair, at its smallest distance."""
+    view_owner = np.asarray(view_owner, dtype=np.int64)
+    if len(view_owner) != len(index):
+        raise ValueError(f"view_owner has {len(view_owner)} entries for an index of {len(index)}")
+    if view_index is None:
+        view_index = _rank_within_owner(view_owner)
+    view_index = np.asarray(view_index, dtype=np.int64)
+    matches = index.range_search(train_hashes, radius)
+    test = view_owner[matches.index]
+    view = view_index[matches.index]
+    # Smallest distance per (train, test), ties to the first view; matches are sorted by train.
+    order = np.lexsort((view, matches.distance, test, matches.query))
+    train, test, view, distance = matches.query[order], test[order], view[order], matches.distance[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (train[1:] != train[:-1]) | (test[1:] != test[:-1])
+    return Candidates(test[first], train[first], view[first], distance[first])
+
+
+def _rank_within_owner(owner: np.ndarray) -> np.ndarray:
+    order = np.argsort(owner, kind="stable")
+    sorted_owner = owner[order]
+    starts = np.ones(len(owner), dtype=bool)
+    starts[1:] = sorted_owner[1:] != sorted_owner[:-1]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(owner)), 0))
+    rank = np.empty(len(owner), dtype=np.int64)
+    rank[order] = np.arange(len(owner)) - group_start
+    return rank

@@ -1,0 +1,840 @@
+"""`clipdata dedup`: which test-set images have a near duplicate in the training shards (CLIP §5).
+
+The small side is indexed, the big side streamed past it, one training shard per element:
+
+    test sets ─► views hashed (driver, process pool) ─► HashIndex built in each worker's setup()
+                                                                  │
+    shard list ─Reshuffle─► SearchShard: key + phash from the parquet (or hashed from the tar when
+                            the shard has no phash) ─► range search at --radius ─► candidates
+                                │           └─► nearest distance per test image (k=1) ─► CombineMin
+                                └─Reshuffle─► VerifyShard: open the tar once, read only the needed
+                                              members, verify every candidate on pixels
+                                              ─► matches and rejected pairs (with thumbnails)
+    driver: report.html / report.json / pairs.csv / blocklist.txt (dedup/report.py)
+
+Every shard that cannot be read (missing files, a cut tar, a bad parquet) is counted and named in
+the report; what was read of it before the error still counts. Nothing here decides what a
+duplicate is: hashing.py (views), index.py (search) and verify.py (pixels) do, and this file only
+moves data between them.
+
+The optional semantic stage (`--embeddings CHECKPOINT`) adds candidates whose image embeddings
+(from a trained clipdata model) have cosine similarity >= --semantic-threshold; see
+`semantic_pairs` and `load_embedder`.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from clipdata.dedup import testsets
+from clipdata.pipeline import beam_runner, shards
+
+NO_NEIGHBOUR = 255          # nearest distance of a test image no training hash was compared with
+THUMB_SIZE = 96
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")
+TRAIN_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class OverlapError(Exception):
+    """The inputs or options cannot give a report; the message says why."""
+
+
+class SemanticUnavailable(OverlapError):
+    """--embeddings was asked for but no model loader exists yet."""
+
+
+@dataclass
+class OverlapConfig:
+    shards: list[str]
+    test_sets: list[tuple[str, str]]            # (name, path)
+    output: str
+    radius: int | None = None                   # None: the detection core's default
+    views: tuple[str, ...] | None = None        # None: the detection core's default views
+    verify: bool = True
+    index: str = "flat"                         # flat | ivf
+    columns: testsets.Columns = field(default_factory=testsets.Columns)
+    workers: int | None = None                  # processes hashing the test sets
+    embeddings: str | None = None               # trainer checkpoint for the semantic stage
+    semantic_threshold: float = 0.92
+    thumbnails: bool = True
+
+
+@dataclass(frozen=True)
+class ShardInput:
+    """One training shard: its tar and/or parquet (either may be missing)."""
+
+    name: str
+    tar: str | None
+    parquet: str | None
+
+
+def core_defaults() -> tuple[int, tuple[str, ...]]:
+    """(default radius, default views) of the detection core (index.py, hashing.py)."""
+    from clipdata.dedup import hashing, index
+
+    return index.DEFAULT_RADIUS, tuple(hashing.DEFAULT_VIEWS)
+
+
+def hex64(code) -> str:
+    return f"{int(code):016x}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the training shards
+
+
+def list_shards(patterns: list[str]) -> tuple[list[ShardInput], list[dict]]:
+    """Training shards named by folders, files, globs and brace patterns ('::' joins several).
+
+    A folder with `_stats.json` files gives its committed shards (others there are named as
+    skipped); a folder without gives every tar/parquet pair by name. A .tar or .parquet path is
+    paired with the file of the other kind beside it, when there is one.
+    """
+    import braceexpand
+
+    found: dict[str, ShardInput] = {}
+    problems: list[dict] = []
+    for pattern in patterns:
+        for part in str(pattern).split("::"):
+            for path in braceexpand.braceexpand(part):
+                if any(c in path for c in "*?["):
+                    matches = _glob(path)
+                    if not matches:
+                        problems.append({"shard": path, "error": "no file matches"})
+                    for match in matches:
+                        _add_file(match, found, problems)
+                elif _is_folder(path):
+                    _add_folder(path, found, problems)
+                else:
+                    _add_file(path, found, problems)
+    return sorted(found.values(), key=lambda s: (len(s.name), s.name)), problems
+
+
+def _glob(pattern: str) -> list[str]:
+    from apache_beam.io.filesystems import FileSystems
+
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def _is_folder(path: str) -> bool:
+    if "://" in path:
+        return not re.search(r"\.(tar|parquet)$", path)
+    return os.path.isdir(path)
+
+
+def _add_folder(folder: str, found: dict, problems: list) -> None:
+    storage = shards._storage(folder)
+    names = [n for n in storage.list(folder) if not n.startswith(".")]
+    stats = [n for n in names if n.endswith("_stats.json")]
+    data = [n for n in names if n.endswith((".tar", ".parquet"))]
+    if not stats and not data:
+        problems.append({"shard": folder, "error": "no .tar, .parquet or _stats.json files"})
+        return
+    if stats:
+        committed = set()
+        for name in stats:
+            stem = name[: -len("_stats.json")]
+            committed.add(stem)
+            tar, parquet = f"{stem}.tar", f"{stem}.parquet"
+            found[storage.join(folder, stem)] = ShardInput(
+                stem, storage.join(folder, tar) if tar in names else None,
+                storage.join(folder, parquet) if parquet in names else None)
+        for stem in sorted({n.rsplit(".", 1)[0] for n in data} - committed):
+            problems.append({"shard": storage.join(folder, stem),
+                             "error": "not committed (no _stats.json): skipped"})
+        return
+    for stem in sorted({n.rsplit(".", 1)[0] for n in data}):
+        tar, parquet = f"{stem}.tar", f"{stem}.parquet"
+        found[storage.join(folder, stem)] = ShardInput(
+            stem, storage.join(folder, tar) if tar in names else None,
+            storage.join(folder, parquet) if parquet in names else None)
+
+
+def _add_file(path: str, found: dict, problems: list) -> None:
+    storage = shards._storage(path)
+    if not path.endswith((".tar", ".parquet")):
+        problems.append({"shard": path, "error": "not a .tar or .parquet file"})
+        return
+    if not storage.exists(path):
+        problems.append({"shard": path, "error": "does not exist"})
+        return
+    stem_path = path.rsplit(".", 1)[0]
+    tar, parquet = stem_path + ".tar", stem_path + ".parquet"
+    name = stem_path.replace("\\", "/").rsplit("/", 1)[-1]
+    found[stem_path] = ShardInput(name, tar if storage.exists(tar) else None,
+                                  parquet if storage.exists(parquet) else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading one training shard (plain Python)
+
+
+@dataclass
+class TrainHashes:
+    """The searchable side of one shard: a key, a 64-bit hash and the text around it per sample."""
+
+    keys: list[str]
+    codes: np.ndarray                    # uint64
+    urls: list[str | None]
+    captions: list[str | None]
+    hashed_from_tar: int = 0
+    errors: list[str] = field(default_factory=list)
+    unreadable_images: int = 0
+
+
+def _open(path: str):
+    return shards._storage(path).open(path)
+
+
+def read_train_hashes(shard: ShardInput) -> TrainHashes:
+    """Keys and pHashes of a shard's images: from the parquet's phash column when it has one;
+    hashed from the tar's images for samples without (img2dataset's parquet, plain tars)."""
+    import pyarrow.parquet as pq
+
+    from clipdata.dedup import hashing
+
+    out = TrainHashes([], np.zeros(0, np.uint64), [], [])
+    meta: dict[str, tuple] = {}         # key -> (url, caption) from the parquet
+    to_hash: set[str] | None = None     # keys to hash from the tar; None = every image there
+    codes: list[int] = []
+    if shard.parquet:
+        try:
+            with _open(shard.parquet) as f:
+                present = pq.read_schema(f).names
+            wanted = [c for c in ("key", "phash", "url", "caption", "status") if c in present]
+            if "key" not in wanted:
+                raise ValueError(f"no 'key' column (columns: {', '.join(present)})")
+            with _open(shard.parquet) as f:
+                table = pq.read_table(f, columns=wanted).to_pydict()
+            n = len(table["key"])
+            status = table.get("status") or ["success"] * n
+            codes_in, valid = hashing.from_hex_many(table.get("phash") or [None] * n)
+            urls, captions = table.get("url") or [None] * n, table.get("caption") or [None] * n
+            to_hash = set()
+            for i in range(n):
+                if status[i] != "success":
+                    continue
+                key = str(table["key"][i])
+                meta[key] = (urls[i], captions[i])
+                if valid[i]:
+                    out.keys.append(key)
+                    codes.append(int(codes_in[i]))
+                    out.urls.append(urls[i])
+                    out.captions.append(captions[i])
+                else:  # no phash (img2dataset's parquet), or not one we can read
+                    to_hash.add(key)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            out.errors.append(f"parquet unreadable ({type(err).__name__}: {err}); hashed the tar instead")
+            out.keys, out.urls, out.captions, codes, meta, to_hash = [], [], [], [], {}, None
+    if to_hash is None or to_hash:
+        if not shard.tar:
+            out.errors.append("no tar to hash images from" if to_hash is None
+                              else f"{len(to_hash)} samples without phash and no tar to hash them from")
+        else:
+            try:
+                for key, ext, data, sample in _tar_samples(shard.tar, to_hash):
+                    try:
+                        code = hashing.hashes_from_image_bytes(data)
+                    except ValueError:  # not an image: counted, not fatal
+                        out.unreadable_images += 1
+                        continue
+                    url, caption = meta.get(key) or (sample.get("url"), sample.get("caption"))
+                    out.keys.append(key)
+                    codes.append(code)
+                    out.urls.append(url)
+                    out.captions.append(caption)
+                    out.hashed_from_tar += 1
+            except (OSError, tarfile.TarError, EOFError, ValueError) as err:
+                out.errors.append(f"tar unreadable after {out.hashed_from_tar} images "
+                                  f"({type(err).__name__}: {err})")
+    out.codes = np.array(codes, dtype=np.uint64)
+    return out
+
+
+def _tar_samples(tar_path: str, wanted: set[str] | None):
+    """(key, image ext, image bytes, {url, caption}) per sample with an image, in tar order;
+    only the `wanted` keys when given (reading stops once they are all found)."""
+    left = None if wanted is None else set(wanted)
+    with _open(tar_path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        current, sample = None, {}
+
+        def done(sample):
+            ext = next((e for e in TRAIN_IMAGE_EXTS if e in sample), None)
+            return (current, ext, sample[ext], _sample_text(sample)) if ext else None
+
+        for member in tar:
+            if not member.isfile():
+                continue
+            m = _KEY_EXT.match(member.name)
+            if not m:
+                continue
+            key, ext = m.group(1), m.group(2).lower()
+            if key != current:
+                if current is not None and (left is None or current in left):
+                    item = done(sample)
+                    if item:
+                        yield item
+                    if left is not None:
+                        left.discard(current)
+                        if not left:
+                            return
+                current, sample = key, {}
+            if left is None or key in left:
+                if ext in TRAIN_IMAGE_EXTS or ext in ("txt", "json"):
+                    sample[ext] = tar.extractfile(member).read()
+        if current is not None and (left is None or current in left):
+            item = done(sample)
+            if item:
+                yield item
+
+
+def _sample_text(sample: dict) -> dict:
+    out = {"url": None, "caption": None}
+    if "txt" in sample:
+        out["caption"] = sample["txt"].decode("utf-8", errors="replace")
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+            if isinstance(meta, dict):
+                out["url"] = meta.get("url")
+                out["caption"] = out["caption"] if out["caption"] is not None else meta.get("caption")
+        except ValueError:
+            pass
+    return out
+
+
+def read_train_images(tar_path: str, keys: set[str]) -> dict[str, bytes]:
+    """The image bytes of the given keys, reading the tar once and stopping when all are found."""
+    return {key: data for key, _, data, _ in _tar_samples(tar_path, keys)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The test side, flattened: one row per (test image, view)
+
+
+@dataclass
+class TestSide:
+    """Every readable test image's views, flattened for the index; images numbered across sets."""
+
+    names: list[str]                   # test set of each global image number
+    ids: list[str]                     # test image id of each global image number
+    refs: list[testsets.ImageRef]
+    codes: np.ndarray                  # uint64, one per (image, view)
+    owner: np.ndarray                  # int64: the global image number of each code
+    view: np.ndarray                   # int16: index into view_names of each code
+    view_names: list[str]
+
+    @property
+    def n_images(self) -> int:
+        return len(self.ids)
+
+
+def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> TestSide:
+    """Number the test images across sets (set by set, in listing order) and stack their views;
+    a view whose hash repeats an earlier one of the same image is indexed once."""
+    from clipdata.dedup import index
+
+    names, ids, refs, views = [], [], [], []
+    for h in hashed:
+        for image, image_views in zip(h.test_set.images, h.views):
+            names.append(h.test_set.name)
+            ids.append(image.id)
+            refs.append(image.ref)
+            views.append(image_views or {})   # unreadable: numbered, never indexed
+    stacked = index.stack_views(views, names=view_names)
+    return TestSide(names, ids, refs, stacked.hashes, stacked.owner, stacked.view.astype(np.int16),
+                    list(view_names))
+
+
+# ---------------------------------------------------------------------------------------------
+# Searching one shard (plain Python)
+
+
+def search_shard(index, side: TestSide, train: TrainHashes, radius: int) -> list[dict]:
+    """Candidate pairs of one shard: one per (test image, training sample), at its nearest view."""
+    from clipdata.dedup.index import candidate_pairs
+
+    if not len(train.codes):
+        return []
+    found = candidate_pairs(index, side.owner, train.codes, radius, view_index=side.view)
+    candidates = []
+    for t, j, v, d in zip(found.test.tolist(), found.train.tolist(), found.view.tolist(), found.distance.tolist()):
+        candidates.append({
+            "test_set": side.names[t], "test_index": t, "test_id": side.ids[t],
+            "key": train.keys[j], "url": train.urls[j], "caption": train.captions[j],
+            "train_phash": hex64(train.codes[j]), "distance": int(d), "view": side.view_names[v],
+        })
+    return sorted(candidates, key=lambda c: (c["test_index"], c["key"]))
+
+
+def nearest_distances(side: TestSide, train_codes: np.ndarray) -> np.ndarray:
+    """Per test image, the Hamming distance to the nearest training hash of this shard over all
+    its views (k=1 over a flat index of the shard's hashes); NO_NEIGHBOUR when there is none.
+    Costs (test views x shard hashes) popcounts per shard: the price of the histogram."""
+    from clipdata.dedup.index import BITS, HashIndex
+
+    nearest = np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
+    if not len(train_codes) or not len(side.codes):
+        return nearest
+    distances, _ = HashIndex(train_codes).knn(side.codes, 1)
+    distances = np.where(distances[:, 0] > BITS, NO_NEIGHBOUR, distances[:, 0]).astype(np.uint8)
+    np.minimum.at(nearest, side.owner, distances)
+    return nearest
+
+
+# ---------------------------------------------------------------------------------------------
+# Verifying one shard's candidates (plain Python)
+
+
+def thumbnail(image, size: int = THUMB_SIZE) -> str:
+    """A small JPEG of an image as a base64 data URL, for the self-contained HTML report."""
+    small = image.copy()
+    small.thumbnail((size, size))
+    buf = io.BytesIO()
+    small.convert("RGB").save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def verify_candidates(shard: ShardInput, candidates: list[dict], side: TestSide, verify: bool,
+                      thumbnails: bool = True) -> tuple[list[dict], list[str]]:
+    """Each candidate with `verified`, `score`, `method`, `detail` (and thumbnails); shard errors."""
+    from clipdata.dedup import verify as verify_module
+
+    errors = []
+    train_images: dict[str, bytes] = {}
+    if shard.tar:
+        try:
+            train_images = read_train_images(shard.tar, {c["key"] for c in candidates})
+        except (OSError, tarfile.TarError, EOFError, ValueError) as err:
+            errors.append(f"tar unreadable while verifying ({type(err).__name__}: {err})")
+    else:
+        errors.append("no tar: candidates cannot be verified or shown")
+    test_cache: dict[int, object] = {}
+    out = []
+    for c in candidates:
+        c = dict(c, shard=shard.name)
+        test_image = _cached_test_image(test_cache, side, c["test_index"])
+        train_image, problem = None, None
+        if c["key"] not in train_images:
+            problem = "training image not found in the tar"
+        else:
+            try:
+                train_image = testsets.decode(train_images[c["key"]])
+            except Exception as err:  # noqa: BLE001 - an undecodable image is recorded
+                problem = f"training image undecodable ({type(err).__name__}: {err})"
+        if isinstance(test_image, str):
+            problem = problem or f"test image unreadable ({test_image})"
+        if not verify:
+            close = f"{c['distance']} bits apart" if c["distance"] is not None else f"cosine {c.get('cosine')}"
+            score = 1 - c["distance"] / 64 if c["distance"] is not None else c.get("cosine")
+            c.update(verified=True, score=_round(score), method="hash", detail=f"not verified (--no-verify): {close}")
+        elif problem:
+            c.update(verified=False, score=None, method="error", detail=problem)
+        else:
+            try:
+                verdict = verify_module.verify(test_image, train_image)
+                c.update(verified=bool(verdict.duplicate), score=_round(verdict.score),
+                         method=str(verdict.method), detail=str(verdict.detail))
+            except Exception as err:  # noqa: BLE001 - one odd pair must not end the job
+                c.update(verified=False, score=None, method="error",
+                         detail=f"verification failed ({type(err).__name__}: {err})")
+        if thumbnails:
+            c["test_thumb"] = _cached_thumbnail(test_cache, c["test_index"], test_image)
+            c["train_thumb"] = None if train_image is None else thumbnail(train_image)
+        out.append(c)
+    return out, errors
+
+
+def _cached_thumbnail(cache: dict, number: int, image) -> str | None:
+    if isinstance(image, str):
+        return None
+    if ("thumb", number) not in cache:
+        cache[("thumb", number)] = thumbnail(image)
+    return cache[("thumb", number)]
+
+
+def _round(x):
+    try:
+        return round(float(x), 4)
+    except (TypeError, ValueError):
+        return None
+
+
+def _cached_test_image(cache: dict, side: TestSide, number: int):
+    """The decoded test image, or the error text when it cannot be read."""
+    if number not in cache:
+        try:
+            cache[number] = testsets.decode(side.refs[number].read())
+        except Exception as err:  # noqa: BLE001
+            cache[number] = f"{type(err).__name__}: {err}"
+    return cache[number]
+
+
+# ---------------------------------------------------------------------------------------------
+# The semantic stage (optional): embeddings of a trained model in a FAISS inner-product index
+
+
+def normalise(embeddings: np.ndarray) -> np.ndarray:
+    x = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12))
+
+
+def semantic_pairs(test_embeddings: np.ndarray, train_embeddings: np.ndarray, threshold: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(test_idx, train_idx, cosine) of every pair with cosine similarity >= threshold.
+
+    The test side goes in an IndexFlatIP over L2-normalised embeddings (inner product = cosine);
+    the training embeddings are the queries, as with the hashes: the small side indexed, the big
+    side streamed. FAISS's range search keeps scores strictly above its radius, so the radius is
+    nudged just below the threshold and the result filtered to >= threshold.
+    """
+    import faiss
+
+    test = normalise(test_embeddings)
+    train = normalise(train_embeddings)
+    if not len(test) or not len(train):
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    if test.shape[1] != train.shape[1]:
+        raise ValueError(f"embedding widths differ: test {test.shape[1]}, train {train.shape[1]}")
+    index = faiss.IndexFlatIP(test.shape[1])
+    index.add(test)
+    limits, scores, labels = index.range_search(train, float(np.nextafter(np.float32(threshold), np.float32(-1))))
+    train_idx = np.repeat(np.arange(len(train)), np.diff(limits).astype(np.int64))
+    keep = scores >= np.float32(threshold)
+    return labels[keep].astype(np.int64), train_idx[keep].astype(np.int64), scores[keep]
+
+
+def load_embedder(checkpoint: str):
+    """A function list[PIL image] -> (n, d) embeddings, from a clipdata trainer checkpoint.
+
+    Needs `clipdata.trainer.model.load_checkpoint(path)` returning an object with
+    `embed_images(images) -> array` (or `encode_image(tensor)` plus `preprocess(image)`).
+    Raises SemanticUnavailable while the trainer does not provide it.
+    """
+    try:
+        from clipdata.trainer import model as trainer_model
+    except ImportError:
+        trainer_model = None
+    load = getattr(trainer_model, "load_checkpoint", None)
+    if load is None:
+        raise SemanticUnavailable(
+            "--embeddings: the semantic stage needs clipdata.trainer.model.load_checkpoint, which is "
+            "not available yet (the trainer stage is not built); run without --embeddings for the "
+            "hash-and-verify report")
+    model = load(checkpoint)
+    if hasattr(model, "embed_images"):
+        return lambda images: np.asarray(model.embed_images(images), np.float32)
+    preprocess = getattr(model, "preprocess", None) or getattr(trainer_model, "preprocess", None)
+    if hasattr(model, "encode_image") and preprocess is not None:
+        import torch
+
+        def embed(images):
+            with torch.no_grad():
+                batch = torch.stack([preprocess(im) for im in images])
+                return model.encode_image(batch).float().cpu().numpy()
+        return embed
+    raise SemanticUnavailable(f"{checkpoint}: the loaded model has neither embed_images() nor "
+                              "encode_image() with a preprocess(); cannot embed images")
+
+
+def embed_in_batches(embedder, images: list, batch: int = 64) -> np.ndarray:
+    parts = [embedder(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam steps: thin layers over the functions above
+
+
+class SearchShardFn(beam.DoFn):
+    """ShardInput -> (shard, candidates) when it has any; 'nearest' distances; 'shard_errors'."""
+
+    def __init__(self, side: TestSide, radius: int, index_kind: str, semantic: dict | None = None):
+        self.side, self.radius, self.index_kind, self.semantic = side, radius, index_kind, semantic
+        self.shards_read = Metrics.counter("dedup", "shards_read")
+        self.shards_with_errors = Metrics.counter("dedup", "shards_with_errors")
+        self.train_hashes = Metrics.counter("dedup", "train_hashes")
+        self.hashed_from_tar = Metrics.counter("dedup", "train_hashed_from_tar")
+        self.unreadable = Metrics.counter("dedup", "train_images_unreadable")
+        self.candidates = Metrics.counter("dedup", "candidates")
+
+    def setup(self):
+        from clipdata.dedup import index
+
+        self.index = index.HashIndex(self.side.codes, kind=self.index_kind)
+        self.embedder = load_embedder(self.semantic["checkpoint"]) if self.semantic else None
+
+    def process(self, shard: ShardInput):
+        train = read_train_hashes(shard)
+        self.shards_read.inc()
+        self.train_hashes.inc(len(train.codes))
+        self.hashed_from_tar.inc(train.hashed_from_tar)
+        self.unreadable.inc(train.unreadable_images)
+        errors = list(train.errors)
+        candidates = search_shard(self.index, self.side, train, self.radius)
+        if self.embedder is not None and shard.tar:
+            candidates += self._semantic_candidates(shard, train, candidates, errors)
+        if errors:
+            self.shards_with_errors.inc()
+            yield TaggedOutput("shard_errors", {"shard": shard.name, "tar": shard.tar, "parquet": shard.parquet,
+                                                "stage": "search", "errors": errors})
+        yield TaggedOutput("nearest", nearest_distances(self.side, train.codes))
+        if candidates:
+            self.candidates.inc(len(candidates))
+            yield shard, candidates
+
+    def _semantic_candidates(self, shard, train, candidates, errors) -> list[dict]:
+        try:
+            images = read_train_images(shard.tar, set(train.keys))
+            keys = [k for k in train.keys if k in images]
+            decoded = [testsets.decode(images[k]) for k in keys]
+            test_idx, train_idx, cosine = semantic_pairs(self.semantic["test_embeddings"],
+                                                         embed_in_batches(self.embedder, decoded),
+                                                         self.semantic["threshold"])
+        except Exception as err:  # noqa: BLE001 - the hash candidates stand
+            errors.append(f"semantic stage failed ({type(err).__name__}: {err})")
+            return []
+        seen = {(c["test_index"], c["key"]) for c in candidates}
+        position = {k: i for i, k in enumerate(train.keys)}
+        numbers = self.semantic["numbers"]     # row of test_embeddings -> global test image number
+        out = []
+        for t, j, s in zip(test_idx.tolist(), train_idx.tolist(), cosine.tolist()):
+            number, key = numbers[t], keys[j]
+            if (number, key) in seen:
+                continue
+            i = position[key]
+            out.append({"test_set": self.side.names[number], "test_index": number, "test_id": self.side.ids[number],
+                        "key": key, "url": train.urls[i], "caption": train.captions[i],
+                        "train_phash": hex64(train.codes[i]),
+                        "distance": None, "view": "semantic", "cosine": round(float(s), 4)})
+        return out
+
+
+class VerifyShardFn(beam.DoFn):
+    """(shard, candidates) -> each candidate with its verdict; 'shard_errors'."""
+
+    def __init__(self, side: TestSide, verify: bool, thumbnails: bool):
+        self.side, self.verify, self.thumbnails = side, verify, thumbnails
+        self.verified = Metrics.counter("dedup", "pairs_verified")
+        self.rejected = Metrics.counter("dedup", "pairs_rejected")
+
+    def process(self, element):
+        shard, candidates = element
+        checked, errors = verify_candidates(shard, candidates, self.side, self.verify, self.thumbnails)
+        if errors:
+            yield TaggedOutput("shard_errors", {"shard": shard.name, "tar": shard.tar, "parquet": shard.parquet,
+                                                "stage": "verify", "errors": errors})
+        for pair in checked:
+            (self.verified if pair["verified"] else self.rejected).inc()
+            yield pair
+
+
+class MinDistances(beam.CombineFn):
+    """Element-wise minimum of per-shard nearest-distance arrays."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def create_accumulator(self):
+        return np.full(self.n, NO_NEIGHBOUR, np.uint8)
+
+    def add_input(self, best, distances):
+        return np.minimum(best, distances)
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        best = next(accumulators)
+        for other in accumulators:
+            best = np.minimum(best, other)
+        return best
+
+    def extract_output(self, best):
+        return best
+
+
+class FindOverlap(beam.PTransform):
+    """Training shards -> (checked pairs, nearest distances, shard errors)."""
+
+    def __init__(self, side: TestSide, radius: int, index_kind: str, verify: bool, thumbnails: bool,
+                 semantic: dict | None = None):
+        super().__init__()
+        self.side, self.radius, self.index_kind = side, radius, index_kind
+        self.verify, self.thumbnails, self.semantic = verify, thumbnails, semantic
+
+    def expand(self, shard_inputs):
+        searched = (
+            shard_inputs
+            | "SpreadShards" >> beam.Reshuffle()
+            | "SearchShard" >> beam.ParDo(SearchShardFn(self.side, self.radius, self.index_kind, self.semantic)
+                                          ).with_outputs("nearest", "shard_errors", main="candidates")
+        )
+        checked = (
+            searched.candidates
+            | "SpreadCandidates" >> beam.Reshuffle()
+            | "VerifyShard" >> beam.ParDo(VerifyShardFn(self.side, self.verify, self.thumbnails)
+                                          ).with_outputs("shard_errors", main="pairs")
+        )
+        nearest = searched.nearest | "NearestOverShards" >> beam.CombineGlobally(MinDistances(self.side.n_images))
+        errors = (searched.shard_errors, checked.shard_errors) | "AllShardErrors" >> beam.Flatten()
+        return checked.pairs, nearest, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+@dataclass
+class OverlapResult:
+    """Everything the report needs (dedup/report.py)."""
+
+    config: OverlapConfig
+    radius: int
+    views: list[str]
+    hashed: list[testsets.HashedTestSet]
+    side: TestSide
+    pairs: list[dict]                 # every candidate with its verdict
+    nearest: np.ndarray               # per global test image number
+    shards: int
+    shard_errors: list[dict]
+    counters: dict[str, int]
+    seconds: float
+
+
+def prepare_test_side(config: OverlapConfig, radius: int, views: tuple[str, ...]
+                      ) -> tuple[list[testsets.HashedTestSet], TestSide]:
+    hashed = []
+    for name, path in config.test_sets:
+        try:
+            test_set = testsets.load_test_set(name, path, config.columns)
+        except testsets.TestSetError as err:
+            raise OverlapError(str(err)) from err
+        hashed.append(testsets.hash_test_set(test_set, views, workers=config.workers))
+    side = flatten(hashed, list(views))
+    if not side.codes.size:
+        raise OverlapError("no test image could be read: nothing to look for")
+    return hashed, side
+
+
+def resolve_options(config: OverlapConfig) -> tuple[int, tuple[str, ...]]:
+    from clipdata.dedup import hashing
+
+    default_radius, default_views = core_defaults()
+    radius = default_radius if config.radius is None else int(config.radius)
+    if not 0 <= radius <= 64:
+        raise OverlapError(f"--radius must be between 0 and 64 bits, got {radius}")
+    views = tuple(config.views) if config.views else default_views
+    unknown = [v for v in views if v not in hashing.VIEW_NAMES]
+    if unknown:
+        raise OverlapError(f"--views: unknown {', '.join(unknown)}; known: {', '.join(hashing.VIEW_NAMES)}")
+    if len(set(views)) != len(views):
+        raise OverlapError(f"--views: a view is named twice in {', '.join(views)}")
+    if config.index not in ("flat", "ivf"):
+        raise OverlapError(f"--index must be flat or ivf, got {config.index!r}")
+    return radius, views
+
+
+def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> OverlapResult:
+    """Hash the test sets, stream the shards past them, verify; returns what the report needs."""
+    started = time.time()
+    radius, views = resolve_options(config)
+    shard_inputs, shard_problems = list_shards(config.shards)
+    if not shard_inputs:
+        detail = "; ".join(f"{p['shard']}: {p['error']}" for p in shard_problems[:5])
+        raise OverlapError(f"no training shards found in {config.shards}" + (f" ({detail})" if detail else ""))
+    semantic = None
+    if config.embeddings:
+        embedder = load_embedder(config.embeddings)   # fails early, before any hashing
+    try:
+        hashed, side = prepare_test_side(config, radius, views)
+    except ValueError as err:  # e.g. a view name the detection core does not know
+        raise OverlapError(str(err)) from err
+    try:  # what every worker's setup() will do: fail here, once, with the reason
+        from clipdata.dedup import index
+
+        index.HashIndex(side.codes, kind=config.index)
+    except ValueError as err:
+        raise OverlapError(f"--index {config.index}: {err}") from err
+    if config.embeddings:
+        semantic = semantic_test_side(config, embedder, side)
+
+    work = FileSystems.join(config.output, "_work")
+    _clear(work)
+    pairs_prefix, errors_prefix = FileSystems.join(work, "pairs"), FileSystems.join(work, "shard_errors")
+    nearest_path = FileSystems.join(work, "nearest.npy")
+
+    p = beam_runner.make_pipeline(beam_args)
+    pairs, nearest, errors = (
+        p | "ShardList" >> beam.Create(shard_inputs)
+        | "FindOverlap" >> FindOverlap(side, radius, config.index, config.verify, config.thumbnails, semantic)
+    )
+    pairs | "PairsAsJson" >> beam.Map(json.dumps) | "WritePairs" >> beam.io.WriteToText(pairs_prefix, ".jsonl")
+    errors | "ErrorsAsJson" >> beam.Map(json.dumps) | "WriteErrors" >> beam.io.WriteToText(errors_prefix, ".jsonl")
+    nearest | "SaveNearest" >> beam.Map(_save_npy, nearest_path)
+    result = p.run()
+    result.wait_until_finish()
+    counters = beam_runner.counters(result)
+
+    pair_rows = _read_jsonl(pairs_prefix)
+    pair_rows.sort(key=lambda r: (r["test_set"], r["test_id"], r["distance"] if r["distance"] is not None else 99,
+                                  r["shard"], r["key"]))
+    shard_errors = sorted(_read_jsonl(errors_prefix), key=lambda e: (e["shard"], e["stage"]))
+    shard_errors = [{"shard": p_["shard"], "tar": None, "parquet": None, "stage": "list", "errors": [p_["error"]]}
+                    for p_ in shard_problems] + shard_errors
+    nearest_array = _load_npy(nearest_path) if FileSystems.exists(nearest_path) else \
+        np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
+    _clear(work, remove=True)
+    return OverlapResult(config, radius, list(views), hashed, side, pair_rows, nearest_array,
+                         len(shard_inputs), shard_errors, counters, time.time() - started)
+
+
+def semantic_test_side(config: OverlapConfig, embedder, side: TestSide) -> dict:
+    """What the semantic stage's workers need: the readable test images' embeddings."""
+    numbers = np.unique(side.owner).tolist()
+    images = [testsets.decode(side.refs[i].read()) for i in numbers]
+    return {"checkpoint": config.embeddings, "threshold": config.semantic_threshold,
+            "test_embeddings": embed_in_batches(embedder, images), "numbers": numbers}
+
+
+def _clear(folder: str, remove: bool = False) -> None:
+    if FileSystems.exists(folder):
+        stale = [m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
+        if stale:
+            FileSystems.delete(stale)
+        if remove and "://" not in folder:
+            os.rmdir(folder)
+    elif not remove:
+        FileSystems.mkdirs(folder)
+
+
+def _save_npy(array: np.ndarray, path: str) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    with FileSystems.create(path) as handle:
+        handle.write(buf.getvalue())
+
+
+def _load_npy(path: str) -> np.ndarray:
+    with FileSystems.open(path) as handle:
+        return np.load(io.BytesIO(handle.read()))
+
+
+def _read_jsonl(prefix: str) -> list[dict]:
+    rows = []
+    for match in sorted(FileSystems.match([prefix + "*"])[0].metadata_list, key=lambda m: m.path):
+        with FileSystems.open(match.path) as handle:
+            rows += [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip()]
+    return rows

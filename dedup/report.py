@@ -1,0 +1,387 @@
+"""The contamination report of `clipdata dedup`: one HTML page for people, JSON for machines.
+
+Written into `--output DIR`:
+
+    report.html     self-contained (inline CSS and SVG, thumbnails as base64 data URLs, no script,
+                    nothing fetched): per test set its size, unreadable images, overlap count and %,
+                    a bar chart of overlap % per test set, the histogram of each test image's
+                    nearest training-hash distance, every matched pair as test image beside its
+                    training twin (thumbnails for the first THUMBS_PER_SET), the candidates the
+                    pixel check rejected, unreadable shards; and All / Clean / Overlap accuracy
+                    with CLIP's binomial test when predictions were given
+    report.json     the same numbers and every pair (no thumbnails)
+    pairs.csv       every candidate pair, verdict first (duplicate / rejected)
+    blocklist.txt   the training keys of the matched pairs: sorted, one per line
+
+Every string from a shard or a test set (captions and URLs are web text) is HTML-escaped, and URLs
+are shown as text, never as links.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import html
+import io
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
+from clipdata.dedup import significance
+
+THUMBS_PER_SET = 200
+LIST_CAP = 1000          # unreadable images / rejected pairs listed per test set in report.json
+HTML_LIST_CAP = 200      # rows of a table in the HTML page
+PAIR_FIELDS = ("verdict", "test_set", "test_id", "label", "key", "shard", "url", "caption", "distance",
+               "view", "score", "method", "detail")
+
+
+# ---------------------------------------------------------------------------------------------
+# The numbers
+
+
+def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) -> dict:
+    """report.json's content from an overlap.OverlapResult; predictions: test set -> {id: correct}."""
+    predictions = predictions or {}
+    config = result.config
+    labels = {(h.test_set.name, image.id): image.label for h in result.hashed for image in h.test_set.images}
+    pairs = [_public(p, labels) for p in result.pairs]
+    test_sets = []
+    first = 0   # global number of the test set's first image (overlap.flatten numbers them in order)
+    for h in result.hashed:
+        ts = h.test_set
+        matches = [p for p in pairs if p["test_set"] == ts.name and p["verdict"] == "duplicate"]
+        rejected = [p for p in pairs if p["test_set"] == ts.name and p["verdict"] == "rejected"]
+        overlap_ids = sorted({p["test_id"] for p in matches})
+        histogram, none = [0] * 65, 0
+        for i, views in enumerate(h.views):
+            if not views:
+                continue  # unreadable: no distance
+            d = int(result.nearest[first + i])
+            if d > 64:
+                none += 1
+            else:
+                histogram[d] += 1
+        first += len(h.views)
+        entry = {
+            "name": ts.name,
+            "path": ts.path,
+            "format": ts.format,
+            "size": ts.size,
+            "readable": h.readable,
+            "unreadable": len(ts.unreadable),
+            "unreadable_images": ts.unreadable[:LIST_CAP],
+            "file_errors": ts.file_errors,
+            "overlap": len(overlap_ids),
+            "overlap_percent": round(100 * len(overlap_ids) / ts.size, 3) if ts.size else 0.0,
+            "matched_pairs": len(matches),
+            "rejected_pairs": len(rejected),
+            "nearest_distance_histogram": histogram,
+            "nearest_distance_none": none,
+            "overlap_ids": overlap_ids,
+            "matches": matches,
+            "rejected": rejected[:LIST_CAP],
+        }
+        if ts.name in predictions:
+            split = significance.split_accuracy(predictions[ts.name], overlap_ids,
+                                                test_ids=[image.id for image in ts.images])
+            entry["accuracy"] = split.to_dict()
+        test_sets.append(entry)
+    blocklist = sorted({p["key"] for p in pairs if p["verdict"] == "duplicate"})
+    counters = result.counters
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "options": {
+            "shards": list(config.shards), "radius": result.radius, "views": result.views,
+            "verify": config.verify, "index": config.index, "embeddings": config.embeddings,
+            "semantic_threshold": config.semantic_threshold if config.embeddings else None,
+        },
+        "training": {
+            "shards": result.shards,
+            "shards_with_errors": len({e["shard"] for e in result.shard_errors}),
+            "train_hashes": counters.get("train_hashes", 0),
+            "train_hashed_from_tar": counters.get("train_hashed_from_tar", 0),
+            "train_images_unreadable": counters.get("train_images_unreadable", 0),
+            "candidates": counters.get("candidates", 0),
+        },
+        "shard_errors": result.shard_errors,
+        "test_sets": test_sets,
+        "blocklist": {"file": "blocklist.txt", "keys": len(blocklist)},
+        "seconds": round(result.seconds, 2),
+        "caveats": list(significance.CAVEATS) if predictions else [],
+        "_blocklist": blocklist,
+    }
+
+
+def _public(pair: dict, labels: dict) -> dict:
+    out = {name: pair.get(name) for name in PAIR_FIELDS if name not in ("verdict", "label")}
+    out["verdict"] = "duplicate" if pair.get("verified") else "rejected"
+    out["label"] = labels.get((pair["test_set"], pair["test_id"]))
+    if pair.get("cosine") is not None:
+        out["cosine"] = pair["cosine"]
+    return {name: out.get(name) for name in (*PAIR_FIELDS, "cosine") if name in out}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_report(result, output: str, predictions: dict[str, dict[str, bool]] | None = None) -> dict:
+    """Write report.html, report.json, pairs.csv and blocklist.txt; returns report.json's content."""
+    report = build_report(result, predictions)
+    blocklist = report.pop("_blocklist")
+    thumbs = {(p["test_set"], p["test_id"], p["shard"], p["key"]): (p.get("test_thumb"), p.get("train_thumb"))
+              for p in result.pairs}
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)
+    _write(FileSystems.join(output, "report.json"), json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    _write(FileSystems.join(output, "pairs.csv"), pairs_csv(report))
+    _write(FileSystems.join(output, "blocklist.txt"), "".join(k + "\n" for k in blocklist))
+    _write(FileSystems.join(output, "report.html"), render_html(report, thumbs))
+    return report
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with FileSystems.create(tmp) as handle:
+        handle.write(text.encode("utf-8"))
+    FileSystems.rename([tmp], [path])
+
+
+def pairs_csv(report: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for ts in report["test_sets"]:
+        for pair in ts["matches"] + ts["rejected"]:
+            writer.writerow({k: "" if pair.get(k) is None else pair[k] for k in PAIR_FIELDS})
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+def e(value) -> str:
+    """Escape anything for HTML text and attribute values."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.pair img{width:96px;height:auto;border:1px solid #ccc;background:#fff}
+.small{color:#666;font-size:12px}.cap{max-width:380px;word-break:break-word}.url{max-width:300px;word-break:break-all;font-size:12px;color:#555}
+.note{background:#fff8e1;border:1px solid #f0d890;padding:6px 10px}.err{color:#a00}
+"""
+
+
+def render_html(report: dict, thumbs: dict) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>clipdata dedup: contamination report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>Contamination report</h1>",
+        _options_html(report),
+        _summary_html(report),
+        _overlap_chart(report["test_sets"]),
+    ]
+    if any("accuracy" in ts for ts in report["test_sets"]):
+        parts.append(_accuracy_html(report))
+    for ts in report["test_sets"]:
+        parts.append(_test_set_html(ts, report["options"]["radius"], thumbs))
+    parts.append(_shard_errors_html(report["shard_errors"]))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _options_html(report: dict) -> str:
+    o, t = report["options"], report["training"]
+    verify = "pixel verification of every candidate" if o["verify"] else \
+        "hash only (--no-verify): every candidate within the radius counts as a duplicate"
+    semantic = f"; embeddings {e(o['embeddings'])} at cosine &ge; {e(o['semantic_threshold'])}" if o["embeddings"] else ""
+    return (
+        f'<p class="small">created {e(report["created"])} &middot; shards {e(" ".join(o["shards"]))}</p>'
+        f"<p>{_count(t['shards'], 'training shard')}, {_count(t['train_hashes'], 'training image')} "
+        f"({t['train_hashed_from_tar']:,} hashed from the tars), {t['train_images_unreadable']:,} unreadable; "
+        f"{_count(t['shards_with_errors'], 'shard')} with errors. Search: pHash views {e(', '.join(o['views']))} "
+        f"within {o['radius']} bits ({e(o['index'])} index), {t['candidates']:,} candidates; {e(verify)}"
+        f"{semantic}.</p>"
+    )
+
+
+def _summary_html(report: dict) -> str:
+    rows = ["<table><tr><th>test set</th><th>images</th><th>unreadable</th><th>overlap</th>"
+            "<th>overlap %</th><th>matched pairs</th><th>rejected candidates</th></tr>"]
+    for ts in report["test_sets"]:
+        rows.append(
+            f'<tr><td><a href="#set-{e(ts["name"])}">{e(ts["name"])}</a></td><td class="n">{ts["size"]:,}</td>'
+            f'<td class="n">{ts["unreadable"]:,}</td><td class="n">{ts["overlap"]:,}</td>'
+            f'<td class="n">{ts["overlap_percent"]:.2f}%</td><td class="n">{ts["matched_pairs"]:,}</td>'
+            f'<td class="n">{ts["rejected_pairs"]:,}</td></tr>')
+    rows.append("</table>")
+    rows.append(f'<p class="small">blocklist.txt: {report["blocklist"]["keys"]:,} training keys to drop '
+                "(<code>clipdata dedup apply-blocklist</code>).</p>")
+    return "\n".join(rows)
+
+
+def _overlap_chart(test_sets: list[dict]) -> str:
+    """Horizontal bars: overlap % per test set."""
+    if not test_sets:
+        return ""
+    bar_h, label_w, chart_w = 22, 160, 420
+    top = max(max(ts["overlap_percent"] for ts in test_sets), 1.0) * 1.15
+    height = bar_h * len(test_sets) + 10
+    out = [f'<h2>Overlap per test set</h2><svg role="img" '
+           f'width="{label_w + chart_w + 80}" height="{height}" aria-label="overlap percent per test set">']
+    for i, ts in enumerate(test_sets):
+        y = 5 + i * bar_h
+        w = chart_w * ts["overlap_percent"] / top
+        out.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" font-size="12">{e(ts["name"])}</text>'
+                   f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{bar_h - 6}" fill="#d9534f"/>'
+                   f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" font-size="12">{ts["overlap_percent"]:.2f}% '
+                   f'({ts["overlap"]:,})</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _histogram_svg(ts: dict, radius: int) -> str:
+    """Bars of how many test images have their nearest training hash at each distance 0..64."""
+    counts = ts["nearest_distance_histogram"]
+    top = max(max(counts), 1)
+    bar_w, h, left, bottom = 8, 120, 36, 20
+    width = left + 65 * bar_w + 10
+    out = [f'<svg role="img" width="{width}" height="{h + bottom + 10}" '
+           f'aria-label="nearest training hash distance histogram">',
+           f'<text x="{left - 4}" y="14" text-anchor="end" font-size="10">{top:,}</text>',
+           f'<text x="{left - 4}" y="{h + 4}" text-anchor="end" font-size="10">0</text>']
+    for d, n in enumerate(counts):
+        bh = h * n / top
+        fill = "#d9534f" if d <= radius else "#7a9cc6"
+        out.append(f'<rect x="{left + d * bar_w}" y="{h - bh + 4:.1f}" width="{bar_w - 1}" height="{bh:.1f}" '
+                   f'fill="{fill}"><title>{d} bits: {n:,}</title></rect>')
+    x = left + (radius + 1) * bar_w - 0.5
+    out.append(f'<line x1="{x}" y1="0" x2="{x}" y2="{h + 4}" stroke="#333" stroke-dasharray="3,2"/>')
+    for d in range(0, 65, 8):
+        out.append(f'<text x="{left + d * bar_w + 4}" y="{h + 18}" text-anchor="middle" font-size="10">{d}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
+    rows = ["<table><tr><th>test image</th><th>training image</th><th>test id / label</th>"
+            "<th>training key / shard</th><th>caption</th><th>url</th><th>distance</th>"
+            "<th>check</th></tr>"]
+    for i, p in enumerate(pairs[:HTML_LIST_CAP]):
+        test_thumb, train_thumb = thumbs.get((p["test_set"], p["test_id"], p["shard"], p["key"]), (None, None))
+        cells = []
+        for thumb in (test_thumb, train_thumb):
+            ok = i < with_thumbs and isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
+            cells.append(f'<td class="pair"><img alt="" src="{e(thumb)}"></td>' if ok else "<td>&ndash;</td>")
+        distance = "semantic" if p["distance"] is None else f"{p['distance']} bits ({e(p['view'])})"
+        score = "" if p.get("score") is None else f" {p['score']}"
+        rows.append(
+            f"<tr>{cells[0]}{cells[1]}<td>{e(p['test_id'])}<br><span class=small>{e(p.get('label'))}</span></td>"
+            f"<td>{e(p['key'])}<br><span class=small>{e(p['shard'])}</span></td>"
+            f'<td class="cap">{e(p.get("caption"))}</td><td class="url">{e(p.get("url"))}</td>'
+            f"<td>{distance}</td><td>{e(p.get('method'))}{e(score)}<br><span class=small>{e(p.get('detail'))}</span></td></tr>")
+    rows.append("</table>")
+    if len(pairs) > HTML_LIST_CAP:
+        rows.append(f'<p class="note">{len(pairs) - HTML_LIST_CAP:,} more pairs are not shown here; '
+                    "report.json and pairs.csv hold them all.</p>")
+    return rows
+
+
+def _test_set_html(ts: dict, radius: int, thumbs: dict) -> str:
+    out = [f'<h2 id="set-{e(ts["name"])}">{e(ts["name"])}</h2>',
+           f'<p>{e(ts["path"])} ({e(ts["format"])}): {_count(ts["size"], "image")}, {ts["unreadable"]:,} unreadable; '
+           f'<b>{ts["overlap"]:,} ({ts["overlap_percent"]:.2f}%)</b> have a near duplicate in the training '
+           f'data ({_count(ts["matched_pairs"], "pair")}).</p>',
+           "<h3>Nearest training hash per test image</h3>",
+           f'<p class="small">Hamming distance from each readable test image (its closest view) to the nearest '
+           f'training pHash; red bars are within the search radius ({radius} bits); '
+           f'{ts["nearest_distance_none"]:,} images met no training hash.</p>',
+           _histogram_svg(ts, radius),
+           f"<h3>Matched pairs ({ts['matched_pairs']:,})</h3>"]
+    if ts["matches"]:
+        out += _pair_rows(ts["matches"], thumbs, THUMBS_PER_SET)
+        if len(ts["matches"]) > THUMBS_PER_SET:
+            out.append(f'<p class="note">Thumbnails are shown for the first {THUMBS_PER_SET} pairs only.</p>')
+    else:
+        out.append("<p>None.</p>")
+    out.append(f"<h3>Candidates rejected by the pixel check ({ts['rejected_pairs']:,})</h3>")
+    if ts["rejected"]:
+        out += _pair_rows(ts["rejected"], thumbs, THUMBS_PER_SET)
+    else:
+        out.append("<p>None.</p>")
+    if ts["unreadable_images"] or ts["file_errors"]:
+        out.append(f"<h3>Unreadable ({_count(ts['unreadable'], 'image')}, {_count(len(ts['file_errors']), 'file')})</h3><ul>")
+        for f in ts["file_errors"]:
+            out.append(f'<li class="err">{e(f["file"])}: {e(f["error"])}</li>')
+        for u in ts["unreadable_images"][:HTML_LIST_CAP]:
+            out.append(f'<li class="err">{e(u["id"])}: {e(u["error"])}</li>')
+        out.append("</ul>")
+    return "\n".join(out)
+
+
+def _accuracy_html(report: dict) -> str:
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f}%"
+
+    rows = ["<h2>Accuracy: All / Clean / Overlap</h2>",
+            "<table><tr><th>test set</th><th>All</th><th>Clean</th><th>Overlap</th><th>n overlap</th>"
+            "<th>All &minus; Clean</th><th>p (binomial, one-sided)</th><th>missing / unknown ids</th></tr>"]
+    for ts in report["test_sets"]:
+        a = ts.get("accuracy")
+        if not a:
+            continue
+        delta = "n/a" if a["delta"] is None else f"{100 * a['delta']:+.2f} pts"
+        p = "n/a" if a["p_value"] is None else f"{a['p_value']:.3g}"
+        rows.append(f"<tr><td>{e(ts['name'])}</td><td class=n>{pct(a['accuracy_all'])}</td>"
+                    f"<td class=n>{pct(a['accuracy_clean'])}</td><td class=n>{pct(a['accuracy_overlap'])}</td>"
+                    f"<td class=n>{a['n_overlap']:,}</td><td class=n>{delta}</td><td class=n>{p}</td>"
+                    f"<td class=n>{a['missing_count']:,} / {a['unknown_count']:,}</td></tr>")
+    rows.append("</table>")
+    rows.append("<p class=small>p: the probability of at least the observed number of correct Overlap examples "
+                "if each were correct with the Clean accuracy (CLIP §5).</p><ul class=small>")
+    rows += [f"<li>{e(c)}</li>" for c in report["caveats"]]
+    rows.append("</ul>")
+    return "\n".join(rows)
+
+
+def _shard_errors_html(errors: list[dict]) -> str:
+    if not errors:
+        return "<h2>Shard errors</h2><p>None: every shard was read.</p>"
+    out = [f"<h2>Shard errors ({_count(len({x['shard'] for x in errors}), 'shard')})</h2><table>"
+           "<tr><th>shard</th><th>stage</th><th>error</th></tr>"]
+    for x in errors[:HTML_LIST_CAP]:
+        out.append(f"<tr><td>{e(x['shard'])}</td><td>{e(x['stage'])}</td>"
+                   f"<td class=err>{'<br>'.join(e(m) for m in x['errors'])}</td></tr>")
+    out.append("</table>")
+    if len(errors) > HTML_LIST_CAP:
+        out.append(f'<p class="note">{len(errors) - HTML_LIST_CAP:,} more in report.json.</p>')
+    return "\n".join(out)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def summary_table(report: dict, output: str) -> str:
+    """The lines `clipdata dedup` prints at the end."""
+    lines = [f"{'test set':<20}{'images':>10}{'unreadable':>12}{'overlap':>10}{'%':>9}"]
+    for ts in report["test_sets"]:
+        line = (f"{ts['name']:<20}{ts['size']:>10,}{ts['unreadable']:>12,}{ts['overlap']:>10,}"
+                f"{ts['overlap_percent']:>8.2f}%")
+        if "accuracy" in ts:
+            line += "  " + significance.describe(significance.SplitAccuracy(
+                **{k: v for k, v in ts["accuracy"].items() if k not in ("missing_count", "unknown_count")}))
+        lines.append(line)
+    t = report["training"]
+    lines.append(f"{_count(t['shards'], 'shard')}, {_count(t['train_hashes'], 'training image')}, "
+                 f"{_count(t['candidates'], 'candidate')}; {_count(t['shards_with_errors'], 'shard')} with errors")
+    lines.append(f"report: {FileSystems.join(output, 'report.html')} (and report.json, pairs.csv, "
+                 f"blocklist.txt: {report['blocklist']['keys']:,} keys)")
+    return "\n".join(lines)

@@ -28,11 +28,11 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(handler=run_curate_command, beam=True)
 
 
-def add_curate_arguments(parser) -> None:
+def add_curate_arguments(parser, queries_required: bool = True) -> None:
     parser.add_argument("--pool", action="append", required=True, metavar="PATH",
                         help="pool files: a file, a glob or a folder of parquet/csv/tsv/jsonl (.gz ok) "
                         "or Common Crawl .wat(.gz) files, on any Beam file system; repeatable")
-    parser.add_argument("--queries", required=True,
+    parser.add_argument("--queries", required=queries_required,
                         help="the query list: one entry per line, or a MetaCLIP-style JSON list")
     parser.add_argument("--url-col", default="url", help="url column of table pools (default: %(default)s)")
     parser.add_argument("--caption-col", default="caption", help="caption column (default: %(default)s)")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks online at import
 
-import imagehash  # noqa: E402
 from PIL import Image  # noqa: E402
 
 # About 7,000 x 7,000: decoded RGBA that size is ~200 MB, a bound a worker can afford per thread.
@@ -100,6 +99,8 @@ def header_size(body: bytes) -> tuple[int, int]:
 
 def phash_hex(encoded: bytes) -> str:
     """imagehash's 64-bit pHash of an encoded image, as 16 hex digits."""
+    import imagehash  # here, not at import: it brings scipy, which the driver process never needs
+
     with Image.open(io.BytesIO(encoded)) as image:
         return str(imagehash.phash(image.convert("RGB")))
 

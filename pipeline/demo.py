@@ -39,9 +39,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--output", default="demo_output", help="folder for inputs and outputs (default: %(default)s)")
     parser.add_argument("--pages", type=int, default=3000, help="articles in the generated Wikipedia (default: %(default)s)")
     parser.add_argument("--images", type=int, default=3000, help="images on the synthetic web (default: %(default)s)")
-    parser.add_argument("--test-images", type=int, default=400,
+    parser.add_argument("--test-images", type=int, default=150,
                         help="images per synthetic test set (default: %(default)s)")
-    parser.add_argument("--planted", type=int, default=20, help="planted duplicates in the first test set")
+    parser.add_argument("--planted", type=int, default=15, help="planted duplicates in the first test set")
     parser.add_argument("--train-steps", type=int, default=200, help="training steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

@@ -81,6 +81,13 @@ def run_demo(args, beam_args: list[str]) -> int:
     started = time.perf_counter()
     out = args.output
     steps = 7
+    seconds = {}  # wall time of each step, shown in the summary and on the page
+    clock = [started]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        seconds[name] = round(now - clock[0], 1)
+        clock[0] = now
 
     sources_dir = os.path.join(out, "sources")
     print(f"[1/{steps}] writing demo inputs (MediaWiki dump, pageviews, WordNet) to {sources_dir}", flush=True)
@@ -91,6 +98,7 @@ def run_demo(args, beam_args: list[str]) -> int:
                      "--wordnet", sources["wordnet"], *DEMO_THRESHOLDS, *beam_args])
     if code:
         return code
+    lap("queries")
 
     web_dir = os.path.join(out, "web")
     print(f"\n[2/{steps}] drawing the synthetic web ({args.images:,} images + faults) in {web_dir}", flush=True)
@@ -100,6 +108,7 @@ def run_demo(args, beam_args: list[str]) -> int:
         pool = os.path.join(out, "pool.parquet")
         synthetic_web.write_pool(web, base_url, pool)
         print(f"      serving it on {base_url}; the pool of (url, alt text) pairs is {pool}", flush=True)
+        lap("synthetic web")
 
         curated = os.path.join(out, "curated")
         print(f"\n[3/{steps}] clipdata curate -> {curated}", flush=True)
@@ -107,6 +116,7 @@ def run_demo(args, beam_args: list[str]) -> int:
                          "--output", curated, "--max-per-entry", DEMO_MAX_PER_ENTRY, *beam_args])
         if code:
             return code
+        lap("curate")
 
         shards = os.path.join(out, "shards")
         print(f"\n[4/{steps}] clipdata download -> {shards}", flush=True)
@@ -114,11 +124,13 @@ def run_demo(args, beam_args: list[str]) -> int:
                          "--allow-private-addresses", "--timeout", "10", *beam_args])
         if code:
             return code
+        lap("download")
 
     print(f"\n[5/{steps}] clipdata shards check {shards}", flush=True)
     code = cli.main(["shards", "check", shards])
     if code:
         return code
+    lap("shards check")
 
     testsets = os.path.join(out, "testsets")
     print(f"\n[6/{steps}] test sets in {testsets}; clipdata dedup -> {out}/dedup", flush=True)
@@ -137,6 +149,7 @@ def run_demo(args, beam_args: list[str]) -> int:
                      os.path.join(dedup, "blocklist.txt"), "--output", clean])
     if code:
         return code
+    lap("dedup + blocklist")
 
     train = os.path.join(out, "train")
     print(f"\n[7/{steps}] clipdata train (tiny-vit, {args.train_steps} steps) -> {train}", flush=True)
@@ -148,10 +161,12 @@ def run_demo(args, beam_args: list[str]) -> int:
                      "--ckpt-every", str(args.train_steps), "--workers", "1", "--seed", str(args.seed)])
     if code:
         return code
+    lap("train + zero-shot")
 
     summary = demo_summary(out)
     summary["planted"] = sum(1 for image in planted["images"] if image["kind"] == "planted")
     summary["chance"] = 1 / len(synthetic_web.make_classes())
+    summary["seconds"] = {**seconds, "total": round(time.perf_counter() - started, 1)}
     with open(os.path.join(out, "demo_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     index = demo_report.write_index(out)
@@ -166,6 +181,7 @@ def run_demo(args, beam_args: list[str]) -> int:
     if summary.get("zeroshot_top1") is not None:
         print(f"  train/                zero-shot top-1 {100 * summary['zeroshot_top1']:.1f}% on the held-out test "
               f"set (chance {100 * summary['chance']:.1f}%)")
+    print("  time per step: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()))
     print(f"Open {index} for the page with every output and plot.")
     return 0
 

@@ -129,6 +129,11 @@ def write_index(out: str) -> str:
                         + _lines("training loss", [("loss", loss, "#246")])
                         + _lines("zero-shot top-1", [("top-1", top1, "#a33")]))
 
+    summary = _read_json(os.path.join(out, "demo_summary.json")) or {}
+    if summary.get("seconds"):
+        rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{s:,.0f} s</td></tr>" for name, s in summary["seconds"].items())
+        sections.append(f"<h2>Time per step</h2><table><tr><th>step</th><th>wall time</th></tr>{rows}</table>")
+
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>clipdata demo</title>"
             "<style>body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 8px}</style></head><body><h1>clipdata demo</h1>"

@@ -54,6 +54,10 @@ def test_demo_runs_every_stage(tmp_path):
     assert "<script" not in page and "<svg" in page
     summary = json.load(open(os.path.join(out, "demo_summary.json")))
     assert summary["samples"] == manifest["totals"]["samples"]
+    steps = summary["seconds"]
+    assert list(steps)[:4] == ["queries", "synthetic web", "curate", "download"] and "train + zero-shot" in steps
+    assert 0 < sum(v for k, v in steps.items() if k != "total") <= steps["total"]
+    assert "Time per step" in page
 
 
 def _shard_rows(folder):

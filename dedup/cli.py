@@ -113,8 +113,8 @@ def add_report_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes hashing the test sets (default: one per core)")
     parser.add_argument("--embeddings", default=None, metavar="CHECKPOINT",
-                        help="also look for semantic near duplicates with this trained model's image "
-                        "embeddings (needs the trainer stage)")
+                        help="also take as candidates the pairs whose image embeddings, from this "
+                        "`clipdata train` checkpoint or run folder, are close (cosine >= --semantic-threshold)")
     parser.add_argument("--semantic-threshold", type=float, default=0.92,
                         help="cosine similarity for --embeddings candidates (default: %(default)s)")
 

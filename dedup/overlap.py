@@ -18,8 +18,9 @@ duplicate is: hashing.py (views), index.py (search) and verify.py (pixels) do, a
 moves data between them.
 
 The optional semantic stage (`--embeddings CHECKPOINT`) adds candidates whose image embeddings
-(from a trained clipdata model) have cosine similarity >= --semantic-threshold; see
-`semantic_pairs` and `load_embedder`.
+(from a `clipdata train` checkpoint, trainer/embed.py) have cosine similarity >=
+--semantic-threshold; they are verified on the pixels like the hash candidates, unless --no-verify.
+See `semantic_pairs` and `load_embedder`.
 """
 from __future__ import annotations
 
@@ -519,36 +520,19 @@ def semantic_pairs(test_embeddings: np.ndarray, train_embeddings: np.ndarray, th
 
 
 def load_embedder(checkpoint: str):
-    """A function list[PIL image] -> (n, d) embeddings, from a clipdata trainer checkpoint.
-
-    Needs `clipdata.trainer.model.load_checkpoint(path)` returning an object with
-    `embed_images(images) -> array` (or `encode_image(tensor)` plus `preprocess(image)`).
-    Raises SemanticUnavailable while the trainer does not provide it.
-    """
+    """A function list[PIL image] -> (n, d) L2-normalised embeddings, from a `clipdata train`
+    checkpoint file or run folder (its latest checkpoint). Raises SemanticUnavailable with the
+    reason when there is none or it does not load."""
     try:
-        from clipdata.trainer import model as trainer_model
-    except ImportError:
-        trainer_model = None
-    load = getattr(trainer_model, "load_checkpoint", None)
-    if load is None:
-        raise SemanticUnavailable(
-            "--embeddings: the semantic stage needs clipdata.trainer.model.load_checkpoint, which is "
-            "not available yet (the trainer stage is not built); run without --embeddings for the "
-            "hash-and-verify report")
-    model = load(checkpoint)
-    if hasattr(model, "embed_images"):
-        return lambda images: np.asarray(model.embed_images(images), np.float32)
-    preprocess = getattr(model, "preprocess", None) or getattr(trainer_model, "preprocess", None)
-    if hasattr(model, "encode_image") and preprocess is not None:
-        import torch
+        from clipdata.trainer.embed import ImageEmbedder
 
-        def embed(images):
-            with torch.no_grad():
-                batch = torch.stack([preprocess(im) for im in images])
-                return model.encode_image(batch).float().cpu().numpy()
-        return embed
-    raise SemanticUnavailable(f"{checkpoint}: the loaded model has neither embed_images() nor "
-                              "encode_image() with a preprocess(); cannot embed images")
+        embedder = ImageEmbedder.load(checkpoint)
+    except ImportError as err:  # torch missing from a slimmed-down install
+        raise SemanticUnavailable(f"--embeddings needs the trainer's dependencies ({err})") from err
+    except Exception as err:  # noqa: BLE001 - torch.load raises several kinds on a bad file
+        raise SemanticUnavailable(f"--embeddings {checkpoint}: not a loadable clipdata checkpoint "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+    return embedder.embed_images
 
 
 def embed_in_batches(embedder, images: list, batch: int = 64) -> np.ndarray:

@@ -33,6 +33,9 @@ def _bars(title: str, labels: list[str], series: list[tuple[str, list[float], st
             h = (HEIGHT - PAD) * values[i] / top
             parts.append(f'<rect x="{x0 + j * bar:.1f}" y="{HEIGHT - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
                          f'fill="{colour}"><title>{html.escape(label)}: {values[i]:g}{unit}</title></rect>')
+            if len(labels) * len(series) <= 12:  # room for the value above each bar
+                parts.append(f'<text x="{x0 + (j + 0.5) * bar:.1f}" y="{HEIGHT - h - 3:.1f}" font-size="10" '
+                             f'text-anchor="middle">{values[i]:,.4g}{unit}</text>')
         parts.append(f'<text x="{x0 + group / 2:.1f}" y="{HEIGHT + 12}" font-size="9" text-anchor="end" '
                      f'transform="rotate(-40 {x0 + group / 2:.1f} {HEIGHT + 12})">{html.escape(label[:18])}</text>')
     parts.append(f'<text x="2" y="{PAD}" font-size="10">{top:g}{unit}</text>')

@@ -391,13 +391,54 @@ def test_semantic_pairs_finds_pairs_above_the_cosine_threshold():
     assert set(zip(t.tolist(), r.tolist())) == expected
 
 
-def test_embeddings_need_the_trainer(monkeypatch):
-    import sys
-    import types
+def _random_checkpoint(run: str) -> str:
+    """A clipdata checkpoint of an untrained tiny-vit: its embeddings are arbitrary but fixed."""
+    import torch
 
-    monkeypatch.setitem(sys.modules, "clipdata.trainer.model", types.ModuleType("clipdata.trainer.model"))
-    with pytest.raises(overlap.SemanticUnavailable, match="not available yet"):
-        overlap.load_embedder("model.pt")
+    from clipdata.trainer import checkpoint, model as clip_model
+
+    torch.manual_seed(0)
+    config = clip_model.load_config("tiny-vit")
+    model = clip_model.build_model(config)
+    return checkpoint.save_checkpoint(os.path.join(run, "checkpoints"), 1,
+                                      {"step": 1, "model_config": model.config, "model": model.state_dict()})
+
+
+def test_semantic_stage_adds_the_pairs_above_the_cosine_threshold(world, tmp_path):
+    from clipdata.trainer.embed import ImageEmbedder
+
+    run = str(tmp_path / "run")
+    _random_checkpoint(run)
+    embedder = ImageEmbedder.load(run)          # the run folder resolves to its latest checkpoint
+    test_ids = list(world["ids"])
+    test_vectors = embedder.embed_images([testsets.decode(open(os.path.join(world["test_dir"], t), "rb").read())
+                                          for t in test_ids])
+    train = overlap.read_train_images(os.path.join(world["shards"], "00000.tar"), {sample_key(0, i) for i in range(8)})
+    keys = sorted(train)
+    train_vectors = embedder.embed_images([testsets.decode(train[k]) for k in keys])
+    assert np.allclose(np.linalg.norm(train_vectors, axis=1), 1, atol=1e-4)
+    cosine = train_vectors @ test_vectors.T
+    threshold = float(np.quantile(cosine, 0.8))          # about a fifth of the pairs
+
+    output = str(tmp_path / "semantic")
+    assert cli.main(["dedup", "--shards", os.path.join(world["shards"], "00000.tar"), "--test-set",
+                     f"shapes={world['test_dir']}", "--output", output, "--no-verify",
+                     "--embeddings", run, "--semantic-threshold", str(threshold)]) == 0
+    rows = list(csv.DictReader(open(os.path.join(output, "pairs.csv"))))
+    semantic = {(r["test_id"], r["key"]) for r in rows if r["view"] == "semantic"}
+    hashed = {(r["test_id"], r["key"]) for r in rows if r["view"] != "semantic"}
+    above = {(test_ids[j], keys[i]) for i, j in zip(*np.nonzero(cosine >= threshold + 1e-5))}
+    near = {(test_ids[j], keys[i]) for i, j in zip(*np.nonzero(np.abs(cosine - threshold) <= 1e-5))}
+    assert semantic and not semantic & hashed
+    assert above - hashed <= semantic <= (above | near) - hashed
+
+
+def test_embeddings_need_a_checkpoint(tmp_path):
+    with pytest.raises(overlap.SemanticUnavailable, match="no clipdata checkpoint"):
+        overlap.load_embedder(str(tmp_path))
+    (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(overlap.SemanticUnavailable, match="model.pt"):
+        overlap.load_embedder(str(tmp_path / "model.pt"))
 
 
 def test_list_shards_pairs_files_and_names_problems(tmp_path):

@@ -1,0 +1,62 @@
+"""Image embeddings from a trained checkpoint: what `clipdata dedup --embeddings` searches with.
+
+    embedder = ImageEmbedder.load("run/")          # a run folder (its latest checkpoint) or a .pt
+    vectors = embedder.embed_images([pil_image, ...])   # (n, embed_dim) float32, L2-normalised
+
+Images go through the evaluation preprocessing (transparency matted on white, shorter side
+resized to the model's image size, centre square), so an image embeds the same here as in
+zero-shot evaluation.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clipdata.trainer import checkpoint, data
+from clipdata.trainer import model as clip_model
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or the latest checkpoint of a run folder (`run/` or `run/checkpoints/`)."""
+    if os.path.isfile(path):
+        return path
+    for folder in (os.path.join(path, "checkpoints"), path):
+        if os.path.isdir(folder):
+            found = checkpoint.latest_checkpoint(folder)
+            if found:
+                return found
+    raise FileNotFoundError(f"{path}: no clipdata checkpoint there (a .pt file, or a run folder with "
+                            "checkpoints/ as `clipdata train` writes it)")
+
+
+class ImageEmbedder:
+    def __init__(self, model: clip_model.CLIP, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.image_size = model.config["vision_cfg"]["image_size"]
+
+    @classmethod
+    def load(cls, path: str, device: str = "cpu") -> "ImageEmbedder":
+        state = checkpoint.load_checkpoint(resolve_checkpoint(path))
+        model = clip_model.build_model(state["model_config"])
+        model.load_state_dict(state["model"])
+        return cls(model, device)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """uint8 [3, S, S]: the eval view of one image."""
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image.alpha_composite(rgba)
+        return data.square_crop(image.convert("RGB"), self.image_size, None)
+
+    @torch.no_grad()
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.model.config["embed_dim"]), np.float32)
+        pixels = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        features = self.model.encode_image(data.normalize(pixels), normalize=True)
+        return features.float().cpu().numpy()

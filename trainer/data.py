@@ -127,6 +127,11 @@ def load_rgb(data: bytes, size: int) -> Image.Image:
     if image.width * image.height > MAX_IMAGE_PIXELS:
         raise ValueError(f"image of {image.width}x{image.height} pixels is over the cap")
     image.draft("RGB", (size, size))
+    return matte_on_white(image)
+
+
+def matte_on_white(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency composited onto white (as img2dataset stores images)."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -47,11 +47,7 @@ class ImageEmbedder:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """uint8 [3, S, S]: the eval view of one image."""
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image.alpha_composite(rgba)
-        return data.square_crop(image.convert("RGB"), self.image_size, None)
+        return data.square_crop(data.matte_on_white(image), self.image_size, None)
 
     @torch.no_grad()
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:

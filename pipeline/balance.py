@@ -46,8 +46,12 @@ def keep_probability(counts: np.ndarray, max_per_entry: int) -> np.ndarray:
 
 def draws(seed: int, pair_hashes: np.ndarray, offsets: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
     """One uniform number in [0, 1) per (pair, matched entry), a pure function of the three."""
+    per_match_pair = np.repeat(np.asarray(pair_hashes, dtype=np.uint64), np.diff(offsets))
+    return _draws(seed, per_match_pair, entry_ids)
+
+
+def _draws(seed: int, per_match_pair: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
-        per_match_pair = np.repeat(np.asarray(pair_hashes, dtype=np.uint64), np.diff(offsets))
         key = _mix(per_match_pair ^ _mix(np.uint64(seed) * _GOLDEN + np.asarray(entry_ids, dtype=np.uint64)))
         key = _mix(key + _GOLDEN)
     return (key >> np.uint64(11)).astype(np.float64) / float(1 << 53)
@@ -67,7 +71,13 @@ def keep_mask(
     n_pairs = len(offsets) - 1
     if len(entry_ids) == 0:
         return np.zeros(n_pairs, dtype=bool)
-    hit = draws(seed, pair_hashes, offsets, entry_ids) < keep_probability(counts, max_per_entry)[entry_ids]
+    # A draw in [0, 1) always falls under probability 1: only head entries need one.
+    probability = keep_probability(counts, max_per_entry)[entry_ids]
+    hit = probability >= 1.0
+    head = np.flatnonzero(~hit)
+    if len(head):
+        per_match_pair = np.repeat(np.asarray(pair_hashes, dtype=np.uint64), np.diff(offsets))[head]
+        hit[head] = _draws(seed, per_match_pair, entry_ids[head]) < probability[head]
     # any() per pair over its slice of matches; reduceat needs non-empty slices, so pairs without
     # matches are patched afterwards.
     starts = np.minimum(offsets[:-1], len(entry_ids) - 1)

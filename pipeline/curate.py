@@ -2,20 +2,30 @@
 
 CLIP's data recipe (section 2.2) as MetaCLIP's curation runs it, as one Beam job:
 
-    pool files ─Reshuffle─► ReadPool ─► CleanText ─► MatchQueries ─► DedupPairs ─┬─► BalanceEntries ─► curated/
-                               │            │             │              │        │
-                               └────────────┴─────────────┴──────────────┴────────┴─► dropped/ (row, reason)
-                                                          CountEntries (the one global step) ─┘
+    pool files ─► SplitFiles ─► ReadPieces ─► CleanText ─► MatchQueries ─► DedupPairs ─► BalanceEntries ─► curated/
+                                                  │             │           │    │           ▲     │
+                                                  │             │           │    └─► CountEntries  │
+                                                  │             │           │   (the one global step)
+                                                  └─────────────┴───────────┴──────────────────────┴─► dropped/
+                                                                                               (row, reason)
 
 Rows travel as Arrow record batches, never one Python object per row, so the per-element cost of
-the runner is paid per batch. The query-list automaton is built once per worker in setup().
-DedupPairs hash-partitions pairs by uid; each partition is deduplicated, balanced and written as
-`curated/part-PPPPP-of-KKKKK.parquet` sorted by uid, so the curated files are the same bytes on
-any runner and any number of workers.
+the runner is paid per batch. A parquet file is cut into pieces of whole row groups, so one big
+file is read by every worker, and reading, cleaning, matching and partitioning a piece run fused
+in one worker without its rows crossing a shuffle. (A csv, jsonl or WAT file cannot be cut: each
+is one piece, and such a pool spreads over the workers file by file.) The query-list matcher is
+built once, by the launcher, into a file cached by the list's hash (see prepare_matcher), and
+loaded by each worker in setup().
+
+DedupPairs hash-partitions pairs by uid, the job's one shuffle of whole rows; CountEntries counts
+distinct pairs per entry from a third-size shuffle of (uid, entry ids) only, so each partition is
+deduplicated, balanced and written in one worker step as `curated/part-PPPPP-of-KKKKK.parquet`,
+sorted by uid: the curated files are the same bytes on any runner and any number of workers.
 
 Every input row ends in exactly one place: a curated file, or dropped/ with its reason
-(bad-url, empty-caption, caption-too-long, no-match, duplicate, balanced-out). A file that cannot
-be read is named with its error in curate_stats.json; the rows read before the error stand.
+(bad-url, empty-caption, caption-too-long, no-match, duplicate, balanced-out). A file (or a piece
+of a parquet file) that cannot be read is named with its error in curate_stats.json; the rows read
+before the error stand.
 """
 from __future__ import annotations
 
@@ -25,12 +35,14 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from typing import Any, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
@@ -60,6 +72,8 @@ class CurateConfig:
     max_caption_chars: int = text.MAX_CAPTION_CHARS
     partitions: int | None = None
     batch_rows: int = pool.DEFAULT_BATCH_ROWS
+    # Where built matchers are kept between runs, by the query list's hash; None: build every run.
+    matcher_cache: str | None = None
 
 
 def _dropped(batch: pa.RecordBatch | pa.Table, reason: str | None = None) -> pa.Table:
@@ -81,8 +95,22 @@ def _count_drops(counters: dict, table: pa.Table) -> None:
 # Beam steps: thin layers over pool / text / match / pair_dedup / balance.
 
 
+class SplitFilesFn(beam.DoFn):
+    """pool file -> (path, first row group, end row group) pieces; (path, 0, -1): the whole file."""
+
+    def __init__(self, rows_per_piece: int):
+        self.rows_per_piece = rows_per_piece
+        self.files = Metrics.counter("curate", "files_read")
+
+    def process(self, path):
+        pieces = pool.pool_pieces(path, self.rows_per_piece)
+        if pieces[0][2] >= 0:  # a parquet file whose footer was read
+            self.files.inc()
+        yield from pieces
+
+
 class ReadPoolFn(beam.DoFn):
-    """pool file -> record batches of (url, caption, source_file, source_row, page_url)."""
+    """piece of a pool file -> record batches of (url, caption, source_file, source_row, page_url)."""
 
     def __init__(self, url_col: str, caption_col: str, batch_rows: int):
         self.url_col, self.caption_col, self.batch_rows = url_col, caption_col, batch_rows
@@ -91,17 +119,21 @@ class ReadPoolFn(beam.DoFn):
         self.bad_files = Metrics.counter("curate", "files_unreadable")
         self.wat_counters: dict = {}
 
-    def process(self, path):
+    def process(self, piece):
         from clipdata.pipeline import wat
 
+        path, first_group, end_group = piece
+        whole = end_group < 0
         stats = wat.WatStats()
         read = 0
         try:
-            for batch in pool.read_pool_file(path, self.url_col, self.caption_col, self.batch_rows, wat_stats=stats):
+            for batch in pool.read_pool_file(path, self.url_col, self.caption_col, self.batch_rows, wat_stats=stats,
+                                             row_groups=None if whole else (first_group, end_group)):
                 read += batch.num_rows
                 self.rows.inc(batch.num_rows)
                 yield batch
-            self.files.inc()
+            if whole:
+                self.files.inc()
         except (pool.PoolReadError, pool.MissingColumnError) as err:
             self.bad_files.inc()
             yield TaggedOutput("file_errors", {"file": path, "rows_read": read, "error": str(err)})
@@ -112,40 +144,39 @@ class ReadPoolFn(beam.DoFn):
 
 
 class CleanTextFn(beam.DoFn):
-    """batch -> batch with cleaned captions and a uid per pair; bad rows to 'dropped'."""
+    """batch -> table with cleaned captions and a uid per pair; bad rows to 'dropped'."""
 
-    def __init__(self, max_caption_chars: int):
-        self.max_caption_chars = max_caption_chars
+    def __init__(self, max_caption_chars: int, patterns: tuple[str, str]):
+        self.max_caption_chars, self.patterns = max_caption_chars, patterns
         self.counters: dict = {}
 
     def process(self, batch):
-        kept, dropped = text.clean_batch(batch, self.max_caption_chars)
+        kept, dropped = text.clean_batch(batch, self.max_caption_chars, self.patterns)
         if dropped.num_rows:
             table = _dropped(dropped)
             _count_drops(self.counters, table)
             yield TaggedOutput("dropped", table)
         if kept.num_rows:
-            urls = kept.column("url").to_pylist()
-            captions = kept.column("caption").to_pylist()
-            uids = pa.array([pair_dedup.pair_uid(u, c) for u, c in zip(urls, captions)], pa.string())
+            uids = pair_dedup.pair_uids(kept.column("url"), kept.column("caption"))
             yield pa.Table.from_batches([kept]).append_column("uid", uids)
 
 
 class MatchQueriesFn(beam.DoFn):
     """table -> table with `entry_ids` (every matched entry); rows matching nothing to 'dropped'."""
 
-    def __init__(self, queries: str, lowercase: bool):
-        self.queries, self.lowercase = queries, lowercase
+    def __init__(self, matcher_path: str):
+        self.matcher_path = matcher_path
         self.matched = Metrics.counter("curate", "rows_matched")
         self.counters: dict = {}
 
     def setup(self):
-        from clipdata.pipeline.match import Matcher
+        from clipdata.pipeline.match import read_matcher_file
 
-        self.matcher = Matcher(query_entries.load_entries(self.queries), lowercase=self.lowercase)
+        with FileSystems.open(self.matcher_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            self.matcher, _ = read_matcher_file(handle)
 
     def process(self, table):
-        offsets, entry_ids = self.matcher.match_batch(table.column("caption").to_pylist())
+        offsets, entry_ids = self.matcher.match_batch(table.column("caption"))
         lengths = np.diff(offsets)
         has_match = lengths > 0
         if not has_match.all():
@@ -154,21 +185,53 @@ class MatchQueriesFn(beam.DoFn):
             yield TaggedOutput("dropped", table_dropped)
         if has_match.any():
             ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(entry_ids, pa.int32()))
-            matched = table.append_column("entry_ids", ids).filter(pa.array(has_match))
+            matched = table.append_column("entry_ids", ids)
+            if not has_match.all():
+                matched = matched.filter(pa.array(has_match))
             self.matched.inc(matched.num_rows)
             yield matched
 
 
 class PartitionByUidFn(beam.DoFn):
-    """table -> (partition, table) pieces, the partition a function of the pair's uid alone."""
+    """table -> (partition, table) pieces, the partition a function of the pair's uid alone; and
+    to 'keys' the (partition, (uid, entry_ids)) pieces that CountEntries needs, a third the size."""
 
     def __init__(self, partitions: int):
         self.partitions = partitions
 
     def process(self, table):
-        part = pair_dedup.uid_hashes(table.column("uid").to_pylist()) % np.uint64(self.partitions)
-        for p in np.unique(part):
-            yield int(p), table.filter(pa.array(part == p))
+        high, low = pair_dedup.uid_words(table.column("uid"))
+        part = high % np.uint64(self.partitions)
+        # Rows cross the shuffle pickled: one file name per piece, not one per row.
+        column = table.schema.get_field_index("source_file")
+        table = table.set_column(column, "source_file", pc.dictionary_encode(table.column(column)))
+        keys = pa.table({"uid_high": high, "uid_low": low, "entry_ids": table.column("entry_ids")})
+        # Rows by partition, then one take per partition (a slice would pickle its whole parent).
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(self.partitions + 1))
+        for p in np.flatnonzero(np.diff(bounds)):
+            rows = order[bounds[p]:bounds[p + 1]]
+            yield int(p), table.take(rows)
+            yield TaggedOutput("keys", (int(p), keys.take(rows)))
+
+
+class CountDistinctFn(beam.DoFn):
+    """(partition, key tables) -> pairs per entry, each distinct uid counted once."""
+
+    def __init__(self, n_entries: int):
+        self.n_entries = n_entries
+
+    def process(self, keyed):
+        table = pa.concat_tables(list(keyed[1]))
+        high, low = table.column("uid_high").to_numpy(), table.column("uid_low").to_numpy()
+        order = np.lexsort((low, high))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (high[order][1:] != high[order][:-1]) | (low[order][1:] != low[order][:-1])
+        once = np.zeros(len(order), dtype=bool)
+        once[order[first]] = True
+        # Copies of a pair share its caption, hence its entries: any copy stands for the pair.
+        offsets, entry_ids = _flat_entry_ids(table)
+        yield balance.entry_counts(entry_ids[np.repeat(once, np.diff(offsets))], self.n_entries)
 
 
 class KeepFirstCopyFn(beam.DoFn):
@@ -180,22 +243,23 @@ class KeepFirstCopyFn(beam.DoFn):
     def process(self, keyed):
         partition, tables = keyed
         table = pa.concat_tables(list(tables))
-        keep = pair_dedup.first_copies(
-            table.column("uid").to_pylist(), table.column("source_file").to_pylist(),
-            table.column("source_row").to_numpy(),
-        )
-        if not keep.all():
-            copies = table.filter(pa.array(~keep))
+        column = table.schema.get_field_index("source_file")
+        table = table.set_column(column, "source_file", table.column(column).cast(pa.string()))
+        firsts = pair_dedup.first_copies_by_uid(table.column("uid"), table.column("source_file"),
+                                                table.column("source_row").to_numpy())
+        if len(firsts) < table.num_rows:
+            copy = np.ones(table.num_rows, dtype=bool)
+            copy[firsts] = False
+            copies = table.filter(pa.array(copy))
             self.duplicates.inc(copies.num_rows)
             yield TaggedOutput("dropped", _dropped(copies, "duplicate"))
-        distinct = table.filter(pa.array(keep))
-        yield partition, distinct.take(pc.sort_indices(distinct, [("uid", "ascending")]))
+        yield partition, table.take(firsts)
 
 
 def _flat_entry_ids(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     column = table.column("entry_ids").combine_chunks()
-    offsets = column.offsets.to_numpy() - column.offsets[0].as_py()
-    return offsets, column.values.to_numpy()
+    offsets = column.offsets.to_numpy()
+    return offsets - offsets[0], column.flatten().to_numpy()
 
 
 class SumCounts(beam.CombineFn):
@@ -233,7 +297,7 @@ class BalanceEntriesFn(beam.DoFn):
     def process(self, keyed, counts):
         partition, table = keyed
         offsets, entry_ids = _flat_entry_ids(table)
-        hashes = pair_dedup.uid_hashes(table.column("uid").to_pylist())
+        hashes = pair_dedup.uid_hashes(table.column("uid"))
         keep = balance.keep_mask(hashes, offsets, entry_ids, counts, self.max_per_entry, self.seed)
         if not keep.all():
             out = table.filter(pa.array(~keep))
@@ -257,7 +321,10 @@ def write_atomically(path: str, data: bytes) -> None:
 
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    # Dictionary pages only where values repeat; for uids, URLs and captions they cost a third of
+    # the write and save nothing.
+    repeating = [c for c in ("source_file", "page_url") if c in table.column_names]
+    pq.write_table(table, sink, compression="zstd", use_dictionary=repeating)
     return sink.getvalue()
 
 
@@ -282,74 +349,92 @@ class WriteCuratedFn(beam.DoFn):
 
 
 class ReadPool(beam.PTransform):
+    """Pool files -> record batches, read by every worker; and the files that failed."""
+
     def __init__(self, config: CurateConfig):
         super().__init__()
         self.config = config
 
     def expand(self, files):
         cfg = self.config
-        return (
+        read = (
             files
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.ParDo(ReadPoolFn(cfg.url_col, cfg.caption_col, cfg.batch_rows)).with_outputs(
+            | "SplitFiles" >> beam.ParDo(SplitFilesFn(cfg.batch_rows))
+            | "SpreadPieces" >> beam.Reshuffle()
+            | "ReadPieces" >> beam.ParDo(ReadPoolFn(cfg.url_col, cfg.caption_col, cfg.batch_rows)).with_outputs(
                 "file_errors", main="batches")
         )
+        return read.batches, read.file_errors
 
 
 class MatchedPairs(beam.PTransform):
     """Pool batches -> cleaned tables of pairs matching the list, with the rows dropped on the way."""
 
-    def __init__(self, config: CurateConfig):
+    def __init__(self, config: CurateConfig, matcher_path: str, patterns: tuple[str, str]):
         super().__init__()
-        self.config = config
+        self.config, self.matcher_path, self.patterns = config, matcher_path, patterns
 
     def expand(self, batches):
-        cfg = self.config
-        # Batches of one big file would otherwise stay on the worker that read it: spread them,
-        # so cleaning and matching (the CPU-heavy steps) use every worker.
-        cleaned = batches | "SpreadBatches" >> beam.Reshuffle() | "CleanText" >> beam.ParDo(
-            CleanTextFn(cfg.max_caption_chars)).with_outputs(
-            "dropped", main="tables")
+        cleaned = batches | "CleanText" >> beam.ParDo(
+            CleanTextFn(self.config.max_caption_chars, self.patterns)).with_outputs("dropped", main="tables")
         matched = cleaned.tables | "MatchQueries" >> beam.ParDo(
-            MatchQueriesFn(cfg.queries, cfg.lowercase)).with_outputs("dropped", main="tables")
+            MatchQueriesFn(self.matcher_path)).with_outputs("dropped", main="tables")
         return matched.tables, (cleaned.dropped, matched.dropped)
 
 
 class DedupPairs(beam.PTransform):
-    """Matched tables -> (partition, distinct pairs sorted by uid), and the duplicate copies."""
+    """Matched tables -> (partition, distinct pairs sorted by uid), the duplicate copies, and the
+    (partition, (uid, entry_ids)) keys of every pair for CountEntries."""
 
     def __init__(self, partitions: int):
         super().__init__()
         self.partitions = partitions
 
     def expand(self, tables):
+        # (The output type, which Beam cannot infer past the tagged output, is what GroupByKey checks.)
+        pieces = tables | "PartitionByUid" >> beam.ParDo(PartitionByUidFn(self.partitions)).with_output_types(
+            Tuple[int, Any]).with_outputs("keys", main="pieces")
         deduped = (
-            tables
-            | "PartitionByUid" >> beam.ParDo(PartitionByUidFn(self.partitions))
+            pieces.pieces
             | "GroupPartitions" >> beam.GroupByKey()
             | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn()).with_outputs("dropped", main="parts")
         )
-        return deduped.parts, deduped.dropped
+        return deduped.parts, deduped.dropped, pieces.keys
+
+
+class CountEntries(beam.PTransform):
+    """(partition, keys) -> the pool-wide count of distinct pairs per entry (one numpy array)."""
+
+    def __init__(self, n_entries: int):
+        super().__init__()
+        self.n_entries = n_entries
+
+    def expand(self, keys):
+        return (
+            keys
+            | "GroupKeys" >> beam.GroupByKey()
+            | "CountPerPart" >> beam.ParDo(CountDistinctFn(self.n_entries))
+            | "SumParts" >> beam.CombineGlobally(SumCounts(self.n_entries))
+        )
 
 
 class BalanceEntries(beam.PTransform):
-    """Distinct pairs -> the balanced subset, given the pool-wide count of pairs per entry."""
+    """Distinct pairs -> the balanced subset, given the pool-wide count of pairs per entry.
 
-    def __init__(self, config: CurateConfig, n_entries: int):
+    Balancing runs in the same worker step as KeepFirstCopy (it only waits for the counts), so the
+    distinct pairs never cross the runner again."""
+
+    def __init__(self, config: CurateConfig, matched_counts):
         super().__init__()
-        self.config, self.n_entries = config, n_entries
+        self.config, self.matched_counts = config, matched_counts
 
     def expand(self, parts):
         cfg = self.config
-        matched_counts = (
-            parts
-            | "CountPerPart" >> beam.Map(lambda part: balance.entry_counts(_flat_entry_ids(part[1])[1], self.n_entries))
-            | "CountEntries" >> beam.CombineGlobally(SumCounts(self.n_entries))
-        )
         balanced = parts | "Balance" >> beam.ParDo(
-            BalanceEntriesFn(cfg.max_per_entry, cfg.seed), AsSingleton(matched_counts)
+            BalanceEntriesFn(cfg.max_per_entry, cfg.seed), AsSingleton(self.matched_counts)
         ).with_outputs("dropped", main="parts")
-        return balanced.parts, balanced.dropped, matched_counts
+        return balanced.parts, balanced.dropped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +474,77 @@ def preflight(config: CurateConfig, files: list[str]) -> None:
         pass  # one bad file is the job's to count, not a reason to stop
 
 
+def default_cache_dir() -> str:
+    """$CLIPDATA_CACHE, else ~/.cache/clipdata: built matchers and the ftfy shortcut's classes."""
+    return os.environ.get("CLIPDATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "clipdata")
+
+
+def _write_local_atomically(path: str, write) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as handle:
+        write(handle)
+    os.replace(tmp, path)
+
+
+def prepare_matcher(config: CurateConfig, local: bool) -> tuple[list[str], str, bool]:
+    """(entries, matcher file for the workers, whether that file is this run's own, to delete).
+
+    The matcher of a 500k-entry list takes seconds to build and milliseconds to load, so it is
+    built once here, not in each worker, into `<matcher_cache>/matchers/<hash>.pkl`, the hash
+    of the list file's bytes and of how they are read (match.matcher_file_key): a rerun with the
+    same list skips the build and the list's checks. Workers on a cluster cannot see this
+    machine's disk, so for any runner but the local one the file is copied into the output folder.
+    """
+    from clipdata.pipeline import match
+
+    with FileSystems.open(config.queries, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        list_bytes = handle.read()
+    kind = f"json={query_entries.is_json_list(config.queries)} " \
+           f"compression={CompressionTypes.detect_compression_type(config.queries)}"
+    key = match.matcher_file_key(list_bytes, kind, config.lowercase)
+    if config.matcher_cache:
+        path = os.path.join(config.matcher_cache, "matchers", f"{key}.pkl")
+    else:
+        path = FileSystems.join(config.output, f"_matcher-{key}.pkl")
+    if config.matcher_cache and os.path.exists(path):
+        with open(path, "rb") as handle:
+            queries = match.read_matcher_file(handle)[1].to_pylist()
+    else:
+        queries = query_entries.load_entries(config.queries)
+        matcher = match.Matcher(queries, lowercase=config.lowercase)
+        if config.matcher_cache:
+            _write_local_atomically(path, lambda handle: match.write_matcher_file(handle, matcher, queries))
+        else:
+            with FileSystems.create(path) as handle:
+                match.write_matcher_file(handle, matcher, queries)
+        del matcher
+    if config.matcher_cache and not local:
+        shipped = FileSystems.join(config.output, f"_matcher-{key}.pkl")
+        with open(path, "rb") as source, FileSystems.create(shipped) as handle:
+            handle.write(source.read())
+        path = shipped
+    return queries, path, path.startswith(config.output)
+
+
+def fast_path_patterns(cache_dir: str | None) -> tuple[str, str]:
+    """text.fast_path_patterns(), kept in the cache by ftfy and Unicode version (it takes 0.3 s)."""
+    import unicodedata
+
+    import ftfy
+
+    if not cache_dir:
+        return text.fast_path_patterns()
+    path = os.path.join(cache_dir, f"ftfy-shortcut-v{text.FAST_PATH_VERSION}-{ftfy.__version__}-"
+                                   f"{unicodedata.unidata_version}.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            return tuple(json.load(handle))
+    patterns = text.fast_path_patterns()
+    _write_local_atomically(path, lambda handle: handle.write(json.dumps(patterns).encode("utf-8")))
+    return patterns
+
+
 def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict:
     """Run the job; write curated/, dropped/, entry_counts.parquet and curate_stats.json."""
     try:
@@ -398,22 +554,26 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
     if not files:
         raise CurateError(f"no pool files in {config.pool}")
     preflight(config, files)
-    queries = query_entries.load_entries(config.queries)
-    n_entries = len(queries)
+    options = beam_runner.pipeline_options(beam_args)
     partitions = config.partitions or max(16, len(files))
     curated_dir = FileSystems.join(config.output, "curated")
     dropped_dir = FileSystems.join(config.output, "dropped")
     for folder in (curated_dir, dropped_dir):
         _clear_folder(folder)
+    queries, matcher_path, temporary = prepare_matcher(config, beam_runner.uses_local_runner(options))
+    n_entries = len(queries)
+    patterns = fast_path_patterns(config.matcher_cache)
     matched_path = FileSystems.join(config.output, "_matched_counts.npy")
     kept_path = FileSystems.join(config.output, "_kept_counts.npy")
     errors_prefix = FileSystems.join(config.output, "_file_errors")
 
     p = beam_runner.make_pipeline(beam_args)
     read = p | "PoolFiles" >> beam.Create(files) | "ReadPool" >> ReadPool(config)
-    matched, early_drops = read.batches | "MatchedPairs" >> MatchedPairs(config)
-    distinct, duplicates = matched | "DedupPairs" >> DedupPairs(partitions)
-    balanced, balanced_out, matched_counts = distinct | "BalanceEntries" >> BalanceEntries(config, n_entries)
+    batches, file_errors = read
+    matched, early_drops = batches | "MatchedPairs" >> MatchedPairs(config, matcher_path, patterns)
+    distinct, duplicates, keys = matched | "DedupPairs" >> DedupPairs(partitions)
+    matched_counts = keys | "CountEntries" >> CountEntries(n_entries)
+    balanced, balanced_out = distinct | "BalanceEntries" >> BalanceEntries(config, matched_counts)
     kept_counts = (
         balanced
         | "WriteCurated" >> beam.ParDo(WriteCuratedFn(curated_dir, partitions, n_entries))
@@ -428,13 +588,15 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
             FileSystems.join(dropped_dir, "dropped"), DROPPED_SCHEMA, codec="zstd", file_name_suffix=".parquet")
     )
     (
-        read.file_errors
+        file_errors
         | "FormatFileErrors" >> beam.Map(json.dumps)
         | "WriteFileErrors" >> beam.io.WriteToText(errors_prefix, ".jsonl")
     )
     result = p.run()
     result.wait_until_finish()
     counters = beam_runner.counters(result)
+    if temporary:
+        FileSystems.delete([matcher_path])
     return finish(config, queries, counters, matched_path, kept_path, errors_prefix, partitions)
 
 

@@ -43,6 +43,10 @@ def add_curate_arguments(parser, queries_required: bool = True) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the balancing draw (default: %(default)s)")
     parser.add_argument("--max-caption-chars", type=int, default=1000,
                         help="drop captions longer than this after cleaning (default: %(default)s)")
+    parser.add_argument("--matcher-cache", default=None, metavar="DIR",
+                        help="keep the built matcher of each query list here, by the list's hash, so a "
+                        "rerun loads it instead of building it (default: $CLIPDATA_CACHE or "
+                        "~/.cache/clipdata; a local folder; '' builds it every run)")
     parser.add_argument("--partitions", type=int, default=None,
                         help="hash partitions of the curated output (default: max(16, pool files)); "
                         "raise it so one partition's pairs fit a worker's memory")
@@ -55,6 +59,7 @@ def curate_config(args, output: str):
         pool=args.pool, queries=args.queries, output=output, url_col=args.url_col,
         caption_col=args.caption_col, lowercase=args.lowercase, max_per_entry=args.max_per_entry,
         seed=args.seed, max_caption_chars=args.max_caption_chars, partitions=args.partitions,
+        matcher_cache=curate.default_cache_dir() if args.matcher_cache is None else args.matcher_cache,
     )
 
 

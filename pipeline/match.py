@@ -38,6 +38,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 PUNCTUATION = ",.;:?!`"  # each is wrapped in spaces
 BLANKS = "\t\n\r"  # each becomes one space
@@ -83,6 +84,9 @@ def check_entries(entries: Iterable[str], lowercase: bool = False) -> list[str]:
 def _clean_captions(captions: Sequence) -> list[str]:
     # None (a null in an Arrow column) is a caption with no text: it matches nothing.
     if isinstance(captions, (pa.Array, pa.ChunkedArray)):
+        if pa.types.is_string(captions.type) or pa.types.is_large_string(captions.type):
+            # Every value is a str: only nulls need replacing.
+            return pc.fill_null(captions, "").to_pylist() if captions.null_count else captions.to_pylist()
         captions = captions.to_pylist()
     cleaned = ["" if caption is None else caption for caption in captions]
     for i, caption in enumerate(cleaned):
@@ -449,3 +453,38 @@ def _can_match(entry: str) -> bool:
         if len(token) > 1 and any(punct in token for punct in PUNCTUATION):
             return False
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# A built matcher as a file: built once (per query list), loaded by every worker in milliseconds.
+
+# Bump when Matcher's attributes change: a file of another format is rebuilt, never misread.
+MATCHER_FILE_FORMAT = 1
+
+
+def matcher_file_key(list_bytes: bytes, list_kind: str, lowercase: bool) -> str:
+    """A name for the matcher of a query list: the hash of the list file's bytes, how they are
+    read (`list_kind`: text or JSON, compression), the case rule and the file format."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{MATCHER_FILE_FORMAT}\x00{list_kind}\x00{lowercase}\x00".encode())
+    digest.update(list_bytes)
+    return digest.hexdigest()[:32]
+
+
+def write_matcher_file(handle, matcher: Matcher, entries: list[str]) -> None:
+    """Pickle (plain numpy arrays, and the entries as one Arrow array) into an open binary file."""
+    import pickle
+
+    pickle.dump((MATCHER_FILE_FORMAT, matcher, pa.array(entries, pa.string())), handle,
+                protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_matcher_file(handle) -> tuple[Matcher, pa.StringArray]:
+    """(matcher, entries) from a file written by write_matcher_file (our own files only: pickle)."""
+    import pickle
+
+    version, matcher, entries = pickle.load(handle)
+    if version != MATCHER_FILE_FORMAT:
+        raise ValueError(f"matcher file format {version}, expected {MATCHER_FILE_FORMAT}")
+    return matcher, entries

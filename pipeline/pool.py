@@ -143,11 +143,34 @@ def _hidden(path: str, folder: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split("/"))
 
 
+def pool_pieces(path: str, rows_per_piece: int = DEFAULT_BATCH_ROWS) -> list[tuple[str, int, int]]:
+    """A pool file cut into pieces that can be read apart: (path, first row group, end row group)
+    runs of a plain parquet file's row groups, each of at least `rows_per_piece` rows but the
+    last; (path, 0, -1), the whole file, for any other file or when the footer cannot be read
+    (reading it then reports the error)."""
+    if pool_format(path) != "parquet" or path.lower().endswith(".gz"):
+        return [(path, 0, -1)]
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+    except (pa.ArrowException, OSError, ValueError):
+        return [(path, 0, -1)]
+    pieces, first, rows = [], 0, 0
+    for group in range(metadata.num_row_groups):
+        rows += metadata.row_group(group).num_rows
+        if rows >= rows_per_piece or group == metadata.num_row_groups - 1:
+            pieces.append((path, first, group + 1))
+            first, rows = group + 1, 0
+    return pieces or [(path, 0, -1)]
+
+
 def read_pool_file(path: str, url_col: str = "url", caption_col: str = "caption",
                    batch_rows: int = DEFAULT_BATCH_ROWS,
-                   wat_stats=None) -> Iterator[pa.RecordBatch]:
+                   wat_stats=None, row_groups: tuple[int, int] | None = None) -> Iterator[pa.RecordBatch]:
     """The rows of one pool file as RecordBatches of POOL_SCHEMA, at most `batch_rows` rows each.
 
+    row_groups=(first, end) reads only those row groups of a parquet file (a piece from
+    pool_pieces), numbering rows from the file's start.
     url_col / caption_col name the columns of table formats (ignored for WAT). For WAT files, pass
     a wat.WatStats as `wat_stats` to get the counts of links and records passed over.
     Raises PoolReadError for a file that cannot be parsed, MissingColumnError for a missing column.
@@ -160,11 +183,18 @@ def read_pool_file(path: str, url_col: str = "url", caption_col: str = "caption"
         return
     read_columns = {"parquet": _parquet_columns, "csv": _csv_columns, "tsv": _csv_columns,
                     "jsonl": _jsonl_columns}[fmt]
+    if row_groups is not None and fmt != "parquet":
+        raise ValueError(f"{path}: only parquet files are read by row groups")
     stream = SourceStream(path, gunzip=path.lower().endswith(".gz"))
-    source_row = 0
+    source_row = first_row = 0
     try:
         # A stream of (url, caption) array pairs, in file order, as the format's reader cuts them.
-        for urls, captions in read_columns(stream, fmt, url_col, caption_col, batch_rows):
+        if row_groups is not None:
+            columns = _parquet_columns(stream, fmt, url_col, caption_col, batch_rows, row_groups)
+            source_row = first_row = next(columns)
+        else:
+            columns = read_columns(stream, fmt, url_col, caption_col, batch_rows)
+        for urls, captions in columns:
             urls = _as_string(urls, url_col, path)
             captions = _as_string(captions, caption_col, path)
             for start in range(0, len(urls), batch_rows):
@@ -174,13 +204,13 @@ def read_pool_file(path: str, url_col: str = "url", caption_col: str = "caption"
                 yield batch
                 source_row += batch.num_rows
     except PoolReadError as err:
-        err.rows_read = source_row
+        err.rows_read = source_row - first_row
         raise
     except (pa.ArrowException, OSError, ValueError, EOFError, zlib.error) as err:
         if err is stream.io_error or isinstance(err, MissingColumnError):
             raise
         error = PoolReadError(path, _describe(err))
-        error.rows_read = source_row
+        error.rows_read = source_row - first_row
         raise error from err
     finally:
         stream.close()
@@ -228,7 +258,8 @@ def _wanted(url_col: str, caption_col: str) -> list[str]:
 
 # Each format reader yields (url array, caption array) pairs, in file order.
 
-def _parquet_columns(stream, fmt, url_col, caption_col, batch_rows):
+def _parquet_columns(stream, fmt, url_col, caption_col, batch_rows, row_groups=None):
+    # With row_groups, the first item is the file's row number of the first row read.
     # Parquet needs random access: a gzipped parquet (rare) is decompressed into memory.
     source = stream if not stream.gunzip else pa.BufferReader(stream.read())
     try:
@@ -240,9 +271,14 @@ def _parquet_columns(stream, fmt, url_col, caption_col, batch_rows):
         raise PoolReadError(stream.path, f"not a readable parquet file: {err}") from err
     _check_columns(stream.path, parquet.schema_arrow.names, url_col, caption_col)
     first_row = 0
+    groups = None
+    if row_groups is not None:
+        groups = range(*row_groups)
+        first_row = sum(parquet.metadata.row_group(g).num_rows for g in range(row_groups[0]))
+        yield first_row
     try:
         columns = _wanted(url_col, caption_col)
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, row_groups=groups):
             yield batch.column(url_col), batch.column(caption_col)
             first_row += batch.num_rows
     except (pa.ArrowException, OSError) as err:

@@ -41,6 +41,8 @@ REASONS = ("bad-url", "empty-caption", "caption-too-long")
 # Python's whitespace (str.isspace / str.split), spelled for RE2, pyarrow's regex engine.
 _WHITESPACE = "".join(f"\\x{{{c:x}}}" for c in range(0x110000) if chr(c).isspace())
 _WHITESPACE_RUN = f"[{_WHITESPACE}]+"
+# A caption the whitespace rule changes: other whitespace than " ", two spaces, or a space at an end.
+_WHITESPACE_TO_FIX = "[" + _WHITESPACE.replace("\\x{20}", "") + "]|  |^ | $"
 # The fallback when ftfy's internals are not what _may_change_pattern expects: every caption with
 # a character outside printable ASCII (plus tab and line breaks), or with '&', goes to fix_text.
 _MAY_NEED_FTFY = r"[^\t\n\r\x20-\x25\x27-\x7e]"
@@ -55,10 +57,11 @@ def clean_caption(caption: str) -> str:
     return " ".join(ftfy.fix_text(caption).split())
 
 
-def clean_batch(batch: pa.RecordBatch, max_caption_chars: int = MAX_CAPTION_CHARS
-                ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+def clean_batch(batch: pa.RecordBatch, max_caption_chars: int = MAX_CAPTION_CHARS,
+                patterns: tuple[str, str] | None = None) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """(kept, dropped) rows of a batch with `url` and `caption` string columns (POOL_SCHEMA or
-    any schema holding them); dropped has the batch's columns plus `reason`."""
+    any schema holding them); dropped has the batch's columns plus `reason`. `patterns` is
+    fast_path_patterns(), worked out once by the caller (0.3 s) rather than once per process."""
     urls = pc.utf8_trim_whitespace(batch.column("url"))
     url_ok = pc.and_kleene(pc.match_substring_regex(urls, _URL),
                            pc.invert(pc.match_substring_regex(urls, _URL_BAD_CHAR)))
@@ -66,9 +69,9 @@ def clean_batch(batch: pa.RecordBatch, max_caption_chars: int = MAX_CAPTION_CHAR
 
     # ftfy only where it can change something, and only for rows whose URL is usable.
     raw = batch.column("caption")
-    needs_ftfy = pc.fill_null(pc.and_(_may_change(raw), url_ok), False)
+    needs_ftfy = pc.fill_null(pc.and_(_may_change(raw, patterns), url_ok), False)
     captions = _fix_where(raw, needs_ftfy)
-    captions = pc.utf8_trim(pc.replace_substring_regex(captions, _WHITESPACE_RUN, " "), " ")
+    captions = _squeeze_whitespace(captions)
 
     length = pc.utf8_length(captions)
     empty = pc.fill_null(pc.equal(length, 0), True)
@@ -86,12 +89,35 @@ def clean_batch(batch: pa.RecordBatch, max_caption_chars: int = MAX_CAPTION_CHAR
     return kept, dropped
 
 
-def _may_change(captions: pa.Array) -> pa.Array:
+def _squeeze_whitespace(captions: pa.Array) -> pa.Array:
+    """Every whitespace run as one space, ends stripped; the regex replace only where it changes
+    something (most captions are already clean, and the replace is the slow part)."""
+    todo = pc.fill_null(pc.match_substring_regex(captions, _WHITESPACE_TO_FIX), False)
+    if not pc.any(todo).as_py():
+        return captions
+    squeezed = pc.utf8_trim(pc.replace_substring_regex(pc.filter(captions, todo), _WHITESPACE_RUN, " "), " ")
+    return pc.replace_with_mask(captions, todo, squeezed)
+
+
+# Bump when what fast_path_patterns() returns changes for the same ftfy and Unicode versions
+# (callers cache it by these three).
+FAST_PATH_VERSION = 1
+
+
+def fast_path_patterns() -> tuple[str, str]:
+    """The two character classes the ftfy shortcut needs: (_may_change_pattern(),
+    _maybe_not_nfc_pattern()); a pure function of the ftfy and Unicode versions."""
+    return _may_change_pattern(), _maybe_not_nfc_pattern()
+
+
+def _may_change(captions: pa.Array, patterns: tuple[str, str] | None = None) -> pa.Array:
     """Per caption: could fix_text change it? (False may be trusted, True is conservative.)"""
-    by_char = pc.fill_null(pc.match_substring_regex(captions, _may_change_pattern()), False)
+    may_change, maybe_not_nfc = patterns or fast_path_patterns()
+    by_char = pc.fill_null(pc.match_substring_regex(captions, may_change), False)
     # NFC is the last step of fix_text. (pyarrow's utf8_normalize cannot be used for the check:
-    # pyarrow 25 returns decomposed text for "NFC".) Only non-ASCII captions can be off NFC.
-    other = pc.and_(pc.fill_null(pc.match_substring_regex(captions, r"[^\x00-\x7f]"), False), pc.invert(by_char))
+    # pyarrow 25 returns decomposed text for "NFC".) Only captions holding a character that can
+    # be off NFC (_maybe_not_nfc_pattern) need the check.
+    other = pc.and_(pc.fill_null(pc.match_substring_regex(captions, maybe_not_nfc), False), pc.invert(by_char))
     if not pc.any(other).as_py():
         return by_char
     not_nfc = [not unicodedata.is_normalized("NFC", c) for c in pc.filter(captions, other).to_pylist()]
@@ -204,6 +230,26 @@ def _as_re2_class(codes: set[int]) -> str:
     ranges.append((start, previous))
     return "[" + "".join(f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in ranges) \
         + "\\x{20000}-\\x{10ffff}]"
+
+
+@functools.lru_cache(maxsize=1)
+def _maybe_not_nfc_pattern() -> str:
+    """An RE2 character class: a caption without any of these is in NFC.
+
+    A string is in NFC when none of its characters has NFC_Quick_Check No or Maybe and none has a
+    non-zero combining class (nothing to reorder). No: the characters NFC changes on their own;
+    Maybe: the second character of a canonical composition pair, Hangul medial vowels and final
+    consonants included. Past U+1FFFF every caption goes to fix_text anyway.
+    """
+    codes = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
+    for code in range(0x20000):
+        char = chr(code)
+        if unicodedata.combining(char) or unicodedata.normalize("NFC", char) != char:
+            codes.add(code)
+        decomposition = unicodedata.decomposition(char).split()
+        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
+            codes.add(int(decomposition[1], 16))
+    return _as_re2_class(codes)
 
 
 @functools.lru_cache(maxsize=1)

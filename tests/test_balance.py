@@ -75,3 +75,16 @@ def test_draws_are_uniform():
     assert 0 <= u.min() and u.max() < 1
     histogram = np.histogram(u, bins=10, range=(0, 1))[0]
     assert np.all(np.abs(histogram - 10000) < 5 * np.sqrt(10000))
+
+
+def test_keep_mask_is_the_draw_rule_on_every_match():
+    """Tail entries skip the draw (it always falls under 1); the result is the plain rule's."""
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 4, 3000)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    entry_ids = rng.integers(0, 40, offsets[-1])
+    hashes = rng.integers(0, 2**63, size=3000, dtype=np.uint64)
+    counts = rng.integers(0, 400, 40)
+    hit = balance.draws(5, hashes, offsets, entry_ids) < balance.keep_probability(counts, 100)[entry_ids]
+    plain = np.array([hit[a:b].any() for a, b in zip(offsets[:-1], offsets[1:])])
+    assert np.array_equal(balance.keep_mask(hashes, offsets, entry_ids, counts, 100, 5), plain)

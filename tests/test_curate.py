@@ -157,3 +157,29 @@ def test_lowercase_option(tmp_path):
     assert curate.read_curated(output).column("entry_ids").to_pylist() == [[0, 1, 4]]
     output, stats = run(str(tmp_path), str(tmp_path / "pool.parquet"))
     assert stats["rows_kept"] == 0 and stats["dropped"] == {"no-match": 1}
+
+
+def test_cached_matcher_and_parquet_pieces_give_the_same_result(tmp_path):
+    rows = [(f"http://d.example/{i}.jpg", ["the red dog", "a cat", "blue"][i % 3] + f" {i}", "") for i in range(300)]
+    rows += rows[:20]  # copies, some in another piece
+    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}),
+                   str(tmp_path / "one.parquet"))
+    pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows]}),
+                   str(tmp_path / "groups.parquet"), row_group_size=40)
+    cache = str(tmp_path / "cache")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one, stats_one = run(str(tmp_path / "a"), str(tmp_path / "one.parquet"), "--max-per-entry", "50",
+                         "--matcher-cache", cache)
+    assert len(os.listdir(os.path.join(cache, "matchers"))) == 1
+    # Rerun: the matcher comes from the cache; the pool's 8 row groups are read as 8 pieces.
+    config = curate.CurateConfig(pool=[str(tmp_path / "groups.parquet")], queries=str(tmp_path / "a" / "queries.txt"),
+                                 output=str(tmp_path / "b"), max_per_entry=50, batch_rows=40, matcher_cache=cache)
+    assert len(curate.pool.pool_pieces(config.pool[0], config.batch_rows)) == 8
+    with pytest.MonkeyPatch.context() as monkey:
+        monkey.setattr("clipdata.pipeline.match.Matcher.__init__", lambda *a, **k: pytest.fail("matcher rebuilt"))
+        stats_groups = curate.run_curate(config)
+    assert stats_groups["dropped"] == stats_one["dropped"] and stats_one["dropped"]["duplicate"] > 0
+    strip = lambda t: t.drop_columns(["source_file"]).to_pylist()  # noqa: E731
+    assert strip(curate.read_curated(str(tmp_path / "b"))) == strip(curate.read_curated(one))
+    assert not [f for f in os.listdir(tmp_path / "b") if f.startswith("_")]

@@ -214,3 +214,31 @@ def test_random_captions_match_reference_and_loop(lowercase):
         expected = loop_match(entries, caption, lowercase)
         assert ref_ids[ref_offsets[i]:ref_offsets[i + 1]].tolist() == expected, repr(caption)
         assert entry_ids[offsets[i]:offsets[i + 1]].tolist() == expected, repr(caption)
+
+
+def test_matcher_file_round_trip_and_key():
+    import io
+
+    from clipdata.pipeline.match import matcher_file_key, read_matcher_file, write_matcher_file
+
+    entries = ["dog", "red", "big dog", "New York", "dog"]
+    matcher = Matcher(entries)
+    buffer = io.BytesIO()
+    write_matcher_file(buffer, matcher, entries)
+    buffer.seek(0)
+    loaded, loaded_entries = read_matcher_file(buffer)
+    assert loaded_entries.to_pylist() == entries
+    captions = ["a big dog in New York", "red", "nothing"]
+    got, want = loaded.match_batch(captions), matcher.match_batch(captions)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    key = matcher_file_key(b"dog\nred\n", "text", False)
+    assert key != matcher_file_key(b"dog\nred\n", "text", True)
+    assert key != matcher_file_key(b"dog\nred \n", "text", False)
+    assert key != matcher_file_key(b"dog\nred\n", "json", False)
+
+
+def test_arrow_column_with_nulls_is_matched_like_a_list():
+    matcher = Matcher(["dog", "red", "big dog"])
+    column = pa.chunked_array([["a big dog", None], ["red", "none"]])
+    got, want = matcher.match_batch(column), matcher.match_batch(["a big dog", "", "red", "none"])
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))

@@ -41,3 +41,26 @@ def test_first_copies_matches_a_plain_sort_on_random_rows():
     assert keep.sum() == expected.sum() == len(set(uids))
     kept = {(uids[i], files[i], rows[i]) for i in np.flatnonzero(keep)}
     assert kept == {(uids[i], files[i], rows[i]) for i in np.flatnonzero(expected)}
+
+
+def test_column_functions_agree_with_the_one_pair_definitions():
+    import pyarrow as pa
+
+    urls = ["http://x/a.jpg", "http://x/é.jpg", "", "http://x/a.jpg"]
+    captions = ["a dog", "日本語 caption", "x", "a dog\u0301"]
+    uids = pair_dedup.pair_uids(pa.array(urls), pa.array(captions))
+    assert uids.to_pylist() == [pair_dedup.pair_uid(u, c) for u, c in zip(urls, captions)]
+    high, low = pair_dedup.uid_words(uids.slice(1))  # a slice reads from its own offset
+    assert high.tolist() == [int(u[:16], 16) for u in uids.to_pylist()[1:]]
+    assert low.tolist() == [int(u[16:], 16) for u in uids.to_pylist()[1:]]
+    assert [uids[int(i)].as_py() for i in pair_dedup.uid_order(uids)] == sorted(uids.to_pylist())
+
+
+def test_first_copies_by_uid_are_the_kept_rows_in_uid_order():
+    rng = np.random.default_rng(1)
+    uids = [pair_dedup.pair_uid(f"u{i}", "c") for i in rng.integers(0, 50, 400)]
+    files = [f"f{i}.parquet" for i in rng.integers(0, 3, 400)]
+    rows = rng.integers(0, 1000, 400)
+    firsts = pair_dedup.first_copies_by_uid(uids, files, rows)
+    assert sorted(firsts.tolist()) == np.flatnonzero(pair_dedup.first_copies(uids, files, rows)).tolist()
+    assert [uids[i] for i in firsts] == sorted(set(uids))

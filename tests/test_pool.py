@@ -199,3 +199,20 @@ def test_pool_format():
         "parquet", "csv", "tsv", "jsonl", "jsonl", "wat", "wat"]
     with pytest.raises(ValueError, match="pool.xlsx: not a pool file"):
         pool_format("pool.xlsx")
+
+
+def test_parquet_pieces_read_apart_give_the_file_rows(tmp_path):
+    rows = [(f"http://a.example/{i}.jpg", f"caption {i}") for i in range(1000)]
+    path = str(tmp_path / "groups.parquet")
+    table = pa.table({"url": [u for u, _ in rows], "caption": [c for _, c in rows]})
+    pq.write_table(table, path, row_group_size=150)
+    pieces = pool.pool_pieces(path, rows_per_piece=300)
+    # 7 row groups of 150 rows (the last 100): pieces of at least 300 rows, the last shorter.
+    assert pieces == [(path, 0, 2), (path, 2, 4), (path, 4, 6), (path, 6, 7)]
+    read = [r for _, first, end in pieces for r in read_rows(path, row_groups=(first, end))]
+    assert read == read_rows(path)
+    assert [r["source_row"] for r in read] == list(range(1000))
+    # Other formats, gzipped parquet and unreadable footers are one whole-file piece.
+    assert pool.pool_pieces(write_pool(tmp_path / "pool.csv")) == [(str(tmp_path / "pool.csv"), 0, -1)]
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not parquet PAR1")
+    assert pool.pool_pieces(str(tmp_path / "bad.parquet")) == [(str(tmp_path / "bad.parquet"), 0, -1)]

@@ -560,6 +560,12 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
     dropped_dir = FileSystems.join(config.output, "dropped")
     for folder in (curated_dir, dropped_dir):
         _clear_folder(folder)
+    # A finished run's summary goes first: a run that fails must not leave one behind that makes
+    # the emptied folders look complete (`clipdata build` resumes by it).
+    for name in ("curate_stats.json", "entry_counts.parquet"):
+        stale = FileSystems.join(config.output, name)
+        if FileSystems.exists(stale):
+            FileSystems.delete([stale])
     queries, matcher_path, temporary = prepare_matcher(config, beam_runner.uses_local_runner(options))
     n_entries = len(queries)
     patterns = fast_path_patterns(config.matcher_cache)

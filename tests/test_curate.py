@@ -183,3 +183,20 @@ def test_cached_matcher_and_parquet_pieces_give_the_same_result(tmp_path):
     strip = lambda t: t.drop_columns(["source_file"]).to_pylist()  # noqa: E731
     assert strip(curate.read_curated(str(tmp_path / "b"))) == strip(curate.read_curated(one))
     assert not [f for f in os.listdir(tmp_path / "b") if f.startswith("_")]
+
+
+def test_a_failed_rerun_leaves_no_summary_of_the_run_before(tmp_path, monkeypatch):
+    """`clipdata build` resumes by curate_stats.json: a run that fails after emptying curated/
+    must not leave the previous run's summary saying curate is done."""
+    write_pool(str(tmp_path / "pool.parquet"))
+    output, _ = run(str(tmp_path), str(tmp_path / "pool.parquet"))
+
+    def broken(*args, **kwargs):
+        raise curate.CurateError("rows went missing")
+
+    monkeypatch.setattr(curate, "finish", broken)
+    queries = os.path.join(str(tmp_path), "queries.txt")
+    assert cli.main(["curate", "--pool", str(tmp_path / "pool.parquet"), "--queries", queries,
+                     "--output", output]) != 0
+    assert not os.path.exists(os.path.join(output, "curate_stats.json"))
+    assert not os.path.exists(os.path.join(output, "entry_counts.parquet"))

@@ -1,5 +1,6 @@
 """Same result on more workers: curate and download give identical outputs with 1 and with 2 local
-worker processes (--direct_num_workers 2, multi-processing mode), our proxy for a cluster runner."""
+worker processes (--direct_num_workers 2, multi-processing mode), our proxy for a cluster runner;
+and curate with 2 worker threads (multi_threading mode), where Beam's data plane once lost rows."""
 import glob
 import json
 import os
@@ -7,8 +8,9 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
-from clipdata.pipeline import cli
+from clipdata.pipeline import cli, curate
 from fault_server import FaultServer
 
 
@@ -76,3 +78,35 @@ def test_inspect_finds_the_pool_row_entries_and_contamination(tmp_path, capsys):
     assert [e["entry"] for e in report["entries"]] == ["star", "red"]
     assert report["contamination"]["blocklisted"] is True
     assert cli.main(["inspect", "999999999", "--run", run]) == 2
+
+
+@pytest.mark.slow
+def test_curate_on_worker_threads_loses_no_rows(tmp_path, monkeypatch):
+    """Two worker threads give the single worker's files, run after run. Beam's timed data-plane
+    flush, which cleared rows being written (beam_runner._no_time_based_flush), fires every 1000 ms,
+    so only long bundles met it; at 1 ms, as here, this small pool meets it too (with the flush
+    left on, 2 of 3 runs of this test failed, on streams garbled mid-element)."""
+    monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1)
+    words = ["red", "blue", "circle", "star", "dog", "cat"]
+    for part in range(3):
+        n = 6000
+        pq.write_table(pa.table({
+            "url": [f"http://p{part}.example/{i % 5000}.jpg" for i in range(n)],  # copies within each file
+            "caption": [f"a {words[i % 5000 % 6]} and {words[i % 5000 // 6 % 6]} {i % 5000}" for i in range(n)],
+        }), str(tmp_path / f"pool-{part}.parquet"), row_group_size=500)
+    (tmp_path / "queries.txt").write_text("\n".join(words) + "\n")
+
+    def curate_with(run, *beam_args):
+        config = curate.CurateConfig(pool=[str(tmp_path / "pool-*.parquet")], queries=str(tmp_path / "queries.txt"),
+                                     output=str(tmp_path / run), max_per_entry=2000, batch_rows=500, partitions=8)
+        stats = curate.run_curate(config, list(beam_args))
+        assert stats["rows_read"] == 18000 and stats["files_read"] == 3
+        dropped = pq.read_table(str(tmp_path / run / "dropped")).sort_by([("source_file", "ascending"),
+                                                                          ("source_row", "ascending")])
+        return file_bytes(str(tmp_path / run / "curated" / "*.parquet")), dropped, stats["dropped"]
+
+    one = curate_with("one")
+    assert one[0] and one[2]["duplicate"] == 3000 and one[2]["balanced-out"] > 0
+    for attempt in range(3):
+        assert curate_with(f"threads{attempt}", "--direct_num_workers", "2",
+                           "--direct_running_mode", "multi_threading") == one

@@ -1,0 +1,140 @@
+"""verify.verify on single pairs: copies as the shards store them are accepted, lookalikes rejected.
+
+The training side of every pair is stored as the downloader stores it (256 px, white border,
+JPEG q95), as `clipdata dedup` sees it. The rates over thousands of pairs are bench/dedup.py's.
+"""
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from clipdata.dedup import verify
+
+
+@pytest.fixture(scope="module")
+def store():
+    """The downloader's stored form, as img2dataset's `border` mode makes it: the longer side
+    to 256, centred on white, JPEG q95 (the same geometry as pipeline.images without importing
+    img2dataset; tests/test_dedup.py runs the real resizer)."""
+
+    def stored(image: Image.Image) -> Image.Image:
+        w, h = image.size
+        s = 256 / max(w, h)
+        small = image.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+        canvas = Image.new("RGB", (256, 256), (255, 255, 255))
+        canvas.paste(small, ((256 - small.width) // 2, (256 - small.height) // 2))
+        buf = io.BytesIO()
+        canvas.save(buf, "JPEG", quality=95)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+    return stored
+
+
+def photo(seed: int, size=(220, 160)) -> Image.Image:
+    """Overlapping shaded discs: edges at every scale, like a photograph."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(300):
+        r = float(rng.uniform(3, 40))
+        x, y = rng.uniform(0, size[0]), rng.uniform(0, size[1])
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return image
+
+
+def drawing(shift=(0, 0), colour=(0, 0, 0), size=(200, 150)) -> Image.Image:
+    """A few strokes on white; `shift` moves them, `colour` recolours them."""
+    image = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    dx, dy = shift
+    draw.line([(20 + dx, 30 + dy), (90 + dx, 70 + dy), (60 + dx, 120 + dy)], fill=colour, width=4)
+    draw.ellipse((100 + dx, 20 + dy, 150 + dx, 70 + dy), outline=colour, width=3)
+    draw.rectangle((30 + dx, 90 + dy, 80 + dx, 130 + dy), outline=colour, width=3)
+    return image
+
+
+def text(words: str, size=(240, 120)) -> Image.Image:
+    image = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=18)
+    for i, line in enumerate(words.split("/")):
+        draw.text((14, 12 + 26 * i), line, fill=(0, 0, 0), font=font)
+    return image
+
+
+def crop(image: Image.Image, f: float) -> Image.Image:
+    w, h = image.size
+    return image.crop((round(w * f / 2), round(h * f / 2), w - round(w * f / 2), h - round(h * f / 2)))
+
+
+def caption(image: Image.Image) -> Image.Image:
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    draw.text((10, int(image.height * 0.75)), "SALE TODAY", fill=(255, 255, 255),
+              font=ImageFont.load_default(size=image.height // 8), stroke_width=2, stroke_fill=(0, 0, 0))
+    return out
+
+
+@pytest.mark.parametrize("name, make", [
+    ("jpeg-like resize", lambda im: im.resize((im.width // 2, im.height // 2), Image.LANCZOS)),
+    ("mirror", ImageOps.mirror),
+    ("10% crop", lambda im: crop(im, 0.1)),
+    ("20% crop", lambda im: crop(im, 0.2)),
+    ("caption", caption),
+])
+def test_copies_of_a_photo_are_accepted(store, name, make):
+    original = photo(1)
+    for test, train in ((original, make(original)), (make(original), original)):
+        verdict = verify.verify(test, store(train))
+        assert verdict.duplicate, f"{name}: {verdict.detail}"
+        assert verdict.method == "align"
+
+
+def test_copies_of_a_drawing_are_accepted(store):
+    original = drawing()
+    for copy in (ImageOps.mirror(original), crop(original, 0.1), caption(original)):
+        verdict = verify.verify(original, store(copy))
+        assert verdict.duplicate, verdict.detail
+
+
+@pytest.mark.parametrize("name, other", [
+    ("the same strokes moved", drawing(shift=(45, 15))),
+    ("the same strokes in red", drawing(colour=(220, 30, 30))),
+])
+def test_lookalike_drawings_are_rejected(store, name, other):
+    verdict = verify.verify(drawing(), store(other))
+    assert not verdict.duplicate, f"{name}: {verdict.detail}"
+
+
+def test_another_text_in_the_same_layout_is_rejected(store):
+    page, other = text("tomorrow we ride/at dawn to the sea"), text("yesterday they sold/all the old boats")
+    verdict = verify.verify(page, store(other))
+    assert not verdict.duplicate, verdict.detail
+
+
+def test_unrelated_photos_are_rejected(store):
+    verdict = verify.verify(photo(1), store(photo(2)))
+    assert not verdict.duplicate
+    assert 0.0 <= verdict.score < 0.5
+
+
+def test_a_flat_picture_matches_only_its_colour(store):
+    grey = Image.new("RGB", (100, 80), (128, 128, 128))
+    assert verify.verify(grey, store(grey)).duplicate
+    assert not verify.verify(grey, store(Image.new("RGB", (100, 80), (30, 90, 200)))).duplicate
+
+
+def test_tiny_or_odd_inputs_give_a_verdict():
+    assert verify.verify(Image.new("RGB", (1, 1)), photo(3)).method == "too-small"
+    with pytest.raises(ValueError):
+        verify.verify(np.zeros((10, 10, 3), np.float32), photo(3))
+
+
+def test_random_pairs_are_deterministic():
+    rng = random.Random(0)
+    a, b = photo(rng.randint(0, 99)), photo(rng.randint(100, 199))
+    assert verify.verify(a, b) == verify.verify(a, b)

@@ -138,3 +138,34 @@ def test_random_pairs_are_deterministic():
     rng = random.Random(0)
     a, b = photo(rng.randint(0, 99)), photo(rng.randint(100, 199))
     assert verify.verify(a, b) == verify.verify(a, b)
+
+
+def shape_on(background: str, size=(200, 160)) -> Image.Image:
+    """A filled dark circle on a background that the structure tests barely see: flat white, a
+    pale tint, or a soft gradient."""
+    if background == "gradient":
+        ramp = np.linspace(200, 255, size[0], dtype=np.float32)
+        image = Image.fromarray(np.repeat(np.repeat(ramp[None, :, None], size[1], 0), 3, 2).astype(np.uint8))
+    else:
+        image = Image.new("RGB", size, {"white": (255, 255, 255), "tint": (236, 222, 246)}[background])
+    ImageDraw.Draw(image).ellipse((60, 40, 140, 120), fill=(20, 60, 150))
+    return image
+
+
+def test_the_same_drawing_on_another_background_is_rejected_by_its_tone(store):
+    verdict = verify.verify(shape_on("white"), store(shape_on("gradient")))
+    assert not verdict.duplicate, verdict.detail
+    measured = verify.measure(shape_on("white"), store(shape_on("gradient")), stop_early=False)
+    # the edges agree; it is the tone of the background that tells them apart
+    assert any(v.get("tone") is not None and v["tone"] > verify.THRESHOLDS.tone for v, _ in measured)
+
+
+def test_a_brightened_copy_passes_the_tone_test_though_its_tint_clipped_to_white(store):
+    from PIL import ImageEnhance
+
+    tinted = shape_on("tint")
+    brightened = ImageEnhance.Brightness(tinted).enhance(1.2)   # the pale tint clips to white
+    assert np.asarray(brightened)[0, 0].min() >= 250
+    for test, train in ((tinted, brightened), (brightened, tinted)):
+        verdict = verify.verify(test, store(train))
+        assert verdict.duplicate, verdict.detail

@@ -28,6 +28,13 @@ How:
      a small shape of another colour is a minority of the structured pixels, not of the coloured
      ones), and the opponent colours differ little over the best 85% of the overlap
      (`colour_diff`: the same drawing on another background tint).
+   - tone: over the pixels that are smooth in both pictures (backgrounds, the insides of shapes),
+     the colours agree once one brightness change (a gain, with a small offset, clipping at
+     white) is allowed for, tried both ways (`tone_residual`): the same drawing on another
+     background tint or gradient, or a shape whose inside is another shade, fails it. A pale
+     background brightened until it clips to white is a real brightness copy and passes; it
+     then takes the shape's inside changing by the same gain to tell a lookalike apart.
+     Computed only for placements that pass every other test (it is the costliest).
    - coverage: the overlap is most of both pictures.
    A placement whose plain grey NCC is under `precheck` is not compared further: most unrelated
    candidates end there, which keeps verification at tens of pairs a second.
@@ -72,8 +79,13 @@ MIN_COLOURED = 0.01   # coloured pixels are compared on their own when they are 
 # Tone: the whole overlap, background included, under one brightness change
 TONE_SIGMA = 2.0      # px at comparison scale: both pictures low-passed first (JPEG blocks, grain)
 TONE_SAMPLE = 4096    # overlap pixels the fit uses (a fixed random sample: the statistic is what counts)
-TONE_GAINS = np.linspace(0.6, 1.6, 51)  # brightness gains tried, every TONE_STEP-th first
+TONE_GAINS = np.linspace(0.7, 1.45, 51)  # brightness gains tried (a brightness change is a gain), every TONE_STEP-th first
+TONE_OFFSET = 12.0    # levels: at most this offset besides the gain (re-encoding, colour management)
 TONE_STEP = 5
+TONE_FLAT = 4.0       # levels: local std under which a low-passed pixel is smooth (background, not texture)
+TONE_MIN_SMOOTH = 0.1 # share of the overlap that must be smooth in both for the tone test to apply
+TONE_TRIM = 0.03      # share of the smooth pixels left out (a caption's letters are not smooth; a
+                      # shape's inside, which must change with the background, is a small share)
 SATURATED = 250       # a level at or above which a brightening may have clipped a channel
 
 
@@ -86,7 +98,9 @@ class Thresholds:
     colour_diff: float = 0.10   # mean opponent-colour difference over the best 85% of the overlap, at most
                                 # (copies: 99% under 0.075, JPEG q30 of a photo up to 0.095)
     coverage: float = 0.50      # overlap / the larger picture's area, at least
-    tone: float = 4.5           # levels (0..255): trimmed RMS colour residual after a brightness change, at most
+    tone: float = 6.0           # levels (0..255): RMS colour residual of the smooth pixels after a brightness
+                                # change, at most (JPEG q30 of grainy dead-leaves pictures: 3-5.7; the demo's
+                                # same-class drawings on other backgrounds: mostly 5-25)
     precheck: float = 0.30      # untrimmed grey NCC under which a placement is not compared further
 
 
@@ -403,14 +417,14 @@ def _match_sharpness(a, b, ga, gb, mask):
 
 def _tone_residual(x: np.ndarray, y: np.ndarray) -> float:
     """Trimmed RMS (levels) of y - clip(g x + o) for the best gain g, one for all channels (a
-    brightness change; a gain per channel would be a colour change), the offset o the median over
-    the pixels that neither side saturates."""
-    keep = max(1, int(len(x) * (1 - TRIM)))
+    brightness change; a gain per channel would be a colour change), the small offset o the
+    median over the pixels that neither side saturates."""
+    keep = max(1, int(len(x) * (1 - TONE_TRIM)))
 
     def residual(gain: float) -> float:
         gx = gain * x
         free = (gx < SATURATED) & (y < SATURATED)
-        offset = float(np.median((y - gx)[free])) if free.any() else 0.0
+        offset = float(np.clip(np.median((y - gx)[free]), -TONE_OFFSET, TONE_OFFSET)) if free.any() else 0.0
         r = np.abs(y - np.clip(gx + offset, 0, 255)).max(axis=1)
         r = np.partition(r, keep - 1)[:keep]
         return float(np.sqrt((r * r).mean()))
@@ -423,6 +437,11 @@ def _tone_residual(x: np.ndarray, y: np.ndarray) -> float:
     return min([coarse[best], *fine])
 
 
+def _local_std(grey: np.ndarray) -> np.ndarray:
+    m = cv2.GaussianBlur(grey, (0, 0), 3.0)
+    return np.sqrt(np.maximum(cv2.GaussianBlur(grey * grey, (0, 0), 3.0) - m * m, 0))
+
+
 def tone_residual(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """How far apart two aligned pictures' colours are over the whole overlap, background
     included, once a brightness change is allowed for; tried both ways, since a brightening clips
@@ -431,8 +450,14 @@ def tone_residual(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     that the structure tests, which look at edges, do not see; a re-encode, resize, crop, flip or
     brightness change leaves little (measured: see THRESHOLDS), the worst TRIM share (a caption)
     left out."""
-    fa = cv2.GaussianBlur(a.astype(np.float32), (0, 0), TONE_SIGMA)[mask]
-    fb = cv2.GaussianBlur(b.astype(np.float32), (0, 0), TONE_SIGMA)[mask]
+    fa = cv2.GaussianBlur(a.astype(np.float32), (0, 0), TONE_SIGMA)
+    fb = cv2.GaussianBlur(b.astype(np.float32), (0, 0), TONE_SIGMA)
+    # Only where both pictures are smooth: a texture's re-encoding error is not a colour
+    # difference, and textured pictures are told apart by their structure already.
+    smooth = mask & (_local_std(fa.mean(axis=2)) < TONE_FLAT) & (_local_std(fb.mean(axis=2)) < TONE_FLAT)
+    if smooth.sum() < TONE_MIN_SMOOTH * mask.sum():
+        return 0.0
+    fa, fb = fa[smooth], fb[smooth]
     if len(fa) > TONE_SAMPLE:
         pick = np.random.default_rng(0).choice(len(fa), TONE_SAMPLE, replace=False)
         fa, fb = fa[pick], fb[pick]

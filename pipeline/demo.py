@@ -140,8 +140,12 @@ def run_demo(args, beam_args: list[str]) -> int:
     synthetic_web.build_test_set(os.path.join(testsets, "heldout"), args.test_images, args.seed + 2,
                                  planted_from=web, planted_count=0)
     dedup = os.path.join(out, "dedup")
+    # Verifying the candidates on the pixels is most of the demo's time: on every core, unless
+    # the user chose the workers.
+    workers = [] if any(a.startswith("--direct_num_workers") for a in beam_args) or (os.cpu_count() or 1) < 2 \
+        else ["--direct_num_workers", str(min(4, os.cpu_count()))]
     code = cli.main(["dedup", "--shards", shards, "--test-set", f"planted={testsets}/planted",
-                     "--test-set", f"heldout={testsets}/heldout", "--output", dedup, *beam_args])
+                     "--test-set", f"heldout={testsets}/heldout", "--output", dedup, *workers, *beam_args])
     if code:
         return code
     clean = os.path.join(out, "shards_clean")

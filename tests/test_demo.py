@@ -56,7 +56,7 @@ def test_demo_runs_every_stage(tmp_path):
     assert summary["samples"] == manifest["totals"]["samples"]
     steps = summary["seconds"]
     assert list(steps)[:4] == ["queries", "synthetic web", "curate", "download"] and "train + zero-shot" in steps
-    assert 0 < sum(v for k, v in steps.items() if k != "total") <= steps["total"]
+    assert 0 < sum(v for k, v in steps.items() if k != "total") <= steps["total"] + 0.05 * len(steps)  # rounding
     assert "Time per step" in page
 
 

@@ -6,7 +6,7 @@
 Needs scikit-image (its bundled sample photos, files inside the wheel; nothing is downloaded):
 `.venv/bin/pip install scikit-image`.
 
-quality (`--leaves 800`): 1,692 originals (232 tiles of skimage's photos, 800 dead-leaves images:
+quality: 1,692 originals (232 tiles of skimage's photos, 800 dead-leaves images:
 1,032 photo-like; 300 synthetic web images, 120 drawings, 120 logos, 120 texts on white; lookalike
 pairs among the last four), each transformed 13 ways, the copy on the test side or on the training
 side (stored through the downloader's resizer), hashed with dedup's views and searched with
@@ -628,22 +628,10 @@ def speed_hashing(originals: list, n: int) -> dict:
     out = {"images": len(images), "views": len(hashing.DEFAULT_VIEWS)}
     for im in images[:20]:  # imports and caches warmed before any loop is timed
         imagehash.phash(im), hashing.views(im)
-    t = time.perf_counter()
-    for im in images:
-        imagehash.phash(im)
-    out["imagehash_phash"] = len(images) / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for im in images:
-        hashing.phash(im)
-    out["dedup_phash"] = len(images) / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for im in images:
-        hashing.views(im)
-    out["dedup_views"] = len(images) / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for data in encoded:
-        imagehash.phash(Image.open(io.BytesIO(data)))
-    out["imagehash_bytes"] = len(images) / (time.perf_counter() - t)
+    out["imagehash_phash"] = _per_second(imagehash.phash, images)
+    out["dedup_phash"] = _per_second(hashing.phash, images)
+    out["dedup_views"] = _per_second(hashing.views, images)
+    out["imagehash_bytes"] = _per_second(lambda data: imagehash.phash(Image.open(io.BytesIO(data))), encoded)
     t = time.perf_counter()
     hashing.hash_many(encoded, workers=1)
     out["dedup_bytes_1"] = len(images) / (time.perf_counter() - t)
@@ -769,6 +757,14 @@ def report_quality(originals: list, hashed: Hashed, verified: Verified, radius: 
 # CLI
 
 
+def _per_second(fn, items) -> float:
+    """Items per second of fn over items, one after another."""
+    t = time.perf_counter()
+    for item in items:
+        fn(item)
+    return len(items) / (time.perf_counter() - t)
+
+
 def main(argv=None) -> int:
     from clipdata.dedup.index import DEFAULT_RADIUS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -776,7 +772,7 @@ def main(argv=None) -> int:
     quality = commands.add_parser("quality", help="recall per transformation, false positives, radius sweep")
     quality.add_argument("--seed", type=int, default=0, help="originals and transformations (default: %(default)s)")
     quality.add_argument("--workers", type=int, default=2, help="processes (default: %(default)s)")
-    quality.add_argument("--leaves", type=int, default=600, help="dead-leaves originals (default: %(default)s)")
+    quality.add_argument("--leaves", type=int, default=800, help="dead-leaves originals (default: %(default)s)")
     quality.add_argument("--radius", type=int, default=DEFAULT_RADIUS,
                          help="radius of the recall and false-positive tables (default: index.DEFAULT_RADIUS, %(default)s)")
     quality.add_argument("--verify-sample", type=int, default=40,

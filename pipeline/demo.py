@@ -82,12 +82,13 @@ def run_demo(args, beam_args: list[str]) -> int:
     out = args.output
     steps = 7
     seconds = {}  # wall time of each step, shown in the summary and on the page
-    clock = [started]
+    last = started
 
     def lap(name: str) -> None:
+        nonlocal last
         now = time.perf_counter()
-        seconds[name] = round(now - clock[0], 1)
-        clock[0] = now
+        seconds[name] = round(now - last, 1)
+        last = now
 
     sources_dir = os.path.join(out, "sources")
     print(f"[1/{steps}] writing demo inputs (MediaWiki dump, pageviews, WordNet) to {sources_dir}", flush=True)

@@ -95,3 +95,7 @@ def test_train_eval_command_on_a_checkpoint(parts, tmp_path, capsys):
     assert os.path.exists(tmp_path / "run" / "eval" / "step_00000007_test_predictions.csv")
     assert main_cli.main(["train", "eval", "--checkpoint", str(tmp_path / "none.pt"),
                           "--data", str(root / "test")]) == 2
+    (tmp_path / "empty_run").mkdir()
+    assert main_cli.main(["train", "eval", "--checkpoint", str(tmp_path / "empty_run"),
+                          "--data", str(root / "test")]) == 2
+    assert "no checkpoint in" in capsys.readouterr().err

@@ -84,6 +84,14 @@ def latest_checkpoint(folder: str) -> str | None:
     return found[-1] if found else None
 
 
+def resolve_checkpoint(path: str) -> str | None:
+    """A checkpoint file as it is; for a run folder its latest checkpoint, in `checkpoints/` or in
+    the folder itself; None when the folder holds none."""
+    if not os.path.isdir(path):
+        return path
+    return latest_checkpoint(os.path.join(path, "checkpoints")) or latest_checkpoint(path)
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     state = torch.load(path, map_location=map_location, weights_only=True)
     if state.get("format") != FORMAT:

@@ -161,12 +161,9 @@ def run_eval_command(args, extra) -> int:
     from clipdata.pipeline.cli import UsageError
     from clipdata.trainer import checkpoint, zeroshot
 
-    path = args.checkpoint
-    if os.path.isdir(path):
-        path = checkpoint.latest_checkpoint(os.path.join(path, "checkpoints")) \
-            or checkpoint.latest_checkpoint(path)
-        if path is None:
-            raise UsageError(f"no checkpoint in {args.checkpoint}")
+    path = checkpoint.resolve_checkpoint(args.checkpoint)
+    if path is None:
+        raise UsageError(f"no checkpoint in {args.checkpoint}")
     if not os.path.exists(path):
         raise UsageError(f"--checkpoint {path}: no such file")
     predictions = args.predictions

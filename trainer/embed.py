@@ -19,19 +19,6 @@ from clipdata.trainer import checkpoint, data
 from clipdata.trainer import model as clip_model
 
 
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint file, or the latest checkpoint of a run folder (`run/` or `run/checkpoints/`)."""
-    if os.path.isfile(path):
-        return path
-    for folder in (os.path.join(path, "checkpoints"), path):
-        if os.path.isdir(folder):
-            found = checkpoint.latest_checkpoint(folder)
-            if found:
-                return found
-    raise FileNotFoundError(f"{path}: no clipdata checkpoint there (a .pt file, or a run folder with "
-                            "checkpoints/ as `clipdata train` writes it)")
-
-
 class ImageEmbedder:
     def __init__(self, model: clip_model.CLIP, device: str = "cpu"):
         self.model = model.to(device).eval()
@@ -40,10 +27,11 @@ class ImageEmbedder:
 
     @classmethod
     def load(cls, path: str, device: str = "cpu") -> "ImageEmbedder":
-        state = checkpoint.load_checkpoint(resolve_checkpoint(path))
-        model = clip_model.build_model(state["model_config"])
-        model.load_state_dict(state["model"])
-        return cls(model, device)
+        found = checkpoint.resolve_checkpoint(path)
+        if found is None or not os.path.isfile(found):
+            raise FileNotFoundError(f"{path}: no clipdata checkpoint there (a .pt file, or a run folder "
+                                    "with checkpoints/ as `clipdata train` writes it)")
+        return cls(clip_model.model_from_checkpoint(checkpoint.load_checkpoint(found)), device)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """uint8 [3, S, S]: the eval view of one image."""

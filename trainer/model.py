@@ -385,6 +385,13 @@ def build_model(config: dict | str) -> CLIP:
     return CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"])
 
 
+def model_from_checkpoint(state: dict) -> CLIP:
+    """The trained CLIP a checkpoint (checkpoint.load_checkpoint) holds."""
+    model = build_model(state["model_config"])
+    model.load_state_dict(state["model"])
+    return model
+
+
 def with_tokenizer(config: dict, tokenizer) -> dict:
     """A copy of `config` whose text tower fits `tokenizer` (a learned vocabulary has its own size
     and eot id). The context length stays the config's: tokenize with

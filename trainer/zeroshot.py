@@ -170,9 +170,7 @@ def evaluate_checkpoint(checkpoint_path: str, path: str, device="cpu", **kwargs)
     from clipdata.trainer.tokenizer import Tokenizer
 
     state = checkpoint.load_checkpoint(checkpoint_path)
-    model = clip_model.build_model(state["model_config"])
-    model.load_state_dict(state["model"])
-    model.to(device)
+    model = clip_model.model_from_checkpoint(state).to(device)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer_file = os.path.join(tmp, "tokenizer.json")
         with open(tokenizer_file, "w", encoding="utf-8") as f:

@@ -382,7 +382,13 @@ class Store:
         stored = store_image(buf.getvalue(), self.resizer, self.config)
         if stored.error:
             raise RuntimeError(stored.error)
-        return Image.open(io.BytesIO(stored.data)).convert("RGB"), stored.phash
+        return Image.open(io.BytesIO(stored.data)).convert("RGB"), stored.phash, stored.phash_centre
+
+
+def _train_hashes(stored) -> np.ndarray:
+    """The stored copy's training views (hashing.TRAIN_VIEWS), as the shard parquet holds them."""
+    _, phash_hex, centre_hex = stored
+    return np.array([int(phash_hex, 16), int(centre_hex, 16)], dtype=np.uint64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +405,7 @@ def copy_pair(original: Original, index: int, transform: str, direction: str, st
     rng = random.Random(f"{seed}:{index}:{transform}:{direction}")
     copy = apply(original.image, transform, rng)
     test, train_source = (copy, original.image) if direction == "test" else (original.image, copy)
-    train, train_phash = store(train_source)
+    train, train_phash, _ = store(train_source)
     return test, train, train_phash
 
 
@@ -427,17 +433,16 @@ def _map(fn, jobs, workers: int, chunksize: int = 16) -> list:
         return pool.map(fn, jobs, chunksize=chunksize)
 
 
-def _original_hashes(i: int) -> tuple[dict, int]:
-    """(views of the original as a test image, phash of its stored copy)."""
+def _original_hashes(i: int) -> tuple[dict, np.ndarray]:
+    """(views of the original as a test image, training views of its stored copy)."""
     from clipdata.dedup import hashing
     o = _WORLD["originals"][i]
-    _, phash_hex = _WORLD["store"](o.image)
-    return hashing.views(o.image, names=hashing.VIEW_NAMES), int(phash_hex, 16)
+    return hashing.views(o.image, names=hashing.VIEW_NAMES), _train_hashes(_WORLD["store"](o.image))
 
 
 def _copy_hash(job: tuple[int, str, str]):
-    """The hash side of one copy: views of the test copy ("test"), or the stored copy's phash
-    ("train"); the other side is the original's, computed once."""
+    """The hash side of one copy: views of the test copy ("test"), or the stored copy's training
+    views ("train"); the other side is the original's, computed once."""
     from clipdata.dedup import hashing
     i, transform, direction = job
     o = _WORLD["originals"][i]
@@ -445,7 +450,7 @@ def _copy_hash(job: tuple[int, str, str]):
     copy = apply(o.image, transform, rng)
     if direction == "test":
         return hashing.views(copy, names=hashing.VIEW_NAMES)
-    return int(_WORLD["store"](copy)[1], 16)
+    return _train_hashes(_WORLD["store"](copy))
 
 
 def _verify_job(job: tuple) -> tuple[bool, float, float]:
@@ -465,20 +470,26 @@ def _verify_job(job: tuple) -> tuple[bool, float, float]:
 
 
 def _nearest(stacked, train: np.ndarray, radius: int) -> tuple:
-    """Candidate pairs of dedup's own search (HashIndex over the test views, candidate_pairs)."""
+    """Candidate pairs of dedup's own search (HashIndex over the test views, candidate_pairs with
+    both training views of each stored image: train is (n, 2))."""
     from clipdata.dedup.index import HashIndex, candidate_pairs
     index = HashIndex(stacked.hashes)
-    return candidate_pairs(index, stacked.owner, train, radius, view_index=stacked.view)
+    n = len(train)
+    return candidate_pairs(index, stacked.owner, np.concatenate([train[:, 0], train[:, 1]]), radius,
+                           view_index=stacked.view, train_owner=np.tile(np.arange(n), 2),
+                           train_view=np.repeat([0, 1], n))
 
 
-def _min_distance_all_pairs(test_views: list[dict], train: np.ndarray, names) -> np.ndarray:
-    """(n_test, n_train) uint8: the smallest Hamming distance over each test image's views, by
-    numpy popcount over every pair (the hash-only false-positive count needs all of them)."""
+def _min_distance_all_pairs(test_views: list[dict], train: np.ndarray, names, train_views=(0, 1)) -> np.ndarray:
+    """(n_test, n_train) uint8: the smallest Hamming distance over each test image's views and
+    the stored image's training views (columns of train), by numpy popcount over every pair
+    (the hash-only false-positive count needs all of them)."""
     from clipdata.dedup.hashing import hamming
     out = np.full((len(test_views), len(train)), 255, np.uint8)
     for name in names:
         h = np.array([v[name] for v in test_views], dtype=np.uint64)
-        out = np.minimum(out, hamming(h[:, None], train[None, :]))
+        for col in train_views:
+            out = np.minimum(out, hamming(h[:, None], train[None, :, col]))
     return out
 
 
@@ -486,9 +497,10 @@ def _min_distance_all_pairs(test_views: list[dict], train: np.ndarray, names) ->
 class Hashed:
     """The hash stage of the quality run: distances of every copy and every unrelated pair."""
     positive: dict        # (transform, direction) -> int array: distance of each original's own copy (255: not found)
-    view_distance: dict   # (transform, direction) -> (n, views) uint8: per-view distance of the copy, every view
+    view_distance: dict   # (transform, direction) -> (n, views, 2) uint8: distance of the copy per test view
+                          # (every view) and training view (image, centre)
     test_views: dict      # (transform, direction) -> per original {view: hash}, every view
-    train_hashes: dict    # (transform, direction) -> uint64 per original
+    train_hashes: dict    # (transform, direction) -> (n, 2) uint64: training views per original
     fp_distance: np.ndarray   # (n, n) smallest distance over the views, test original i x stored original j
     groups: np.ndarray        # group of each original: unrelated pairs are those of different groups
     seconds: float
@@ -502,7 +514,7 @@ def hash_stage(originals: list, workers: int, log=print) -> Hashed:
     names = hashing.DEFAULT_VIEWS
     base = _map(_original_hashes, range(n), workers)
     base_views = [v for v, _ in base]
-    base_train = np.array([h for _, h in base], dtype=np.uint64)
+    base_train = np.stack([h for _, h in base])
     jobs = [(i, tr, d) for tr in TRANSFORMS for d in DIRECTIONS for i in range(n)]
     hashed = _map(_copy_hash, jobs, workers, 32)
     # Retrieval with dedup's own search, both directions: the copy's own original must be among
@@ -511,14 +523,15 @@ def hash_stage(originals: list, workers: int, log=print) -> Hashed:
     for k, (tr, d) in enumerate((tr, d) for tr in TRANSFORMS for d in DIRECTIONS):
         part = hashed[k * n:(k + 1) * n]
         test_views = part if d == "test" else base_views
-        train = base_train if d == "test" else np.array(part, dtype=np.uint64)
+        train = base_train if d == "test" else np.stack(part)
         found = _nearest(stack_views([{k: v[k] for k in names} for v in test_views], names), train, R_MAX)
         own = found.test == found.train
         dist = np.full(n, 255, np.int64)
         dist[found.test[own]] = found.distance[own]
         positive[tr, d] = dist
-        view_distance[tr, d] = np.stack([hashing.hamming(np.array([v[name] for v in test_views], np.uint64), train)
-                                         for name in hashing.VIEW_NAMES], axis=1)
+        view_distance[tr, d] = np.stack([
+            np.stack([hashing.hamming(np.array([v[name] for v in test_views], np.uint64), train[:, col])
+                      for col in (0, 1)], axis=1) for name in hashing.VIEW_NAMES], axis=1)
         all_views[tr, d], all_train[tr, d] = test_views, train
     fp_distance = _min_distance_all_pairs(base_views, base_train, names)
     found = _nearest(stack_views([{k: v[k] for k in names} for v in base_views], names), base_train, R_MAX)
@@ -731,20 +744,28 @@ def report_quality(originals: list, hashed: Hashed, verified: Verified, radius: 
     _table(["radius", "hash recall min", "mean", "verified min", "mean", "hash FP rate",
             "candidates per test image per 1M", "verified FP rate"], rows, log)
 
-    log(f"\nViews: hash recall at radius {radius} (both directions) with each view alone and with "
-        f"the default set; 'unrelated' is the hash-only FP rate of the set")
+    log(f"\nViews: hash recall at radius {radius} (mean of both directions) with each test view alone "
+        f"and with the default set, against the stored copy's pHash ('image') and with its centre view "
+        f"too ('+centre', what dedup searches); 'unrelated' is the hash-only FP rate of the set")
     names = list(hashing.VIEW_NAMES)
-    sets = [("image",)] + [("image", v) for v in names if v != "image"] + [tuple(hashing.DEFAULT_VIEWS)]
+    grids = {keep: hashing.crop_grid(keep) for keep in hashing.GRID_KEEPS}
+    in_grid = {v for g in grids.values() for v in g}
+    default = tuple(hashing.DEFAULT_VIEWS)
+    sets = ([(("image",), (0,))] + [(("image", v), (0,)) for v in names if v != "image" and v not in in_grid]
+            + [(("image",) + g, (0,)) for g in grids.values()] + [(default, (0,)), (default, (0, 1))])
+    labels = {("image",) + g: f"image+border_crop{keep} x9" for keep, g in grids.items()}
+    labels[default] = "default"
     rows = []
     base_views, base_train = hashed.test_views[TRANSFORMS[0], "train"], hashed.train_hashes[TRANSFORMS[0], "test"]
-    for views in sets:
+    for views, train_cols in sets:
         cols = [names.index(v) for v in views]
-        rec = {tr: np.mean([(hashed.view_distance[tr, d][:, cols].min(axis=1) <= radius).mean()
-                            for d in DIRECTIONS]) for tr in TRANSFORMS}
-        fp = ((_min_distance_all_pairs(base_views, base_train, views) <= radius) & unrelated).sum() / n_pairs
-        rows.append(["+".join(views) if len(views) < 4 else "default"] + [f"{rec[tr]:.2f}" for tr in TRANSFORMS]
-                    + [f"{fp:.1e}"])
-    _table(["views"] + list(TRANSFORMS) + ["unrelated"], rows, log)
+        rec = {tr: np.mean([(hashed.view_distance[tr, d][:, cols][:, :, list(train_cols)].min(axis=(1, 2))
+                             <= radius).mean() for d in DIRECTIONS]) for tr in TRANSFORMS}
+        fp = ((_min_distance_all_pairs(base_views, base_train, views, train_cols) <= radius)
+              & unrelated).sum() / n_pairs
+        label = labels.get(views, "+".join(views)) + (" / +centre" if 1 in train_cols else " / image")
+        rows.append([label] + [f"{rec[tr]:.2f}" for tr in TRANSFORMS] + [f"{fp:.1e}"])
+    _table(["views (test / training)"] + list(TRANSFORMS) + ["unrelated"], rows, log)
 
     seconds = np.array(verified.pair_seconds)
     summary["verify_pairs_per_s"] = 1 / seconds.mean()

@@ -48,11 +48,12 @@ class Matches(NamedTuple):
 
 class Candidates(NamedTuple):
     """(test image, training image) pairs, one row per pair at its smallest distance over the
-    test image's views, sorted by (train, test)."""
+    test image's views (and the training image's, when it has several), sorted by (train, test)."""
     test: np.ndarray      # int64: test image (view_owner's values)
-    train: np.ndarray     # int64: row of the training hashes given
+    train: np.ndarray     # int64: training image: row of the training hashes given (train_owner's values)
     view: np.ndarray      # int64: which view of the test image came closest (view_index's values)
     distance: np.ndarray  # int32
+    train_view: np.ndarray | None = None  # int64: which training view (train_view's values), when given
 
 
 class StackedViews(NamedTuple):
@@ -205,26 +206,36 @@ def stack_views(view_hashes: Sequence[Mapping[str, int]], names: Sequence[str] |
 
 
 def candidate_pairs(index: HashIndex, view_owner: np.ndarray, train_hashes: np.ndarray, radius: int,
-                    view_index: np.ndarray | None = None) -> Candidates:
+                    view_index: np.ndarray | None = None, train_owner: np.ndarray | None = None,
+                    train_view: np.ndarray | None = None) -> Candidates:
     """The (test image, training image) pairs with some view of the test image within `radius`
     (inclusive) of the training hash; `index` holds the test views, `view_owner[j]` is the test
     image of indexed view j and `view_index[j]` which view it is (default: its rank among its
-    owner's views, in index order). One row per pair, at its smallest distance."""
+    owner's views, in index order). A training image may have several hashes too:
+    `train_owner[k]` is the training image of hash k (default: k) and `train_view[k]` which of its
+    views it is. One row per pair, at its smallest distance."""
     view_owner = np.asarray(view_owner, dtype=np.int64)
     if len(view_owner) != len(index):
         raise ValueError(f"view_owner has {len(view_owner)} entries for an index of {len(index)}")
     if view_index is None:
         view_index = _rank_within_owner(view_owner)
     view_index = np.asarray(view_index, dtype=np.int64)
+    n = len(as_hashes(train_hashes))
+    owner = np.arange(n, dtype=np.int64) if train_owner is None else np.asarray(train_owner, dtype=np.int64)
+    tview = np.zeros(n, np.int64) if train_view is None else np.asarray(train_view, dtype=np.int64)
+    if len(owner) != n or len(tview) != n:
+        raise ValueError(f"train_owner / train_view need one entry per training hash ({n})")
     matches = index.range_search(train_hashes, radius)
     test = view_owner[matches.index]
     view = view_index[matches.index]
-    # Smallest distance per (train, test), ties to the first view; matches are sorted by train.
-    order = np.lexsort((view, matches.distance, test, matches.query))
-    train, test, view, distance = matches.query[order], test[order], view[order], matches.distance[order]
+    train, tv = owner[matches.query], tview[matches.query]
+    # Smallest distance per (train, test), ties to the first training view, then test view.
+    order = np.lexsort((view, tv, matches.distance, test, train))
+    train, test, view, distance, tv = train[order], test[order], view[order], matches.distance[order], tv[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = (train[1:] != train[:-1]) | (test[1:] != test[:-1])
-    return Candidates(test[first], train[first], view[first], distance[first])
+    return Candidates(test[first], train[first], view[first], distance[first],
+                      tv[first] if train_view is not None else None)
 
 
 def _rank_within_owner(owner: np.ndarray) -> np.ndarray:

@@ -187,12 +187,25 @@ class TrainHashes:
     """The searchable side of one shard: a key, a 64-bit hash and the text around it per sample."""
 
     keys: list[str]
-    codes: np.ndarray                    # uint64
+    codes: np.ndarray                    # uint64: the pHash of each image (training view "image")
     urls: list[str | None]
     captions: list[str | None]
     hashed_from_tar: int = 0
     errors: list[str] = field(default_factory=list)
     unreadable_images: int = 0
+    centre: np.ndarray | None = None     # uint64: the "centre" view's pHash of each image (0: none)
+    has_centre: np.ndarray | None = None  # bool: which images have one (shards written before it: none)
+
+    def search_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hashes, image row of each, training view of each: index into hashing.TRAIN_VIEWS):
+        every image's pHash, then the centre view of those that have one."""
+        n = len(self.codes)
+        if self.centre is None or self.has_centre is None or not self.has_centre.any():
+            return self.codes, np.arange(n, dtype=np.int64), np.zeros(n, np.int64)
+        rows = np.flatnonzero(self.has_centre)
+        return (np.concatenate([self.codes, self.centre[rows]]),
+                np.concatenate([np.arange(n, dtype=np.int64), rows]),
+                np.concatenate([np.zeros(n, np.int64), np.ones(len(rows), np.int64)]))
 
 
 def _open(path: str):
@@ -200,8 +213,10 @@ def _open(path: str):
 
 
 def read_train_hashes(shard: ShardInput) -> TrainHashes:
-    """Keys and pHashes of a shard's images: from the parquet's phash column when it has one;
-    hashed from the tar's images for samples without (img2dataset's parquet, plain tars)."""
+    """Keys and pHashes of a shard's images (both training views, hashing.train_views): from the
+    parquet's phash and phash_centre columns when it has them; hashed from the tar's images for
+    samples without a phash (img2dataset's parquet, plain tars). Shards written before
+    phash_centre existed are searched by their phash alone."""
     import pyarrow.parquet as pq
 
     from clipdata.dedup import hashing
@@ -210,11 +225,13 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
     meta: dict[str, tuple] = {}         # key -> (url, caption) from the parquet
     to_hash: set[str] | None = None     # keys to hash from the tar; None = every image there
     codes: list[int] = []
+    centre: list[int] = []              # 0 where there is none
+    has_centre: list[bool] = []
     if shard.parquet:
         try:
             with _open(shard.parquet) as f:
                 present = pq.read_schema(f).names
-            wanted = [c for c in ("key", "phash", "url", "caption", "status") if c in present]
+            wanted = [c for c in ("key", "phash", "phash_centre", "url", "caption", "status") if c in present]
             if "key" not in wanted:
                 raise ValueError(f"no 'key' column (columns: {', '.join(present)})")
             with _open(shard.parquet) as f:
@@ -222,6 +239,7 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
             n = len(table["key"])
             status = table.get("status") or ["success"] * n
             codes_in, valid = hashing.from_hex_many(table.get("phash") or [None] * n)
+            centre_in, centre_valid = hashing.from_hex_many(table.get("phash_centre") or [None] * n)
             urls, captions = table.get("url") or [None] * n, table.get("caption") or [None] * n
             to_hash = set()
             for i in range(n):
@@ -232,6 +250,8 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
                 if valid[i]:
                     out.keys.append(key)
                     codes.append(int(codes_in[i]))
+                    centre.append(int(centre_in[i]))
+                    has_centre.append(bool(centre_valid[i]))
                     out.urls.append(urls[i])
                     out.captions.append(captions[i])
                 else:  # no phash (img2dataset's parquet), or not one we can read
@@ -239,6 +259,7 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
             out.errors.append(f"parquet unreadable ({type(err).__name__}: {err}); hashed the tar instead")
             out.keys, out.urls, out.captions, codes, meta, to_hash = [], [], [], [], {}, None
+            centre, has_centre = [], []
     if to_hash is None or to_hash:
         if not shard.tar:
             out.errors.append("no tar to hash images from" if to_hash is None
@@ -247,13 +268,15 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
             try:
                 for key, ext, data, sample in _tar_samples(shard.tar, to_hash):
                     try:
-                        code = hashing.hashes_from_image_bytes(data)
+                        views = hashing.train_views(hashing.open_image(data))
                     except ValueError:  # not an image: counted, not fatal
                         out.unreadable_images += 1
                         continue
                     url, caption = meta.get(key) or (sample.get("url"), sample.get("caption"))
                     out.keys.append(key)
-                    codes.append(code)
+                    codes.append(views["image"])
+                    centre.append(views["centre"])
+                    has_centre.append(True)
                     out.urls.append(url)
                     out.captions.append(caption)
                     out.hashed_from_tar += 1
@@ -261,6 +284,8 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
                 out.errors.append(f"tar unreadable after {out.hashed_from_tar} images "
                                   f"({type(err).__name__}: {err})")
     out.codes = np.array(codes, dtype=np.uint64)
+    out.centre = np.array(centre, dtype=np.uint64)
+    out.has_centre = np.array(has_centre, dtype=bool)
     return out
 
 
@@ -364,18 +389,25 @@ def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> Test
 
 
 def search_shard(index, side: TestSide, train: TrainHashes, radius: int) -> list[dict]:
-    """Candidate pairs of one shard: one per (test image, training sample), at its nearest view."""
+    """Candidate pairs of one shard: one per (test image, training sample), at its nearest pair
+    of views; `view` names the test image's view, with " / train centre" when the training
+    image's centre view was the nearer."""
+    from clipdata.dedup.hashing import TRAIN_VIEWS
     from clipdata.dedup.index import candidate_pairs
 
     if not len(train.codes):
         return []
-    found = candidate_pairs(index, side.owner, train.codes, radius, view_index=side.view)
+    codes, owner, train_view = train.search_codes()
+    found = candidate_pairs(index, side.owner, codes, radius, view_index=side.view, train_owner=owner,
+                            train_view=train_view)
     candidates = []
-    for t, j, v, d in zip(found.test.tolist(), found.train.tolist(), found.view.tolist(), found.distance.tolist()):
+    for t, j, v, tv, d in zip(found.test.tolist(), found.train.tolist(), found.view.tolist(),
+                              found.train_view.tolist(), found.distance.tolist()):
+        view = side.view_names[v] if tv == 0 else f"{side.view_names[v]} / train {TRAIN_VIEWS[tv]}"
         candidates.append({
             "test_set": side.names[t], "test_index": t, "test_id": side.ids[t],
             "key": train.keys[j], "url": train.urls[j], "caption": train.captions[j],
-            "train_phash": hex64(train.codes[j]), "distance": int(d), "view": side.view_names[v],
+            "train_phash": hex64(train.codes[j]), "distance": int(d), "view": view,
         })
     return sorted(candidates, key=lambda c: (c["test_index"], c["key"]))
 
@@ -576,7 +608,7 @@ class SearchShardFn(beam.DoFn):
             self.shards_with_errors.inc()
             yield TaggedOutput("shard_errors", {"shard": shard.name, "tar": shard.tar, "parquet": shard.parquet,
                                                 "stage": "search", "errors": errors})
-        yield TaggedOutput("nearest", nearest_distances(self.side, train.codes))
+        yield TaggedOutput("nearest", nearest_distances(self.side, train.search_codes()[0]))
         if candidates:
             self.candidates.inc(len(candidates))
             yield shard, candidates
@@ -721,6 +753,8 @@ def resolve_options(config: OverlapConfig) -> tuple[int, tuple[str, ...]]:
     if not 0 <= radius <= 64:
         raise OverlapError(f"--radius must be between 0 and 64 bits, got {radius}")
     views = tuple(config.views) if config.views else default_views
+    if len(views) == 1 and views[0] in hashing.VIEW_PRESETS:
+        views = tuple(hashing.VIEW_PRESETS[views[0]])
     unknown = [v for v in views if v not in hashing.VIEW_NAMES]
     if unknown:
         raise OverlapError(f"--views: unknown {', '.join(unknown)}; known: {', '.join(hashing.VIEW_NAMES)}")

@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from clipdata.dedup.hashing import to_rgb
+from clipdata.dedup.hashing import content_boxes, to_rgb
 
 COARSE = 64           # side of the training content in the coarse search, px
 FINE = 256            # at most this side in the comparison, px
@@ -63,7 +63,6 @@ TOP_PLACEMENTS = 3    # coarse placements refined, besides the untouched frame
 TRIM = 0.15           # share of worst-fitting pixels left out of the global NCC (a caption)
 FLAT_STD = 2.0 / 255  # grey std under which a picture is flat (one colour)
 FLAT_COLOUR = 0.06    # two flat pictures are one when their mean colours differ by at most this (0..1)
-BAR_TOLERANCE = 12    # a padding row/column varies by at most this (JPEG q95 around flat colour)
 
 # Local agreement
 WINDOW_SIGMA = 1.5    # px at comparison scale: the window of the local correlation
@@ -152,30 +151,6 @@ def _resize(arr: np.ndarray, w: int, h: int) -> np.ndarray:
 def _scaled(arr: np.ndarray, scale: float) -> np.ndarray:
     h, w = arr.shape[:2]
     return _resize(arr, max(2, round(w * scale)), max(2, round(h * scale)))
-
-
-def _flat_run(lines_ptp: np.ndarray, lines_mean: np.ndarray) -> int:
-    """How many leading lines are flat and of the first line's colour."""
-    if lines_ptp[0] > BAR_TOLERANCE:
-        return 0
-    same = (lines_ptp <= BAR_TOLERANCE) & (np.abs(lines_mean - lines_mean[0]).max(axis=-1) <= BAR_TOLERANCE)
-    return int(np.argmin(same)) if not same.all() else len(same)
-
-
-def content_boxes(train: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(x0, y0, x1, y1) boxes the training image's content may occupy: the whole image, and the
-    part between symmetric flat bars of one colour (the downloader's padding) along either axis."""
-    h, w = train.shape[:2]
-    boxes = [(0, 0, w, h)]
-    for axis in (0, 1):  # 0: bars above and below (rows); 1: bars left and right (columns)
-        lines = train if axis == 0 else train.transpose(1, 0, 2)
-        ptp = lines.max(axis=(1, 2)).astype(np.int16) - lines.min(axis=(1, 2))
-        mean = lines.mean(axis=1)
-        a, b = _flat_run(ptp, mean), _flat_run(ptp[::-1], mean[::-1])
-        bar = min(a, b)
-        if bar >= 2 and np.abs(mean[0] - mean[-1]).max() <= BAR_TOLERANCE and len(lines) - 2 * bar >= 8:
-            boxes.append((0, bar, w, h - bar) if axis == 0 else (bar, 0, w - bar, h))
-    return boxes
 
 
 # ---------------------------------------------------------------------------------------------

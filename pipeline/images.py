@@ -5,8 +5,9 @@ aspect ratio, encode format and quality, transparency matted on white), so shard
 like img2dataset's. Two things are added around it:
 - a pixel cap checked on the image header before anything is decoded: the Resizer decodes first
   and checks the area after, so a 20000 x 20000 PNG of 40 KB costs it 1.6 GB of memory;
-- the sha256 of the downloaded bytes and a 64-bit perceptual hash (imagehash pHash) of the stored
-  image, so the contamination stage never decodes images again.
+- the sha256 of the downloaded bytes and two 64-bit perceptual hashes (imagehash pHash) of the
+  stored image, of all of it and of its centre (dedup.hashing.train_views), so the contamination
+  stage never decodes images again.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class StoredImage:
     sha256: str
     phash: str | None
     error: str | None  # None, or "<kind>: detail" with kind in IMAGE_ERROR_KINDS
+    phash_centre: str | None = None
 
 
 IMAGE_ERROR_KINDS = ("not-an-image", "too-many-pixels", "decode", "too-small", "aspect-ratio", "resize")
@@ -105,6 +107,17 @@ def phash_hex(encoded: bytes) -> str:
         return str(imagehash.phash(image.convert("RGB")))
 
 
+def train_hashes_hex(encoded: bytes) -> tuple[str, str]:
+    """(phash, phash_centre) of a stored image, 16 hex digits each: the contamination stage's
+    two training views (dedup.hashing.train_views), from one decode."""
+    from clipdata.dedup.hashing import hex64, train_views  # scipy, as above
+
+    with Image.open(io.BytesIO(encoded)) as image:
+        image.load()
+        views = train_views(image)
+    return hex64(views["image"]), hex64(views["centre"])
+
+
 def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
     """The stored form of one downloaded image, or the reason there is none."""
     sha256 = hashlib.sha256(body).hexdigest()
@@ -127,7 +140,7 @@ def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
                 "image area too large": "too-many-pixels"}.get(error, "decode" if "decod" in error.lower() else "resize")
         return failed(f"{kind}: {error}", width, height)
     try:
-        phash = phash_hex(encoded)
+        phash, phash_centre = train_hashes_hex(encoded)
     except Exception as err:  # noqa: BLE001 - an encoder output PIL cannot read is a resize failure
         return failed(f"resize: encoded image unreadable ({err})", width, height)
-    return StoredImage(encoded, ext, out_w, out_h, orig_w, orig_h, sha256, phash, None)
+    return StoredImage(encoded, ext, out_w, out_h, orig_w, orig_h, sha256, phash, None, phash_centre)

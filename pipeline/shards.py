@@ -66,6 +66,7 @@ PARQUET_FIELDS = [
     pa.field("original_height", pa.int32()),
     pa.field("sha256", pa.string()),
     pa.field("phash", pa.string()),
+    pa.field("phash_centre", pa.string()),
     pa.field("entry_ids", pa.list_(pa.int32())),
 ]
 BASE_COLUMNS = tuple(f.name for f in PARQUET_FIELDS)
@@ -112,6 +113,7 @@ class ShardRow:
     original_height: int | None = None
     sha256: str | None = None
     phash: str | None = None  # 16 hex chars (64-bit pHash)
+    phash_centre: str | None = None  # 16 hex chars: pHash of the centre (dedup.hashing.train_views)
     entry_ids: list[int] = field(default_factory=list)
     image: bytes | None = field(default=None, repr=False)
     image_ext: str = "jpg"
@@ -367,8 +369,10 @@ def _check_row(row: ShardRow, prefix: str) -> None:
             raise ValueError(f"row {row.key}: a successful row needs its image bytes")
         if row.image_ext not in IMAGE_EXTS:
             raise ValueError(f"row {row.key}: image_ext must be one of {IMAGE_EXTS}, got {row.image_ext!r}")
-    if row.phash is not None and not _PHASH.match(str(row.phash)):
-        raise ValueError(f"row {row.key}: phash must be 16 lower-case hex chars, got {row.phash!r}")
+    for name in ("phash", "phash_centre"):
+        value = getattr(row, name)
+        if value is not None and not _PHASH.match(str(value)):
+            raise ValueError(f"row {row.key}: {name} must be 16 lower-case hex chars, got {value!r}")
     for entry in row.entry_ids:
         if not 0 <= int(entry) < 2**31:
             raise ValueError(f"row {row.key}: entry id {entry!r} out of int32 range")

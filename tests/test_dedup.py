@@ -68,7 +68,8 @@ class ShardMaker:
         return ShardRow(key=sample_key(shard, i), url=url or f"http://train.test/{shard}/{i}.png", caption=caption,
                         status="success", width=stored.width, height=stored.height,
                         original_width=stored.original_width, original_height=stored.original_height,
-                        sha256=stored.sha256, phash=stored.phash, image=stored.data, image_ext=stored.ext,
+                        sha256=stored.sha256, phash=stored.phash, phash_centre=stored.phash_centre,
+                        image=stored.data, image_ext=stored.ext,
                         extra={"uid": f"u{shard}-{i}"})
 
 
@@ -241,6 +242,49 @@ def test_shards_without_phash_are_hashed_from_the_tar(world):
     assert found["000060000"]["caption"] == "copy 4"            # from the tar's txt member
     assert found["000060000"]["url"] == "http://train.test/6/0.png"  # from its json member
     assert found["000050000"]["url"] == "http://train.test/5/0.png"  # from the parquet
+
+
+def photo_like(seed: int, size=(200, 160)) -> Image.Image:
+    """Smooth random colour blobs plus grain: a picture with a stable pHash (not a drawing)."""
+    rng = np.random.default_rng(seed)
+    grid = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(grid, "RGB").resize(size, Image.BICUBIC), dtype=np.int16)
+    noise = rng.integers(-8, 9, (size[1], size[0], 1), dtype=np.int16)
+    return Image.fromarray((base + noise).clip(0, 255).astype(np.uint8), "RGB")
+
+
+def test_a_test_image_cropped_from_a_training_picture_is_found_by_its_centre_view(tmp_path):
+    """The test image is the crop (a test set cut from web photos): found through the shard's
+    phash_centre column; a shard written before that column existed is searched by its phash
+    alone and misses it, without failing."""
+    test_dir = tmp_path / "test" / "photos"
+    test_dir.mkdir(parents=True)
+    maker = ShardMaker()
+    rows = []
+    for i in range(3):
+        picture = photo_like(40 + i)
+        w, h = picture.size
+        if i == 0:  # the bottom-left 80% of training picture 0 is a test image
+            picture.crop((0, round(0.2 * h), round(0.8 * w), h)).save(test_dir / "crop_of_0.png")
+        rows.append(maker.row(0, i, picture, f"photo {i}"))
+    photo_like(99).save(test_dir / "unrelated.png")
+    for name, keep_centre in (("with_centre", True), ("old", False)):
+        folder = str(tmp_path / name)
+        shards.write_shard(folder, 0, rows, {"start_time": 0.0, "end_time": 1.0})
+        if not keep_centre:
+            path = os.path.join(folder, "00000.parquet")
+            pq.write_table(pq.read_table(path).drop(["phash_centre"]), path)
+        out = str(tmp_path / f"report_{name}")
+        assert cli.main(["dedup", "--shards", folder, "--test-set", f"photos={tmp_path / 'test'}",
+                         "--output", out]) == 0
+        with open(os.path.join(out, "report.json")) as f:
+            (photos,) = json.load(f)["test_sets"]
+        found = [(m["test_id"], m["key"], m["view"]) for m in photos["matches"]]
+        if keep_centre:
+            assert len(found) == 1 and found[0][:2] == ("photos/crop_of_0.png", sample_key(0, 0)), found
+            assert found[0][2].endswith(" / train centre")
+        else:
+            assert found == []
 
 
 def test_nearest_distance_histogram_counts_every_readable_test_image(world):
@@ -480,3 +524,19 @@ def test_beam_flags_with_separate_values_are_not_taken_for_a_verb():
     args, extra = parser.parse_known_args(["dedup", "apply-blocklist", "--shards", "s", "--blocklist", "b",
                                            "--output", "o", "--runner", "FlinkRunner"])
     assert (args.handler.__name__, args.blocklist, extra) == ("run_apply_command", "b", ["--runner", "FlinkRunner"])
+
+
+def test_views_presets_and_lists_resolve():
+    config = lambda views: overlap.OverlapConfig(shards=["s"], test_sets=[("t", "p")], output="o",  # noqa: E731
+                                                 views=views)
+    from clipdata.dedup import hashing
+
+    assert overlap.resolve_options(config(None))[1] == hashing.DEFAULT_VIEWS
+    assert overlap.resolve_options(config(("default",)))[1] == hashing.DEFAULT_VIEWS
+    assert overlap.resolve_options(config(("fast",)))[1] == hashing.FAST_VIEWS == (
+        "image", "mirror", "border", "border_mirror", "crop90")
+    assert overlap.resolve_options(config(("image", "border_crop80_tl")))[1] == ("image", "border_crop80_tl")
+    with pytest.raises(overlap.OverlapError, match="unknown sideways"):
+        overlap.resolve_options(config(("image", "sideways")))
+    with pytest.raises(overlap.OverlapError, match="named twice"):
+        overlap.resolve_options(config(("image", "image")))

@@ -86,6 +86,8 @@ def test_every_fault_gets_its_own_error_and_every_row_is_accounted_for(tmp_path)
     for row in successes:
         assert row["width"] == 64 and row["height"] == 64  # border mode pads to a square
         assert len(row["phash"]) == 16 and len(row["sha256"]) == 64
+        assert len(row["phash_centre"]) == 16 and row["phash_centre"] != row["phash"]
+    assert all(r["phash_centre"] is None for r in rows if r["status"] != "success")
     manifest = json.load(open(tmp_path / "out" / "manifest.json"))
     assert manifest["openclip"]["train_num_samples"] == len(successes) == 5
 

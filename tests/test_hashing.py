@@ -41,6 +41,39 @@ def test_phash_of_a_stored_image_equals_the_shards_column():
     stored = store_image(encoded(photo_like(7, (300, 200)), "PNG"), make_resizer(config), config)
     assert stored.error is None
     assert hashing.hashes_from_image_bytes(stored.data) == hashing.from_hex(stored.phash)
+    views = hashing.train_views(hashing.open_image(stored.data))
+    assert views == {"image": hashing.from_hex(stored.phash), "centre": hashing.from_hex(stored.phash_centre)}
+
+
+def test_stored_content_leaves_the_padding_bars_out():
+    config = ImageConfig()
+    stored = store_image(encoded(photo_like(8, (300, 150)), "PNG"), make_resizer(config), config)
+    image = hashing.open_image(stored.data)
+    assert image.size == (256, 256)
+    content = hashing.stored_content(image)
+    assert content.width == 256 and 124 <= content.height <= 132   # the 2:1 picture, bars above and below
+    square = hashing.open_image(encoded(photo_like(9, (200, 200)), "PNG"))
+    assert hashing.stored_content(square).size == (200, 200)
+
+
+def test_training_centre_view_finds_a_test_image_cropped_from_it():
+    """The other direction: the test image is a corner crop of the training picture (80% of
+    each side). No test view sees the whole training picture; the training side's centre
+    view meets one of the test image's windows."""
+    from clipdata.dedup.index import DEFAULT_RADIUS
+
+    config = ImageConfig()
+    resizer = make_resizer(config)
+    for seed in range(4):
+        im = photo_like(30 + seed, (200, 160))
+        w, h = im.size
+        test = im.crop((0, 0, round(0.8 * w), round(0.8 * h)))     # the top-left 80%
+        stored = store_image(encoded(im, "PNG"), resizer, config)
+        train = {"image": hashing.from_hex(stored.phash), "centre": hashing.from_hex(stored.phash_centre)}
+        v = hashing.views(test)
+        to_image = min(hashing.hamming(h_, train["image"]) for h_ in v.values())
+        to_centre = min(hashing.hamming(h_, train["centre"]) for h_ in v.values())
+        assert to_centre <= DEFAULT_RADIUS < to_image, (to_image, to_centre)   # measured 8-10 and 18-24
 
 
 def test_ints_and_hex_are_imagehashs_bits():
@@ -108,6 +141,27 @@ def test_border_view_is_the_stored_copys_hash():
     v = hashing.views(im)
     assert hashing.hamming(v["border"], train) <= 4
     assert hashing.hamming(v["image"], train) > 10
+
+
+def test_crop_grid_views_find_corner_crops_the_centre_view_misses():
+    """A copy that cuts 20% of each side, all of it from one end (a corner crop), stored by the
+    downloader: the centred views miss it at the default radius, the grid's window at that
+    corner holds it within a few bits."""
+    from clipdata.dedup.index import DEFAULT_RADIUS
+
+    config = ImageConfig()
+    resizer = make_resizer(config)
+    assert set(hashing.crop_grid(80)) <= set(hashing.DEFAULT_VIEWS)
+    for seed in range(4):
+        im = photo_like(20 + seed, (200, 160))
+        w, h = im.size
+        corner = im.crop((round(0.2 * w), round(0.2 * h), w, h))   # the bottom-right 80%
+        train = hashing.from_hex(store_image(encoded(corner, "PNG"), resizer, config).phash)
+        v = hashing.views(im)
+        centred = min(hashing.hamming(v[n], train) for n in ("image", "border", "crop90", "border_crop80"))
+        assert hashing.hamming(v["border_crop80_br"], train) <= 6
+        assert centred > DEFAULT_RADIUS  # measured 22-34 bits
+    assert hashing.window(im, 0.8, 1.0, 1.0).size == corner.size
 
 
 def test_views_reject_unknown_names_and_families():

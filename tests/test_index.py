@@ -144,6 +144,27 @@ def test_candidate_pairs_one_row_per_image_pair_at_min_distance():
         ix.candidate_pairs(index, stacked.owner[:-1], train, 8)
 
 
+def test_candidate_pairs_with_several_training_views_keeps_the_nearest():
+    """Training images with two hashes each (pHash, centre view): one row per (test, training
+    image), at the nearer of the training views, which it names."""
+    train = random_hashes(3, 12)
+    centre = random_hashes(3, 13)
+    test = np.array([int(train[0]) ^ 0b1111, int(centre[0]) ^ 0b1,     # image 0: 4 from t0, 1 from c0
+                     int(centre[2]) ^ 0b111], dtype=np.uint64)           # image 1: 3 from c2 only
+    owner = np.array([0, 0, 1])
+    index = ix.HashIndex(test)
+    codes = np.concatenate([train, centre])
+    pairs = ix.candidate_pairs(index, owner, codes, 8, train_owner=np.tile(np.arange(3), 2),
+                               train_view=np.repeat([0, 1], 3))
+    got = list(zip(pairs.test.tolist(), pairs.train.tolist(), pairs.train_view.tolist(), pairs.distance.tolist()))
+    assert got == [(0, 0, 1, 1), (1, 2, 1, 3)]
+    # the image view alone finds only image 0, at 4 bits
+    alone = ix.candidate_pairs(index, owner, train, 8)
+    assert list(zip(alone.test.tolist(), alone.distance.tolist())) == [(0, 4)] and alone.train_view is None
+    with pytest.raises(ValueError, match="train_owner"):
+        ix.candidate_pairs(index, owner, codes, 8, train_owner=np.arange(2))
+
+
 def test_candidate_pairs_agrees_with_brute_force_on_random_views():
     rng = np.random.default_rng(3)
     test, train = near_pairs(seed=8, n_test=600, n_train=2000)

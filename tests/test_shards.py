@@ -91,7 +91,7 @@ def test_tar_holds_successes_in_key_order(shard_dir):
     assert meta == {
         "url": "http://img.test/4.webp", "caption": "a blue square", "key": "000070004", "status": "success",
         "error_message": None, "width": 8, "height": 6, "original_width": 80, "original_height": 60,
-        "sha256": f"{4:064x}", "phash": f"{4:016x}", "entry_ids": [4, 499_999], "uid": "u4", "source_row": 4,
+        "sha256": f"{4:064x}", "phash": f"{4:016x}", "phash_centre": None, "entry_ids": [4, 499_999], "uid": "u4", "source_row": 4,
     }
 
 

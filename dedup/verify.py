@@ -85,6 +85,10 @@ TONE_FLAT = 4.0       # levels: local std under which a low-passed pixel is smoo
 TONE_MIN_SMOOTH = 0.1 # share of the overlap that must be smooth in both for the tone test to apply
 TONE_TRIM = 0.03      # share of the smooth pixels left out (a caption's letters are not smooth; a
                       # shape's inside, which must change with the background, is a small share)
+TONE_GROUP = 24.0     # levels: a pixel within this of the median colour is background, in the tone test
+TONE_MIN_GROUP = 0.03 # share of the smooth pixels a group needs to count on its own
+TONE_TRIM_REST = 0.10 # share of the non-background group left out (a caption's white letters are
+                      # smooth inside; a shape of another shade is all of its group)
 SATURATED = 250       # a level at or above which a brightening may have clipped a channel
 
 
@@ -393,16 +397,27 @@ def _match_sharpness(a, b, ga, gb, mask):
 def _tone_residual(x: np.ndarray, y: np.ndarray) -> float:
     """Trimmed RMS (levels) of y - clip(g x + o) for the best gain g, one for all channels (a
     brightness change; a gain per channel would be a colour change), the small offset o the
-    median over the pixels that neither side saturates."""
-    keep = max(1, int(len(x) * (1 - TONE_TRIM)))
+    median over the pixels that neither side saturates. The RMS is taken over x's background
+    (the pixels near its median colour) and over the rest (the insides of shapes) apart, and the
+    worse one counts: one gain must explain both, or a shade of the same shape on a slightly
+    different background passes on the background's many pixels alone. (The RMS over all of
+    them counts too: a pair this rejects is never accepted for the grouping.)"""
+    background = np.abs(x - np.median(x, axis=0)).max(axis=1) <= TONE_GROUP
+    groups = [g for g in (background, ~background) if g.sum() >= max(TONE_MIN_GROUP * len(x), 16)]
+    keeps = [max(1, int(g.sum() * (1 - (TONE_TRIM if g is background else TONE_TRIM_REST)))) for g in groups]
+    keep_all = max(1, int(len(x) * (1 - TONE_TRIM)))
 
     def residual(gain: float) -> float:
         gx = gain * x
         free = (gx < SATURATED) & (y < SATURATED)
         offset = float(np.clip(np.median((y - gx)[free]), -TONE_OFFSET, TONE_OFFSET)) if free.any() else 0.0
         r = np.abs(y - np.clip(gx + offset, 0, 255)).max(axis=1)
-        r = np.partition(r, keep - 1)[:keep]
-        return float(np.sqrt((r * r).mean()))
+        every = np.partition(r, keep_all - 1)[:keep_all]
+        worst = float(np.sqrt((every * every).mean()))   # all smooth pixels together, as well
+        for g, keep in zip(groups, keeps):
+            rg = np.partition(r[g], keep - 1)[:keep]
+            worst = max(worst, float(np.sqrt((rg * rg).mean())))
+        return worst
 
     # every TONE_STEP-th gain, then the gains around the best of those
     coarse = {i: residual(TONE_GAINS[i]) for i in range(0, len(TONE_GAINS), TONE_STEP)}

@@ -169,3 +169,24 @@ def test_a_brightened_copy_passes_the_tone_test_though_its_tint_clipped_to_white
     for test, train in ((tinted, brightened), (brightened, tinted)):
         verdict = verify.verify(test, store(train))
         assert verdict.duplicate, verdict.detail
+
+
+def test_another_shade_of_the_shape_on_a_greyer_background_is_rejected(store, monkeypatch):
+    """The same disc in another shade of orange, on a background a little greyer: one brightness
+    change explains the background, which is most of the pixels, but not the disc; the tone test
+    takes the background and the rest apart and must explain both."""
+    def disc(background, fill):
+        image = Image.new("RGB", (200, 160), background)
+        ImageDraw.Draw(image).ellipse((50, 30, 150, 130), fill=fill)
+        return image
+
+    test, other = disc((255, 255, 255), (245, 140, 25)), disc((240, 240, 240), (230, 150, 40))
+    verdict = verify.verify(test, store(other))
+    assert not verdict.duplicate, verdict.detail
+    assert verify.verify(test, store(test)).duplicate
+    # with the groups off (none big enough to count), the whole-overlap RMS alone lets it through
+    monkeypatch.setattr(verify, "TONE_MIN_GROUP", 2.0)
+    assert verify.verify(test, store(other)).duplicate
+    # a darker copy (one gain for background and disc: 0.92) is a brightness change, and passes
+    monkeypatch.undo()
+    assert verify.verify(test, store(disc((235, 235, 235), (225, 129, 23)))).duplicate

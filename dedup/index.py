@@ -30,10 +30,11 @@ from clipdata.dedup.hashing import as_hashes, hamming, to_codes
 
 BITS = 64
 KINDS = ("flat", "ivf")
-# Chosen with bench/dedup.py quality (radius sweep there): the smallest radius at which every
-# transformation a pHash follows (JPEG q30-90, resize 0.25-2x, brightness +-20%, mirror, 5% crop)
-# is found with recall >= 0.95 in both directions; each 2 bits more doubles the candidates to
-# verify for a few points of 10-20% crop and overlay recall. Pairs within it are verified (verify.py).
+# Chosen with bench/dedup.py quality (radius sweep there): with the default views (23 per test
+# image, 2 per training image), the smallest radius at which every transformation measured there
+# (JPEG q30-90, resize 0.25-2x, brightness +-20%, mirror, 5-20% crops, a caption) is found with
+# hash recall >= 0.95 on photo-like images in both directions; each 2 bits more (pHash distances
+# are even) about doubles the candidates to verify. Pairs within it are verified (verify.py).
 DEFAULT_RADIUS = 14
 QUERY_BATCH = 1 << 20      # queries per FAISS call: bounds the memory of one call's results
 IVF_TRAIN_ITERATIONS = 10  # k-means iterations; FAISS's 25 take seconds more and find no better lists

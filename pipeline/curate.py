@@ -1,53 +1,51 @@
 """`clipdata curate`: from a web pool to matched, balanced, deduplicated (image URL, text) pairs.
 
-CLIP's data recipe (section 2.2) as MetaCLIP's curation runs it, as one Beam job:
+CLIP's data recipe (section 2.2) as MetaCLIP's curation runs it, as one Beam job of three steps:
 
-    pool files ─► SplitFiles ─► ReadPieces ─► CleanText ─► MatchQueries ─► DedupPairs ─► BalanceEntries ─► curated/
-                                                  │             │           │    │           ▲     │
-                                                  │             │           │    └─► CountEntries  │
-                                                  │             │           │   (the one global step)
-                                                  └─────────────┴───────────┴──────────────────────┴─► dropped/
-                                                                                               (row, reason)
+    pool files ─► SplitFiles ─► MatchPieces ──refs──► KeepFirstCopy ──refs──► BalanceAndWrite ─► curated/
+                                 read, clean,  │      (per uid partition)  │        ▲     (per partition)
+                                 match, hash   │             │             └─► SumCounts (the one
+                                      │        ▼             ▼                 global step)
+                                      └──► dropped/read-*  dropped/duplicate-*   dropped/balanced-out-*
 
-Rows travel as Arrow record batches, never one Python object per row, so the per-element cost of
-the runner is paid per batch. A parquet file is cut into pieces of whole row groups, so one big
-file is read by every worker, and reading, cleaning, matching and partitioning a piece run fused
-in one worker without its rows crossing a shuffle. (A csv, jsonl or WAT file cannot be cut: each
-is one piece, and such a pool spreads over the workers file by file.) The query-list matcher is
-built once, by the launcher, into a file cached by the list's hash (see prepare_matcher), and
-loaded by each worker in setup().
+MatchPieces reads a piece of the pool (whole row groups of a parquet file; a whole csv, jsonl or
+WAT file, which cannot be cut), cleans the text, matches the captions and hashes each matched pair
+to its uid, all fused batch by batch in one worker. Its matched pairs go to an Arrow IPC work
+file, cut by uid partition (work_files.py); the runner carries only a reference per partition, so
+no row is pickled or sent over Beam's data plane (which on 2 local workers cost more than
+reading, cleaning and matching together). KeepFirstCopy reads a partition's rows from every
+piece, keeps the first copy of each pair and counts the distinct pairs per entry; those counts,
+summed over partitions, are the only global step; BalanceAndWrite draws each pair against them
+and writes `curated/part-PPPPP-of-KKKKK.parquet`, sorted by uid: the same bytes on any runner and
+any number of workers. The query-list matcher is built once, by the launcher, into a file cached
+by the list's hash (see prepare_matcher), and loaded by each worker in setup().
 
-DedupPairs hash-partitions pairs by uid, the job's one shuffle of whole rows; CountEntries counts
-distinct pairs per entry from a third-size shuffle of (uid, entry ids) only, so each partition is
-deduplicated, balanced and written in one worker step as `curated/part-PPPPP-of-KKKKK.parquet`,
-sorted by uid: the curated files are the same bytes on any runner and any number of workers.
-
-Every input row ends in exactly one place: a curated file, or dropped/ with its reason
+Every input row ends in exactly one place: a curated file, or a file of dropped/ with its reason
 (bad-url, empty-caption, caption-too-long, no-match, duplicate, balanced-out). A file (or a piece
 of a parquet file) that cannot be read is named with its error in curate_stats.json; the rows read
-before the error stand.
+before the error stand. The per-step logic is plain functions over Arrow tables (match_rows,
+keep_first_copies, balance_partition, curated_table); the DoFns only read and write around them.
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 import json
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
-from clipdata.pipeline import balance, beam_runner, pair_dedup, pool, text
+from clipdata.pipeline import balance, beam_runner, pair_dedup, pool, text, work_files
 from clipdata.query_lists import entries as query_entries
 
 DROPPED_SCHEMA = pa.schema(
@@ -84,15 +82,117 @@ def _dropped(batch: pa.RecordBatch | pa.Table, reason: str | None = None) -> pa.
                                 schema=DROPPED_SCHEMA)
 
 
-def _count_drops(counters: dict, table: pa.Table) -> None:
-    for reason, n in zip(*np.unique(table.column("reason").to_numpy(zero_copy_only=False), return_counts=True)):
-        if reason not in counters:
-            counters[reason] = Metrics.counter("curate", f"dropped_{reason}")
-        counters[reason].inc(int(n))
+# ---------------------------------------------------------------------------------------------
+# The steps as plain functions over Arrow tables (no Beam): what a worker does to its rows.
+
+# Matched pairs between the steps: the pool's columns but the file (one per piece, carried by
+# the runner beside the rows' work file), the uid as its two 64-bit halves, the matched entries.
+WORK_COLUMNS = ["url", "caption", "source_row", "page_url", "uid_high", "uid_low", "entry_ids"]
+
+
+def match_rows(batch: pa.RecordBatch, matcher, max_caption_chars: int,
+               patterns: tuple[str, str]) -> tuple[pa.Table, pa.Table]:
+    """A pool batch -> (its pairs that match the list, in WORK_COLUMNS; the rest, as dropped rows
+    with their reasons): clean the text, match the captions, hash the matched pairs."""
+    kept, dropped = text.clean_batch(batch, max_caption_chars, patterns)
+    drops = [_dropped(dropped)]
+    offsets, entry_ids = matcher.match_batch(kept.column("caption"))
+    has_match = np.diff(offsets) > 0
+    table = pa.Table.from_batches([kept])
+    if not has_match.all():
+        drops.append(_dropped(table.filter(pa.array(~has_match)), "no-match"))
+        table = table.filter(pa.array(has_match))
+        offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[has_match])])
+    high, low = pair_dedup.pair_uid_words(table.column("url"), table.column("caption"))
+    ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(entry_ids, pa.int32()))
+    matched = table.select(["url", "caption", "source_row", "page_url"]).append_column(
+        "uid_high", pa.array(high)).append_column("uid_low", pa.array(low)).append_column("entry_ids", ids)
+    return matched, pa.concat_tables(drops)
+
+
+def partition_of(uid_high: np.ndarray, partitions: int) -> np.ndarray:
+    """A pair's partition: a function of its uid alone, so every copy of a pair meets in one."""
+    return (uid_high % np.uint64(partitions)).astype(np.int64)
+
+
+def keep_first_copies(tables: list[pa.Table], source_files: list[str]) -> tuple[pa.Table, pa.Table]:
+    """One partition's matched pairs, a table per (piece, its source file) -> (the distinct pairs
+    in uid order with a `source_file` column, the other copies as dropped rows). Of several copies
+    the first by (source file, source row) stays, whatever order the pieces came in."""
+    names = sorted(set(source_files))
+    rank = {name: i for i, name in enumerate(names)}
+    file_index = np.repeat([rank[f] for f in source_files], [t.num_rows for t in tables]).astype(np.int32)
+    table = pa.concat_tables(tables).combine_chunks()
+    table = table.append_column("source_file", pa.DictionaryArray.from_arrays(
+        pa.array(file_index, pa.int32()), pa.array(names, pa.string())))
+    firsts = pair_dedup.first_copies_by_words(
+        table.column("uid_high").to_numpy(), table.column("uid_low").to_numpy(), file_index,
+        table.column("source_row").to_numpy())
+    copies = np.ones(table.num_rows, dtype=bool)
+    copies[firsts] = False
+    duplicates = _dropped(_string_files(table.filter(pa.array(copies))), "duplicate")
+    return table.take(firsts), duplicates
+
+
+def _string_files(table: pa.Table) -> pa.Table:
+    column = table.schema.get_field_index("source_file")
+    return table.set_column(column, "source_file", table.column(column).cast(pa.string()))
+
+
+def _flat_entry_ids(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    column = table.column("entry_ids").combine_chunks()
+    offsets = column.offsets.to_numpy()
+    return offsets - offsets[0], column.flatten().to_numpy()
+
+
+def sparse_counts(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(entry ids, pairs of the table matching each), the entries with at least one pair."""
+    return np.unique(_flat_entry_ids(table)[1], return_counts=True)
+
+
+def balance_partition(distinct: pa.Table, counts: np.ndarray, max_per_entry: int,
+                      seed: int) -> tuple[pa.Table, pa.Table]:
+    """Distinct pairs -> (the pairs balancing keeps, the others as dropped rows), given the pool's
+    count of distinct pairs per entry."""
+    offsets, entry_ids = _flat_entry_ids(distinct)
+    keep = balance.keep_mask(distinct.column("uid_high").to_numpy(), offsets, entry_ids, counts,
+                             max_per_entry, seed)
+    out = _dropped(_string_files(distinct.filter(pa.array(~keep))), "balanced-out")
+    return distinct.filter(pa.array(keep)), out
+
+
+CURATED_COLUMNS = ["uid", "url", "caption", "entry_ids", "source_file", "source_row", "page_url"]
+
+
+def curated_table(pairs: pa.Table) -> pa.Table:
+    """Pairs in WORK_COLUMNS (+ source_file) -> the curated files' columns, uid as 32 hex digits."""
+    uids = pair_dedup.uid_strings(pairs.column("uid_high").to_numpy(), pairs.column("uid_low").to_numpy())
+    table = _string_files(pairs).append_column("uid", uids)
+    # One chunk per column: how the rows arrived must not change the file's bytes.
+    return table.select(CURATED_COLUMNS).combine_chunks()
 
 
 # ---------------------------------------------------------------------------------------------
-# Beam steps: thin layers over pool / text / match / pair_dedup / balance.
+# Beam steps: thin layers over the functions above, pool, and work_files. Matched rows go from
+# step to step in work files (see work_files.py); the runner carries references and counts.
+
+
+def _count(counters: dict, name: str, n: int) -> None:
+    if name not in counters:
+        counters[name] = Metrics.counter("curate", name)
+    counters[name].inc(int(n))
+
+
+def _count_drops(counters: dict, table: pa.Table) -> None:
+    for reason, n in zip(*np.unique(table.column("reason").to_numpy(zero_copy_only=False), return_counts=True)):
+        _count(counters, f"dropped_{reason}", n)
+
+
+def piece_name(piece: tuple[str, int, int]) -> str:
+    """A name for a piece of a pool file, the same on every run and runner."""
+    path, first_group, end_group = piece
+    digest = hashlib.sha1(path.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{digest}-{first_group:06d}-{end_group:06d}"
 
 
 class SplitFilesFn(beam.DoFn):
@@ -109,64 +209,15 @@ class SplitFilesFn(beam.DoFn):
         yield from pieces
 
 
-class ReadPoolFn(beam.DoFn):
-    """piece of a pool file -> record batches of (url, caption, source_file, source_row, page_url)."""
+class MatchPieceFn(beam.DoFn):
+    """piece of a pool file -> its matched pairs in a work file, one (partition, (source file,
+    WorkRef)) per partition they fall in; its other rows to dropped/read-<piece>.parquet; a file
+    that cannot be read to 'file_errors'. Read, clean, match and hash run fused, batch by batch."""
 
-    def __init__(self, url_col: str, caption_col: str, batch_rows: int):
-        self.url_col, self.caption_col, self.batch_rows = url_col, caption_col, batch_rows
-        self.rows = Metrics.counter("curate", "rows_read")
-        self.files = Metrics.counter("curate", "files_read")
-        self.bad_files = Metrics.counter("curate", "files_unreadable")
-        self.wat_counters: dict = {}
-
-    def process(self, piece):
-        from clipdata.pipeline import wat
-
-        path, first_group, end_group = piece
-        whole = end_group < 0
-        stats = wat.WatStats()
-        read = 0
-        try:
-            for batch in pool.read_pool_file(path, self.url_col, self.caption_col, self.batch_rows, wat_stats=stats,
-                                             row_groups=None if whole else (first_group, end_group)):
-                read += batch.num_rows
-                self.rows.inc(batch.num_rows)
-                yield batch
-            if whole:
-                self.files.inc()
-        except (pool.PoolReadError, pool.MissingColumnError) as err:
-            self.bad_files.inc()
-            yield TaggedOutput("file_errors", {"file": path, "rows_read": read, "error": str(err)})
-        for reason, n in stats.drops.items():
-            if reason not in self.wat_counters:
-                self.wat_counters[reason] = Metrics.counter("curate", f"wat_links_{reason}")
-            self.wat_counters[reason].inc(n)
-
-
-class CleanTextFn(beam.DoFn):
-    """batch -> table with cleaned captions and a uid per pair; bad rows to 'dropped'."""
-
-    def __init__(self, max_caption_chars: int, patterns: tuple[str, str]):
-        self.max_caption_chars, self.patterns = max_caption_chars, patterns
-        self.counters: dict = {}
-
-    def process(self, batch):
-        kept, dropped = text.clean_batch(batch, self.max_caption_chars, self.patterns)
-        if dropped.num_rows:
-            table = _dropped(dropped)
-            _count_drops(self.counters, table)
-            yield TaggedOutput("dropped", table)
-        if kept.num_rows:
-            uids = pair_dedup.pair_uids(kept.column("url"), kept.column("caption"))
-            yield pa.Table.from_batches([kept]).append_column("uid", uids)
-
-
-class MatchQueriesFn(beam.DoFn):
-    """table -> table with `entry_ids` (every matched entry); rows matching nothing to 'dropped'."""
-
-    def __init__(self, matcher_path: str):
-        self.matcher_path = matcher_path
-        self.matched = Metrics.counter("curate", "rows_matched")
+    def __init__(self, config: CurateConfig, matcher_path: str, patterns: tuple[str, str],
+                 work_dir: str, dropped_dir: str, partitions: int):
+        self.config, self.matcher_path, self.patterns = config, matcher_path, patterns
+        self.work_dir, self.dropped_dir, self.partitions = work_dir, dropped_dir, partitions
         self.counters: dict = {}
 
     def setup(self):
@@ -175,95 +226,66 @@ class MatchQueriesFn(beam.DoFn):
         with FileSystems.open(self.matcher_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             self.matcher, _ = read_matcher_file(handle)
 
-    def process(self, table):
-        offsets, entry_ids = self.matcher.match_batch(table.column("caption"))
-        lengths = np.diff(offsets)
-        has_match = lengths > 0
-        if not has_match.all():
-            table_dropped = _dropped(table.filter(pa.array(~has_match)), "no-match")
-            _count_drops(self.counters, table_dropped)
-            yield TaggedOutput("dropped", table_dropped)
-        if has_match.any():
-            ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(entry_ids, pa.int32()))
-            matched = table.append_column("entry_ids", ids)
-            if not has_match.all():
-                matched = matched.filter(pa.array(has_match))
-            self.matched.inc(matched.num_rows)
-            yield matched
+    def process(self, piece):
+        from clipdata.pipeline import wat
 
-
-class PartitionByUidFn(beam.DoFn):
-    """table -> (partition, table) pieces, the partition a function of the pair's uid alone; and
-    to 'keys' the (partition, (uid, entry_ids)) pieces that CountEntries needs, a third the size."""
-
-    def __init__(self, partitions: int):
-        self.partitions = partitions
-
-    def process(self, table):
-        high, low = pair_dedup.uid_words(table.column("uid"))
-        part = high % np.uint64(self.partitions)
-        # Rows cross the shuffle pickled: one file name per piece, not one per row.
-        column = table.schema.get_field_index("source_file")
-        table = table.set_column(column, "source_file", pc.dictionary_encode(table.column(column)))
-        keys = pa.table({"uid_high": high, "uid_low": low, "entry_ids": table.column("entry_ids")})
-        # Rows by partition, then one take per partition (a slice would pickle its whole parent).
-        order = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[order], np.arange(self.partitions + 1))
-        for p in np.flatnonzero(np.diff(bounds)):
-            rows = order[bounds[p]:bounds[p + 1]]
-            yield int(p), table.take(rows)
-            yield TaggedOutput("keys", (int(p), keys.take(rows)))
-
-
-class CountDistinctFn(beam.DoFn):
-    """(partition, key tables) -> pairs per entry, each distinct uid counted once."""
-
-    def __init__(self, n_entries: int):
-        self.n_entries = n_entries
-
-    def process(self, keyed):
-        table = pa.concat_tables(list(keyed[1]))
-        high, low = table.column("uid_high").to_numpy(), table.column("uid_low").to_numpy()
-        order = np.lexsort((low, high))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = (high[order][1:] != high[order][:-1]) | (low[order][1:] != low[order][:-1])
-        once = np.zeros(len(order), dtype=bool)
-        once[order[first]] = True
-        # Copies of a pair share its caption, hence its entries: any copy stands for the pair.
-        offsets, entry_ids = _flat_entry_ids(table)
-        yield balance.entry_counts(entry_ids[np.repeat(once, np.diff(offsets))], self.n_entries)
+        cfg = self.config
+        path, first_group, end_group = piece
+        whole = end_group < 0
+        name = piece_name(piece)
+        stats = wat.WatStats()
+        writer = work_files.PartitionWriter(work_files.unique_path(self.work_dir, f"matched-{name}"), self.partitions)
+        drops = []
+        read = 0
+        try:
+            for batch in pool.read_pool_file(path, cfg.url_col, cfg.caption_col, cfg.batch_rows, wat_stats=stats,
+                                             row_groups=None if whole else (first_group, end_group)):
+                read += batch.num_rows
+                _count(self.counters, "rows_read", batch.num_rows)
+                matched, dropped = match_rows(batch, self.matcher, cfg.max_caption_chars, self.patterns)
+                _count(self.counters, "rows_matched", matched.num_rows)
+                _count_drops(self.counters, dropped)
+                drops.append(dropped)
+                writer.write(matched, partition_of(matched.column("uid_high").to_numpy(), self.partitions))
+            if whole:
+                _count(self.counters, "files_read", 1)
+        except (pool.PoolReadError, pool.MissingColumnError) as err:
+            _count(self.counters, "files_unreadable", 1)
+            yield TaggedOutput("file_errors", {"file": path, "rows_read": read, "error": str(err)})
+        for reason, n in stats.drops.items():
+            _count(self.counters, f"wat_links_{reason}", n)
+        write_atomically(FileSystems.join(self.dropped_dir, f"read-{name}.parquet"),
+                         parquet_bytes(pa.concat_tables(drops) if drops else DROPPED_SCHEMA.empty_table()))
+        for partition, ref in sorted(writer.close().items()):
+            yield partition, (path, ref)
 
 
 class KeepFirstCopyFn(beam.DoFn):
-    """(partition, tables) -> (partition, table of distinct pairs sorted by uid); copies to 'dropped'."""
+    """(partition, [(source file, WorkRef)]) -> (partition, work file of its distinct pairs in uid
+    order); to 'counts' the pairs per entry among them; other copies to
+    dropped/duplicate-<partition>.parquet."""
 
-    def __init__(self):
+    def __init__(self, work_dir: str, dropped_dir: str):
+        self.work_dir, self.dropped_dir = work_dir, dropped_dir
         self.duplicates = Metrics.counter("curate", "dropped_duplicate")
 
     def process(self, keyed):
-        partition, tables = keyed
-        table = pa.concat_tables(list(tables))
-        column = table.schema.get_field_index("source_file")
-        table = table.set_column(column, "source_file", table.column(column).cast(pa.string()))
-        firsts = pair_dedup.first_copies_by_uid(table.column("uid"), table.column("source_file"),
-                                                table.column("source_row").to_numpy())
-        if len(firsts) < table.num_rows:
-            copy = np.ones(table.num_rows, dtype=bool)
-            copy[firsts] = False
-            copies = table.filter(pa.array(copy))
-            self.duplicates.inc(copies.num_rows)
-            yield TaggedOutput("dropped", _dropped(copies, "duplicate"))
-        yield partition, table.take(firsts)
-
-
-def _flat_entry_ids(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    column = table.column("entry_ids").combine_chunks()
-    offsets = column.offsets.to_numpy()
-    return offsets - offsets[0], column.flatten().to_numpy()
+        partition, refs = keyed
+        refs = sorted(refs)
+        tables = work_files.read_partition([ref for _, ref in refs])
+        distinct, duplicates = keep_first_copies(tables, [source for source, _ in refs])
+        if duplicates.num_rows:
+            self.duplicates.inc(duplicates.num_rows)
+            write_atomically(FileSystems.join(self.dropped_dir, f"duplicate-{partition:05d}.parquet"),
+                             parquet_bytes(duplicates))
+        path = work_files.unique_path(self.work_dir, f"distinct-{partition:05d}")
+        work_files.write_table(path, distinct)
+        yield TaggedOutput("counts", sparse_counts(distinct))
+        yield partition, path
 
 
 class SumCounts(beam.CombineFn):
-    """Element-wise sum of per-batch entry-count arrays."""
+    """Pairs per entry over the pool, from (entry ids, counts) pieces: one dense numpy array."""
 
     def __init__(self, n_entries: int):
         self.n_entries = n_entries
@@ -271,8 +293,9 @@ class SumCounts(beam.CombineFn):
     def create_accumulator(self):
         return np.zeros(self.n_entries, dtype=np.int64)
 
-    def add_input(self, total, counts):
-        total += counts
+    def add_input(self, total, sparse):
+        ids, counts = sparse
+        total[ids] += counts
         return total
 
     def merge_accumulators(self, accumulators):
@@ -286,29 +309,27 @@ class SumCounts(beam.CombineFn):
         return total
 
 
-class BalanceEntriesFn(beam.DoFn):
-    """(partition, table) -> (partition, kept table); the rest to 'dropped' as balanced-out."""
+class BalanceAndWriteFn(beam.DoFn):
+    """(partition, work file of distinct pairs) -> curated/part-PPPPP-of-KKKKK.parquet of the pairs
+    balancing keeps, the rest to dropped/balanced-out-PPPPP.parquet; yields the kept counts."""
 
-    def __init__(self, max_per_entry: int, seed: int):
-        self.max_per_entry, self.seed = max_per_entry, seed
+    def __init__(self, config: CurateConfig, curated_dir: str, dropped_dir: str, partitions: int):
+        self.config, self.curated_dir, self.dropped_dir, self.partitions = config, curated_dir, dropped_dir, partitions
         self.kept = Metrics.counter("curate", "rows_kept")
         self.balanced_out = Metrics.counter("curate", "dropped_balanced-out")
 
     def process(self, keyed, counts):
-        partition, table = keyed
-        offsets, entry_ids = _flat_entry_ids(table)
-        hashes = pair_dedup.uid_hashes(table.column("uid"))
-        keep = balance.keep_mask(hashes, offsets, entry_ids, counts, self.max_per_entry, self.seed)
-        if not keep.all():
-            out = table.filter(pa.array(~keep))
+        partition, path = keyed
+        distinct = work_files.read_table(path)
+        kept, out = balance_partition(distinct, counts, self.config.max_per_entry, self.config.seed)
+        if out.num_rows:
             self.balanced_out.inc(out.num_rows)
-            yield TaggedOutput("dropped", _dropped(out, "balanced-out"))
-        kept = table.filter(pa.array(keep))
+            write_atomically(FileSystems.join(self.dropped_dir, f"balanced-out-{partition:05d}.parquet"),
+                             parquet_bytes(out))
+        name = f"part-{partition:05d}-of-{self.partitions:05d}.parquet"
+        write_atomically(FileSystems.join(self.curated_dir, name), parquet_bytes(curated_table(kept)))
         self.kept.inc(kept.num_rows)
-        yield partition, kept
-
-
-CURATED_COLUMNS = ["uid", "url", "caption", "entry_ids", "source_file", "source_row", "page_url"]
+        yield sparse_counts(kept)
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -328,113 +349,65 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-class WriteCuratedFn(beam.DoFn):
-    """(partition, table) -> curated/part-PPPPP-of-KKKKK.parquet; yields the file's entry counts."""
-
-    def __init__(self, folder: str, partitions: int, n_entries: int):
-        self.folder, self.partitions, self.n_entries = folder, partitions, n_entries
-
-    def process(self, keyed):
-        partition, table = keyed
-        name = f"part-{partition:05d}-of-{self.partitions:05d}.parquet"
-        # One chunk per column: how the partition's pieces arrived (which depends on the number of
-        # workers) must not change the file's bytes.
-        curated = table.select(CURATED_COLUMNS).combine_chunks()
-        write_atomically(FileSystems.join(self.folder, name), parquet_bytes(curated))
-        yield balance.entry_counts(_flat_entry_ids(table)[1], self.n_entries)
-
-
 # ---------------------------------------------------------------------------------------------
 # The composite transforms: each reads like a sentence.
 
 
-class ReadPool(beam.PTransform):
-    """Pool files -> record batches, read by every worker; and the files that failed."""
+class MatchPool(beam.PTransform):
+    """Pool files -> (partition, (source file, WorkRef)) references to matched pairs, spread
+    over every worker piece by piece; and the files that failed."""
 
-    def __init__(self, config: CurateConfig):
+    def __init__(self, config: CurateConfig, matcher_path: str, patterns: tuple[str, str],
+                 work_dir: str, dropped_dir: str, partitions: int):
         super().__init__()
-        self.config = config
+        self.match = MatchPieceFn(config, matcher_path, patterns, work_dir, dropped_dir, partitions)
+        self.rows_per_piece = config.batch_rows
 
     def expand(self, files):
-        cfg = self.config
-        read = (
+        matched = (
             files
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "SplitFiles" >> beam.ParDo(SplitFilesFn(cfg.batch_rows))
+            | "SplitFiles" >> beam.ParDo(SplitFilesFn(self.rows_per_piece))
             | "SpreadPieces" >> beam.Reshuffle()
-            | "ReadPieces" >> beam.ParDo(ReadPoolFn(cfg.url_col, cfg.caption_col, cfg.batch_rows)).with_outputs(
-                "file_errors", main="batches")
+            | "MatchPieces" >> beam.ParDo(self.match).with_outputs("file_errors", main="refs")
         )
-        return read.batches, read.file_errors
-
-
-class MatchedPairs(beam.PTransform):
-    """Pool batches -> cleaned tables of pairs matching the list, with the rows dropped on the way."""
-
-    def __init__(self, config: CurateConfig, matcher_path: str, patterns: tuple[str, str]):
-        super().__init__()
-        self.config, self.matcher_path, self.patterns = config, matcher_path, patterns
-
-    def expand(self, batches):
-        cleaned = batches | "CleanText" >> beam.ParDo(
-            CleanTextFn(self.config.max_caption_chars, self.patterns)).with_outputs("dropped", main="tables")
-        matched = cleaned.tables | "MatchQueries" >> beam.ParDo(
-            MatchQueriesFn(self.matcher_path)).with_outputs("dropped", main="tables")
-        return matched.tables, (cleaned.dropped, matched.dropped)
+        return matched.refs, matched.file_errors
 
 
 class DedupPairs(beam.PTransform):
-    """Matched tables -> (partition, distinct pairs sorted by uid), the duplicate copies, and the
-    (partition, (uid, entry_ids)) keys of every pair for CountEntries."""
+    """References -> (partition, work file of its distinct pairs), and the pool-wide count of
+    distinct pairs per entry (the job's one global step: a combine of per-partition counts)."""
 
-    def __init__(self, partitions: int):
+    def __init__(self, work_dir: str, dropped_dir: str, n_entries: int):
         super().__init__()
-        self.partitions = partitions
+        self.work_dir, self.dropped_dir, self.n_entries = work_dir, dropped_dir, n_entries
 
-    def expand(self, tables):
-        # (The output type, which Beam cannot infer past the tagged output, is what GroupByKey checks.)
-        pieces = tables | "PartitionByUid" >> beam.ParDo(PartitionByUidFn(self.partitions)).with_output_types(
-            Tuple[int, Any]).with_outputs("keys", main="pieces")
+    def expand(self, refs):
         deduped = (
-            pieces.pieces
+            refs
             | "GroupPartitions" >> beam.GroupByKey()
-            | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn()).with_outputs("dropped", main="parts")
+            | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn(self.work_dir, self.dropped_dir)).with_outputs(
+                "counts", main="parts")
         )
-        return deduped.parts, deduped.dropped, pieces.keys
-
-
-class CountEntries(beam.PTransform):
-    """(partition, keys) -> the pool-wide count of distinct pairs per entry (one numpy array)."""
-
-    def __init__(self, n_entries: int):
-        super().__init__()
-        self.n_entries = n_entries
-
-    def expand(self, keys):
-        return (
-            keys
-            | "GroupKeys" >> beam.GroupByKey()
-            | "CountPerPart" >> beam.ParDo(CountDistinctFn(self.n_entries))
-            | "SumParts" >> beam.CombineGlobally(SumCounts(self.n_entries))
-        )
+        counts = deduped.counts | "SumCounts" >> beam.CombineGlobally(SumCounts(self.n_entries))
+        return deduped.parts, counts
 
 
 class BalanceEntries(beam.PTransform):
-    """Distinct pairs -> the balanced subset, given the pool-wide count of pairs per entry.
+    """Distinct pairs -> the balanced subset written as curated files, given the pool-wide count
+    of pairs per entry; -> the pool-wide count of kept pairs per entry."""
 
-    Balancing runs in the same worker step as KeepFirstCopy (it only waits for the counts), so the
-    distinct pairs never cross the runner again."""
-
-    def __init__(self, config: CurateConfig, matched_counts):
+    def __init__(self, config: CurateConfig, matched_counts, curated_dir: str, dropped_dir: str,
+                 partitions: int, n_entries: int):
         super().__init__()
-        self.config, self.matched_counts = config, matched_counts
+        self.write = BalanceAndWriteFn(config, curated_dir, dropped_dir, partitions)
+        self.matched_counts, self.n_entries = matched_counts, n_entries
 
     def expand(self, parts):
-        cfg = self.config
-        balanced = parts | "Balance" >> beam.ParDo(
-            BalanceEntriesFn(cfg.max_per_entry, cfg.seed), AsSingleton(self.matched_counts)
-        ).with_outputs("dropped", main="parts")
-        return balanced.parts, balanced.dropped
+        return (
+            parts
+            | "BalanceAndWrite" >> beam.ParDo(self.write, AsSingleton(self.matched_counts))
+            | "SumKept" >> beam.CombineGlobally(SumCounts(self.n_entries))
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,33 +546,26 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
     kept_path = FileSystems.join(config.output, "_kept_counts.npy")
     errors_prefix = FileSystems.join(config.output, "_file_errors")
 
+    work_dir = FileSystems.join(config.output, f"_work-{uuid.uuid4().hex[:8]}")
+
     p = beam_runner.make_pipeline(beam_args)
-    read = p | "PoolFiles" >> beam.Create(files) | "ReadPool" >> ReadPool(config)
-    batches, file_errors = read
-    matched, early_drops = batches | "MatchedPairs" >> MatchedPairs(config, matcher_path, patterns)
-    distinct, duplicates, keys = matched | "DedupPairs" >> DedupPairs(partitions)
-    matched_counts = keys | "CountEntries" >> CountEntries(n_entries)
-    balanced, balanced_out = distinct | "BalanceEntries" >> BalanceEntries(config, matched_counts)
-    kept_counts = (
-        balanced
-        | "WriteCurated" >> beam.ParDo(WriteCuratedFn(curated_dir, partitions, n_entries))
-        | "SumKept" >> beam.CombineGlobally(SumCounts(n_entries))
-    )
+    refs, file_errors = p | "PoolFiles" >> beam.Create(files) | "MatchPool" >> MatchPool(
+        config, matcher_path, patterns, work_dir, dropped_dir, partitions)
+    distinct, matched_counts = refs | "DedupPairs" >> DedupPairs(work_dir, dropped_dir, n_entries)
+    kept_counts = distinct | "BalanceEntries" >> BalanceEntries(
+        config, matched_counts, curated_dir, dropped_dir, partitions, n_entries)
     matched_counts | "SaveMatchedCounts" >> beam.Map(_write_counts, matched_path)
     kept_counts | "SaveKeptCounts" >> beam.Map(_write_counts, kept_path)
-    (
-        (*early_drops, duplicates, balanced_out)
-        | "AllDrops" >> beam.Flatten()
-        | "WriteDropped" >> beam.io.parquetio.WriteToParquetBatched(
-            FileSystems.join(dropped_dir, "dropped"), DROPPED_SCHEMA, codec="zstd", file_name_suffix=".parquet")
-    )
     (
         file_errors
         | "FormatFileErrors" >> beam.Map(json.dumps)
         | "WriteFileErrors" >> beam.io.WriteToText(errors_prefix, ".jsonl")
     )
-    result = p.run()
-    result.wait_until_finish()
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    finally:
+        work_files.delete_folder(work_dir)
     counters = beam_runner.counters(result)
     if temporary:
         FileSystems.delete([matcher_path])

@@ -46,10 +46,12 @@ _WHITESPACE_TO_FIX = "[" + _WHITESPACE.replace("\\x{20}", "") + "]|  |^ | $"
 # The fallback when ftfy's internals are not what _may_change_pattern expects: every caption with
 # a character outside printable ASCII (plus tab and line breaks), or with '&', goes to fix_text.
 _MAY_NEED_FTFY = r"[^\t\n\r\x20-\x25\x27-\x7e]"
-# http(s)://[userinfo@]host[:port][/?#...]; host a bracketed IPv6 literal or a name.
-_URL = (r"^(?i:https?)://(?:[^/?#@]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^/?#@:\[\]]+)(?::[0-9]*)?"
-        r"(?:[/?#].*)?$")
+# http(s)://[userinfo@]host[:port][/?#...]; host a bracketed IPv6 literal or a name; nowhere
+# whitespace, a separator or a control character (_URL_BAD_CHAR, left out of every class that
+# could take one, so that one regex pass checks both).
 _URL_BAD_CHAR = r"[\s\p{Z}\p{Cc}]"
+_URL = (r"^(?i:https?)://(?:[^/?#@\s\p{Z}\p{Cc}]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^/?#@:\[\]\s\p{Z}\p{Cc}]+)"
+        r"(?::[0-9]*)?(?:[/?#][^\s\p{Z}\p{Cc}]*)?$")
 
 
 def clean_caption(caption: str) -> str:
@@ -63,15 +65,19 @@ def clean_batch(batch: pa.RecordBatch, max_caption_chars: int = MAX_CAPTION_CHAR
     any schema holding them); dropped has the batch's columns plus `reason`. `patterns` is
     fast_path_patterns(), worked out once by the caller (0.3 s) rather than once per process."""
     urls = pc.utf8_trim_whitespace(batch.column("url"))
-    url_ok = pc.and_kleene(pc.match_substring_regex(urls, _URL),
-                           pc.invert(pc.match_substring_regex(urls, _URL_BAD_CHAR)))
-    url_ok = pc.fill_null(url_ok, False)
+    url_ok = pc.fill_null(pc.match_substring_regex(urls, _URL), False)
 
-    # ftfy only where it can change something, and only for rows whose URL is usable.
+    # Most captions need neither ftfy nor whitespace squeezing: one regex pass over the column
+    # finds the few that might (_attention_pattern), and only those are looked at closer.
     raw = batch.column("caption")
-    needs_ftfy = pc.fill_null(pc.and_(_may_change(raw, patterns), url_ok), False)
-    captions = _fix_where(raw, needs_ftfy)
-    captions = _squeeze_whitespace(captions)
+    patterns = patterns or fast_path_patterns()
+    attention = pc.fill_null(pc.and_(pc.match_substring_regex(raw, _attention_pattern(patterns)), url_ok), False)
+    captions = raw
+    if pc.any(attention).as_py():
+        closer = pc.filter(raw, attention)
+        # ftfy only where it can change something, and only for rows whose URL is usable.
+        fixed = _fix_where(closer, _may_change(closer, patterns))
+        captions = pc.replace_with_mask(raw, attention, _squeeze_whitespace(fixed))
 
     length = pc.utf8_length(captions)
     empty = pc.fill_null(pc.equal(length, 0), True)
@@ -84,9 +90,10 @@ def clean_batch(batch: pa.RecordBatch, max_caption_chars: int = MAX_CAPTION_CHAR
     names = batch.schema.names
     cleaned = batch.set_column(names.index("url"), "url", urls)
     cleaned = cleaned.set_column(names.index("caption"), "caption", captions)
-    kept = cleaned.filter(keep)
-    dropped = batch.append_column("reason", reason).filter(pc.invert(keep))
-    return kept, dropped
+    dropped = batch.append_column("reason", reason)
+    if pc.all(keep).as_py():  # the usual case; a filter would copy every string
+        return cleaned, dropped.slice(0, 0)
+    return cleaned.filter(keep), dropped.filter(pc.invert(keep))
 
 
 def _squeeze_whitespace(captions: pa.Array) -> pa.Array:
@@ -97,6 +104,13 @@ def _squeeze_whitespace(captions: pa.Array) -> pa.Array:
         return captions
     squeezed = pc.utf8_trim(pc.replace_substring_regex(pc.filter(captions, todo), _WHITESPACE_RUN, " "), " ")
     return pc.replace_with_mask(captions, todo, squeezed)
+
+
+@functools.lru_cache(maxsize=4)
+def _attention_pattern(patterns: tuple[str, str]) -> str:
+    """Captions the cleaning might change match this: a character ftfy might change, one that can
+    be off NFC, whitespace to squeeze (fix_text itself only changes captions of the first two)."""
+    return "|".join([*patterns, _WHITESPACE_TO_FIX])
 
 
 # Bump when what fast_path_patterns() returns changes for the same ftfy and Unicode versions

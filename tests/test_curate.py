@@ -200,3 +200,65 @@ def test_a_failed_rerun_leaves_no_summary_of_the_run_before(tmp_path, monkeypatc
                      "--output", output]) != 0
     assert not os.path.exists(os.path.join(output, "curate_stats.json"))
     assert not os.path.exists(os.path.join(output, "entry_counts.parquet"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps as plain functions, without Beam.
+
+
+def work_rows(pairs, rows):
+    """A table in curate.WORK_COLUMNS of (url, caption) pairs matched with entry ids [0]."""
+    from clipdata.pipeline import pair_dedup
+
+    urls, captions = pa.array([u for u, _ in pairs]), pa.array([c for _, c in pairs])
+    high, low = pair_dedup.pair_uid_words(urls, captions)
+    return pa.table({"url": urls, "caption": captions, "source_row": pa.array(rows, pa.int64()),
+                     "page_url": pa.nulls(len(pairs), pa.string()), "uid_high": high, "uid_low": low,
+                     "entry_ids": pa.array([[0]] * len(pairs), pa.list_(pa.int32()))})
+
+
+def test_match_rows_splits_a_batch_into_matched_pairs_and_reasoned_drops():
+    from clipdata.pipeline import match, pool
+
+    batch = pool.pool_batch([r[0] for r in ROWS], [r[1] for r in ROWS], "p.parquet", np.arange(len(ROWS)))
+    matched, dropped = curate.match_rows(batch, match.Matcher(ENTRIES), 1000, curate.fast_path_patterns(None))
+    assert matched.column_names == curate.WORK_COLUMNS
+    assert matched.column("source_row").to_pylist() == [0, 1, 2, 3, 8]  # the copy is still there
+    assert matched.column("entry_ids").to_pylist()[2] == [0, 3]
+    assert sorted(zip(dropped.column("source_row").to_pylist(), dropped.column("reason").to_pylist())) == [
+        (4, "bad-url"), (5, "empty-caption"), (6, "no-match"), (7, "caption-too-long")]
+
+
+def test_keep_first_copies_keeps_the_first_by_file_then_row_whatever_the_piece_order():
+    pairs = [("http://x/1.jpg", "a dog"), ("http://x/2.jpg", "a cat"), ("http://x/1.jpg", "a dog")]
+    early = work_rows(pairs, [0, 1, 2])                      # in a.parquet: row 2 copies row 0
+    late = work_rows([pairs[1], ("http://x/3.jpg", "a bus")], [0, 1])  # in b.parquet: row 0 copies a:1
+    for tables, files in (([early, late], ["a.parquet", "b.parquet"]), ([late, early], ["b.parquet", "a.parquet"])):
+        distinct, duplicates = curate.keep_first_copies(tables, files)
+        kept = sorted(zip(distinct.column("source_file").cast(pa.string()).to_pylist(),
+                          distinct.column("source_row").to_pylist()))
+        assert kept == [("a.parquet", 0), ("a.parquet", 1), ("b.parquet", 1)]
+        assert sorted(zip(duplicates.column("source_file").to_pylist(), duplicates.column("source_row").to_pylist(),
+                          duplicates.column("reason").to_pylist())) == [
+            ("a.parquet", 2, "duplicate"), ("b.parquet", 0, "duplicate")]
+        high = distinct.column("uid_high").to_numpy()
+        assert (np.diff(high.astype(np.float64)) >= 0).all()  # uid order
+
+
+def test_balance_partition_and_curated_table():
+    from clipdata.pipeline import pair_dedup
+
+    pairs = [(f"http://x/{i}.jpg", f"dog {i}") for i in range(400)]
+    distinct, _ = curate.keep_first_copies([work_rows(pairs, list(range(400)))], ["a.parquet"])
+    counts = np.array([4000])  # entry 0 matched 4000 pairs pool-wide: keep about 1 in 40
+    kept, out = curate.balance_partition(distinct, counts, max_per_entry=100, seed=0)
+    assert kept.num_rows + out.num_rows == 400 and 0 < kept.num_rows < 30
+    assert set(out.column("reason").to_pylist()) == {"balanced-out"}
+    again, _ = curate.balance_partition(distinct, counts, max_per_entry=100, seed=0)
+    assert again.equals(kept)
+    table = curate.curated_table(kept)
+    assert table.column_names == curate.CURATED_COLUMNS
+    assert table.column("source_file").type == pa.string()
+    assert table.column("uid").to_pylist() == [pair_dedup.pair_uid(u, c) for u, c in
+                                               zip(table.column("url").to_pylist(), table.column("caption").to_pylist())]
+    assert curate.sparse_counts(kept)[1].tolist() == [kept.num_rows]

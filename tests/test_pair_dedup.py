@@ -64,3 +64,30 @@ def test_first_copies_by_uid_are_the_kept_rows_in_uid_order():
     firsts = pair_dedup.first_copies_by_uid(uids, files, rows)
     assert sorted(firsts.tolist()) == np.flatnonzero(pair_dedup.first_copies(uids, files, rows)).tolist()
     assert [uids[i] for i in firsts] == sorted(set(uids))
+
+
+def test_uid_is_xxh3_128_of_url_nul_caption_and_words_round_trip():
+    import pyarrow as pa
+    import xxhash
+
+    assert pair_dedup.pair_uid("http://x/a.jpg", "a dog") == xxhash.xxh3_128_hexdigest(b"http://x/a.jpg\x00a dog")
+    urls = pa.array([f"http://x/{i}.jpg" for i in range(50)] + ["http://x/é.jpg"])
+    captions = pa.array([f"caption {i % 7}" for i in range(50)] + ["日本語"])
+    high, low = pair_dedup.pair_uid_words(urls.slice(3), captions.slice(3))  # slices read from their offset
+    assert pair_dedup.uid_strings(high, low).to_pylist() == [
+        pair_dedup.pair_uid(u, c) for u, c in zip(urls.to_pylist()[3:], captions.to_pylist()[3:])]
+    parsed = pair_dedup.uid_words(pair_dedup.uid_strings(high, low))
+    assert parsed[0].tolist() == high.tolist() and parsed[1].tolist() == low.tolist()
+    empty = pair_dedup.pair_uid_words(pa.array([], pa.string()), pa.array([], pa.string()))
+    assert len(empty[0]) == len(empty[1]) == 0
+
+
+def test_first_copies_by_words_equals_first_copies_by_uid():
+    rng = np.random.default_rng(2)
+    uids = [pair_dedup.pair_uid(f"u{i}", "c") for i in rng.integers(0, 80, 500)]
+    files = [f"f{i}.parquet" for i in rng.integers(0, 4, 500)]
+    rows = rng.integers(0, 100, 500)
+    high, low = pair_dedup.uid_words(uids)
+    rank = np.array([int(f[1]) for f in files])  # f0 < f1 < f2 < f3 as strings too
+    assert pair_dedup.first_copies_by_words(high, low, rank, rows).tolist() == \
+        pair_dedup.first_copies_by_uid(uids, files, rows).tolist()

@@ -35,6 +35,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
+from typing import Any, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -77,7 +78,7 @@ class CurateConfig:
 def _dropped(batch: pa.RecordBatch | pa.Table, reason: str | None = None) -> pa.Table:
     """The (source file, source row, reason) of dropped rows: the row itself stays in the pool."""
     n = batch.num_rows
-    reasons = batch.column("reason") if reason is None else pa.array([reason] * n, pa.string())
+    reasons = batch.column("reason") if reason is None else pa.repeat(pa.scalar(reason, pa.string()), n)
     return pa.Table.from_arrays([batch.column("source_file"), batch.column("source_row"), reasons],
                                 schema=DROPPED_SCHEMA)
 
@@ -147,7 +148,9 @@ def _flat_entry_ids(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 def sparse_counts(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """(entry ids, pairs of the table matching each), the entries with at least one pair."""
-    return np.unique(_flat_entry_ids(table)[1], return_counts=True)
+    counts = np.bincount(_flat_entry_ids(table)[1])
+    ids = np.flatnonzero(counts)
+    return ids, counts[ids]
 
 
 def balance_partition(distinct: pa.Table, counts: np.ndarray, max_per_entry: int,
@@ -212,12 +215,14 @@ class SplitFilesFn(beam.DoFn):
 class MatchPieceFn(beam.DoFn):
     """piece of a pool file -> its matched pairs in a work file, one (partition, (source file,
     WorkRef)) per partition they fall in; its other rows to dropped/read-<piece>.parquet; a file
-    that cannot be read to 'file_errors'. Read, clean, match and hash run fused, batch by batch."""
+    that cannot be read to <errors_dir>/<piece>.json. Read, clean, match and hash run fused,
+    batch by batch."""
 
     def __init__(self, config: CurateConfig, matcher_path: str, patterns: tuple[str, str],
-                 work_dir: str, dropped_dir: str, partitions: int):
+                 work_dir: str, dropped_dir: str, errors_dir: str, partitions: int):
         self.config, self.matcher_path, self.patterns = config, matcher_path, patterns
-        self.work_dir, self.dropped_dir, self.partitions = work_dir, dropped_dir, partitions
+        self.work_dir, self.dropped_dir, self.errors_dir = work_dir, dropped_dir, errors_dir
+        self.partitions = partitions
         self.counters: dict = {}
 
     def setup(self):
@@ -251,7 +256,8 @@ class MatchPieceFn(beam.DoFn):
                 _count(self.counters, "files_read", 1)
         except (pool.PoolReadError, pool.MissingColumnError) as err:
             _count(self.counters, "files_unreadable", 1)
-            yield TaggedOutput("file_errors", {"file": path, "rows_read": read, "error": str(err)})
+            error = {"file": path, "rows_read": read, "error": str(err)}
+            write_atomically(FileSystems.join(self.errors_dir, f"{name}.json"), json.dumps(error).encode("utf-8"))
         for reason, n in stats.drops.items():
             _count(self.counters, f"wat_links_{reason}", n)
         write_atomically(FileSystems.join(self.dropped_dir, f"read-{name}.parquet"),
@@ -355,22 +361,21 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 class MatchPool(beam.PTransform):
     """Pool files -> (partition, (source file, WorkRef)) references to matched pairs, spread
-    over every worker piece by piece; and the files that failed."""
+    over every worker piece by piece."""
 
     def __init__(self, config: CurateConfig, matcher_path: str, patterns: tuple[str, str],
-                 work_dir: str, dropped_dir: str, partitions: int):
+                 work_dir: str, dropped_dir: str, errors_dir: str, partitions: int):
         super().__init__()
-        self.match = MatchPieceFn(config, matcher_path, patterns, work_dir, dropped_dir, partitions)
+        self.match = MatchPieceFn(config, matcher_path, patterns, work_dir, dropped_dir, errors_dir, partitions)
         self.rows_per_piece = config.batch_rows
 
     def expand(self, files):
-        matched = (
+        return (
             files
-            | "SplitFiles" >> beam.ParDo(SplitFilesFn(self.rows_per_piece))
+            | "SplitFiles" >> beam.ParDo(SplitFilesFn(self.rows_per_piece)).with_output_types(Tuple[str, int, int])
             | "SpreadPieces" >> beam.Reshuffle()
-            | "MatchPieces" >> beam.ParDo(self.match).with_outputs("file_errors", main="refs")
+            | "MatchPieces" >> beam.ParDo(self.match).with_output_types(Tuple[int, Any])
         )
-        return matched.refs, matched.file_errors
 
 
 class DedupPairs(beam.PTransform):
@@ -385,8 +390,8 @@ class DedupPairs(beam.PTransform):
         deduped = (
             refs
             | "GroupPartitions" >> beam.GroupByKey()
-            | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn(self.work_dir, self.dropped_dir)).with_outputs(
-                "counts", main="parts")
+            | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn(self.work_dir, self.dropped_dir)).with_output_types(
+                Tuple[int, str]).with_outputs("counts", main="parts")
         )
         counts = deduped.counts | "SumCounts" >> beam.CombineGlobally(SumCounts(self.n_entries))
         return deduped.parts, counts
@@ -405,7 +410,7 @@ class BalanceEntries(beam.PTransform):
     def expand(self, parts):
         return (
             parts
-            | "BalanceAndWrite" >> beam.ParDo(self.write, AsSingleton(self.matched_counts))
+            | "BalanceAndWrite" >> beam.ParDo(self.write, AsSingleton(self.matched_counts)).with_output_types(Any)
             | "SumKept" >> beam.CombineGlobally(SumCounts(self.n_entries))
         )
 
@@ -531,7 +536,8 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
     partitions = config.partitions or max(16, len(files))
     curated_dir = FileSystems.join(config.output, "curated")
     dropped_dir = FileSystems.join(config.output, "dropped")
-    for folder in (curated_dir, dropped_dir):
+    errors_dir = FileSystems.join(config.output, "_file_errors")
+    for folder in (curated_dir, dropped_dir, errors_dir):
         _clear_folder(folder)
     # A finished run's summary goes first: a run that fails must not leave one behind that makes
     # the emptied folders look complete (`clipdata build` resumes by it).
@@ -544,23 +550,17 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
     patterns = fast_path_patterns(config.matcher_cache)
     matched_path = FileSystems.join(config.output, "_matched_counts.npy")
     kept_path = FileSystems.join(config.output, "_kept_counts.npy")
-    errors_prefix = FileSystems.join(config.output, "_file_errors")
 
     work_dir = FileSystems.join(config.output, f"_work-{uuid.uuid4().hex[:8]}")
 
     p = beam_runner.make_pipeline(beam_args)
-    refs, file_errors = p | "PoolFiles" >> beam.Create(files) | "MatchPool" >> MatchPool(
-        config, matcher_path, patterns, work_dir, dropped_dir, partitions)
+    refs = p | "PoolFiles" >> beam.Create(files) | "MatchPool" >> MatchPool(
+        config, matcher_path, patterns, work_dir, dropped_dir, errors_dir, partitions)
     distinct, matched_counts = refs | "DedupPairs" >> DedupPairs(work_dir, dropped_dir, n_entries)
     kept_counts = distinct | "BalanceEntries" >> BalanceEntries(
         config, matched_counts, curated_dir, dropped_dir, partitions, n_entries)
-    matched_counts | "SaveMatchedCounts" >> beam.Map(_write_counts, matched_path)
-    kept_counts | "SaveKeptCounts" >> beam.Map(_write_counts, kept_path)
-    (
-        file_errors
-        | "FormatFileErrors" >> beam.Map(json.dumps)
-        | "WriteFileErrors" >> beam.io.WriteToText(errors_prefix, ".jsonl")
-    )
+    matched_counts | "SaveMatchedCounts" >> beam.Map(_write_counts, matched_path).with_output_types(Any)
+    kept_counts | "SaveKeptCounts" >> beam.Map(_write_counts, kept_path).with_output_types(Any)
     try:
         result = p.run()
         result.wait_until_finish()
@@ -569,10 +569,10 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
     counters = beam_runner.counters(result)
     if temporary:
         FileSystems.delete([matcher_path])
-    return finish(config, queries, counters, matched_path, kept_path, errors_prefix, partitions)
+    return finish(config, queries, counters, matched_path, kept_path, errors_dir, partitions)
 
 
-def finish(config, queries, counters, matched_path, kept_path, errors_prefix, partitions) -> dict:
+def finish(config, queries, counters, matched_path, kept_path, errors_dir, partitions) -> dict:
     """Per-entry counts artifact and curate_stats.json, with the row accounting checked."""
     n_entries = len(queries)
     matched = _read_counts(matched_path) if FileSystems.exists(matched_path) else np.zeros(n_entries, np.int64)
@@ -587,10 +587,11 @@ def finish(config, queries, counters, matched_path, kept_path, errors_prefix, pa
     write_atomically(FileSystems.join(config.output, "entry_counts.parquet"), parquet_bytes(entry_table))
 
     file_errors = []
-    for match in FileSystems.match([errors_prefix + "*"])[0].metadata_list:
+    for match in FileSystems.match([FileSystems.join(errors_dir, "*.json")])[0].metadata_list:
         with FileSystems.open(match.path) as handle:
-            file_errors += [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line]
-        FileSystems.delete([match.path])
+            file_errors.append(json.loads(handle.read().decode("utf-8")))
+    work_files.delete_folder(errors_dir)
+    file_errors.sort(key=lambda error: error["file"])
 
     dropped = {k[len("dropped_"):]: v for k, v in sorted(counters.items()) if k.startswith("dropped_")}
     rows_read = counters.get("rows_read", 0)

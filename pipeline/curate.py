@@ -14,17 +14,19 @@ to its uid, all fused batch by batch in one worker. Its matched pairs go to an A
 file, cut by uid partition (work_files.py); the runner carries only a reference per partition, so
 no row is pickled or sent over Beam's data plane (which on 2 local workers cost more than
 reading, cleaning and matching together). KeepFirstCopy reads a partition's rows from every
-piece, keeps the first copy of each pair and counts the distinct pairs per entry; those counts,
-summed over partitions, are the only global step; BalanceAndWrite draws each pair against them
-and writes `curated/part-PPPPP-of-KKKKK.parquet`, sorted by uid: the same bytes on any runner and
-any number of workers. The query-list matcher is built once, by the launcher, into a file cached
-by the list's hash (see prepare_matcher), and loaded by each worker in setup().
+piece (memory-mapped), marks the later copies of each pair and counts the distinct pairs per
+entry; those counts, summed over partitions, are the only global step; BalanceAndWrite reads the
+partition again, draws each distinct pair against the counts and writes
+`curated/part-PPPPP-of-KKKKK.parquet`, in (source file, source row) order: the same bytes on any
+runner and any number of workers. The query-list matcher is built once, by the launcher, into a
+file cached by the list's hash (see prepare_matcher), and loaded by each worker in setup().
 
 Every input row ends in exactly one place: a curated file, or a file of dropped/ with its reason
 (bad-url, empty-caption, caption-too-long, no-match, duplicate, balanced-out). A file (or a piece
 of a parquet file) that cannot be read is named with its error in curate_stats.json; the rows read
 before the error stand. The per-step logic is plain functions over Arrow tables (match_rows,
-keep_first_copies, balance_partition, curated_table); the DoFns only read and write around them.
+partition_rows, keep_first_copies, balance_partition, curated_table); the DoFns only read and
+write around them.
 """
 from __future__ import annotations
 
@@ -116,23 +118,31 @@ def partition_of(uid_high: np.ndarray, partitions: int) -> np.ndarray:
     return (uid_high % np.uint64(partitions)).astype(np.int64)
 
 
-def keep_first_copies(tables: list[pa.Table], source_files: list[str]) -> tuple[pa.Table, pa.Table]:
-    """One partition's matched pairs, a table per (piece, its source file) -> (the distinct pairs
-    in uid order with a `source_file` column, the other copies as dropped rows). Of several copies
-    the first by (source file, source row) stays, whatever order the pieces came in."""
+def partition_rows(tables: list[pa.Table], source_files: list[str]) -> pa.Table:
+    """One partition's matched pairs, a table per piece of the pool, as one table in (source file,
+    source row) order with a `source_file` column: the order the curated files keep, the same
+    whatever order the pieces came in. (The pieces of one file are in row order already.)"""
     names = sorted(set(source_files))
+    dictionary = pa.array(names, pa.string())
     rank = {name: i for i, name in enumerate(names)}
-    file_index = np.repeat([rank[f] for f in source_files], [t.num_rows for t in tables]).astype(np.int32)
-    table = pa.concat_tables(tables).combine_chunks()
-    table = table.append_column("source_file", pa.DictionaryArray.from_arrays(
-        pa.array(file_index, pa.int32()), pa.array(names, pa.string())))
-    firsts = pair_dedup.first_copies_by_words(
-        table.column("uid_high").to_numpy(), table.column("uid_low").to_numpy(), file_index,
-        table.column("source_row").to_numpy())
-    copies = np.ones(table.num_rows, dtype=bool)
-    copies[firsts] = False
-    duplicates = _dropped(_string_files(table.filter(pa.array(copies))), "duplicate")
-    return table.take(firsts), duplicates
+    order = sorted(range(len(tables)), key=lambda i: (source_files[i], tables[i].column("source_row")[0].as_py()
+                                                       if tables[i].num_rows else 0))
+    chunks = []
+    for i in order:
+        files = pa.DictionaryArray.from_arrays(pa.array(np.full(tables[i].num_rows, rank[source_files[i]], np.int32)),
+                                               dictionary)
+        chunks.append(tables[i].append_column("source_file", files))
+    if not chunks:
+        raise ValueError("partition_rows needs at least one table")
+    return pa.concat_tables(chunks)
+
+
+def keep_first_copies(rows: pa.Table) -> tuple[np.ndarray, pa.Table]:
+    """Pairs in (source file, source row) order -> (mask of the first copy of each pair, the
+    other copies as dropped rows)."""
+    first = pair_dedup.first_occurrences(rows.column("uid_high").to_numpy(), rows.column("uid_low").to_numpy())
+    copies = rows.filter(pa.array(~first)) if not first.all() else rows.slice(0, 0)
+    return first, _dropped(_string_files(copies), "duplicate")
 
 
 def _string_files(table: pa.Table) -> pa.Table:
@@ -146,22 +156,27 @@ def _flat_entry_ids(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], column.flatten().to_numpy()
 
 
-def sparse_counts(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """(entry ids, pairs of the table matching each), the entries with at least one pair."""
-    counts = np.bincount(_flat_entry_ids(table)[1])
+def entry_counts(table: pa.Table, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(entry ids, pairs matching each) over the table's rows where `rows` (a mask) is true, for
+    the entries with at least one pair."""
+    offsets, entry_ids = _flat_entry_ids(table)
+    if rows is not None:
+        entry_ids = entry_ids[np.repeat(rows, np.diff(offsets))]
+    counts = np.bincount(entry_ids)
     ids = np.flatnonzero(counts)
     return ids, counts[ids]
 
 
-def balance_partition(distinct: pa.Table, counts: np.ndarray, max_per_entry: int,
+def balance_partition(rows: pa.Table, distinct: np.ndarray, counts: np.ndarray, max_per_entry: int,
                       seed: int) -> tuple[pa.Table, pa.Table]:
-    """Distinct pairs -> (the pairs balancing keeps, the others as dropped rows), given the pool's
-    count of distinct pairs per entry."""
-    offsets, entry_ids = _flat_entry_ids(distinct)
-    keep = balance.keep_mask(distinct.column("uid_high").to_numpy(), offsets, entry_ids, counts,
-                             max_per_entry, seed)
-    out = _dropped(_string_files(distinct.filter(pa.array(~keep))), "balanced-out")
-    return distinct.filter(pa.array(keep)), out
+    """A partition's pairs and the mask of the distinct ones -> (the distinct pairs balancing
+    keeps, the other distinct pairs as dropped rows), given the pool's count of distinct pairs
+    per entry."""
+    offsets, entry_ids = _flat_entry_ids(rows)
+    keep = balance.keep_mask(rows.column("uid_high").to_numpy(), offsets, entry_ids, counts, max_per_entry, seed)
+    out = _dropped(_string_files(rows.filter(pa.array(distinct & ~keep))), "balanced-out")
+    kept = distinct & keep
+    return (rows if kept.all() else rows.filter(pa.array(kept))), out
 
 
 CURATED_COLUMNS = ["uid", "url", "caption", "entry_ids", "source_file", "source_row", "page_url"]
@@ -267,27 +282,26 @@ class MatchPieceFn(beam.DoFn):
 
 
 class KeepFirstCopyFn(beam.DoFn):
-    """(partition, [(source file, WorkRef)]) -> (partition, work file of its distinct pairs in uid
-    order); to 'counts' the pairs per entry among them; other copies to
+    """(partition, [(source file, WorkRef)]) -> (partition, (the refs, rows that are later copies
+    of a pair)); to 'counts' the distinct pairs per entry; the copies to
     dropped/duplicate-<partition>.parquet."""
 
-    def __init__(self, work_dir: str, dropped_dir: str):
-        self.work_dir, self.dropped_dir = work_dir, dropped_dir
+    def __init__(self, dropped_dir: str):
+        self.dropped_dir = dropped_dir
         self.duplicates = Metrics.counter("curate", "dropped_duplicate")
 
     def process(self, keyed):
         partition, refs = keyed
         refs = sorted(refs)
-        tables = work_files.read_partition([ref for _, ref in refs])
-        distinct, duplicates = keep_first_copies(tables, [source for source, _ in refs])
+        rows = partition_rows(work_files.read_partition([ref for _, ref in refs]), [source for source, _ in refs])
+        first, duplicates = keep_first_copies(rows)
         if duplicates.num_rows:
             self.duplicates.inc(duplicates.num_rows)
             write_atomically(FileSystems.join(self.dropped_dir, f"duplicate-{partition:05d}.parquet"),
                              parquet_bytes(duplicates))
-        path = work_files.unique_path(self.work_dir, f"distinct-{partition:05d}")
-        work_files.write_table(path, distinct)
-        yield TaggedOutput("counts", sparse_counts(distinct))
-        yield partition, path
+        yield TaggedOutput("counts", entry_counts(rows, first))
+        # The rows stay in their work files: the next step reads them again (memory-mapped).
+        yield partition, (refs, np.flatnonzero(~first))
 
 
 class SumCounts(beam.CombineFn):
@@ -316,7 +330,7 @@ class SumCounts(beam.CombineFn):
 
 
 class BalanceAndWriteFn(beam.DoFn):
-    """(partition, work file of distinct pairs) -> curated/part-PPPPP-of-KKKKK.parquet of the pairs
+    """(partition, (refs, copies)) -> curated/part-PPPPP-of-KKKKK.parquet of the distinct pairs
     balancing keeps, the rest to dropped/balanced-out-PPPPP.parquet; yields the kept counts."""
 
     def __init__(self, config: CurateConfig, curated_dir: str, dropped_dir: str, partitions: int):
@@ -325,9 +339,11 @@ class BalanceAndWriteFn(beam.DoFn):
         self.balanced_out = Metrics.counter("curate", "dropped_balanced-out")
 
     def process(self, keyed, counts):
-        partition, path = keyed
-        distinct = work_files.read_table(path)
-        kept, out = balance_partition(distinct, counts, self.config.max_per_entry, self.config.seed)
+        partition, (refs, copies) = keyed
+        rows = partition_rows(work_files.read_partition([ref for _, ref in refs]), [source for source, _ in refs])
+        distinct = np.ones(rows.num_rows, dtype=bool)
+        distinct[copies] = False
+        kept, out = balance_partition(rows, distinct, counts, self.config.max_per_entry, self.config.seed)
         if out.num_rows:
             self.balanced_out.inc(out.num_rows)
             write_atomically(FileSystems.join(self.dropped_dir, f"balanced-out-{partition:05d}.parquet"),
@@ -335,7 +351,7 @@ class BalanceAndWriteFn(beam.DoFn):
         name = f"part-{partition:05d}-of-{self.partitions:05d}.parquet"
         write_atomically(FileSystems.join(self.curated_dir, name), parquet_bytes(curated_table(kept)))
         self.kept.inc(kept.num_rows)
-        yield sparse_counts(kept)
+        yield entry_counts(kept)
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -379,19 +395,20 @@ class MatchPool(beam.PTransform):
 
 
 class DedupPairs(beam.PTransform):
-    """References -> (partition, work file of its distinct pairs), and the pool-wide count of
-    distinct pairs per entry (the job's one global step: a combine of per-partition counts)."""
+    """References -> (partition, (its references, which of its rows are later copies)), and the
+    pool-wide count of distinct pairs per entry (the job's one global step: a combine of
+    per-partition counts)."""
 
-    def __init__(self, work_dir: str, dropped_dir: str, n_entries: int):
+    def __init__(self, dropped_dir: str, n_entries: int):
         super().__init__()
-        self.work_dir, self.dropped_dir, self.n_entries = work_dir, dropped_dir, n_entries
+        self.dropped_dir, self.n_entries = dropped_dir, n_entries
 
     def expand(self, refs):
         deduped = (
             refs
             | "GroupPartitions" >> beam.GroupByKey()
-            | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn(self.work_dir, self.dropped_dir)).with_output_types(
-                Tuple[int, str]).with_outputs("counts", main="parts")
+            | "KeepFirstCopy" >> beam.ParDo(KeepFirstCopyFn(self.dropped_dir)).with_output_types(
+                Tuple[int, Any]).with_outputs("counts", main="parts")
         )
         counts = deduped.counts | "SumCounts" >> beam.CombineGlobally(SumCounts(self.n_entries))
         return deduped.parts, counts
@@ -556,7 +573,7 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
     p = beam_runner.make_pipeline(beam_args)
     refs = p | "PoolFiles" >> beam.Create(files) | "MatchPool" >> MatchPool(
         config, matcher_path, patterns, work_dir, dropped_dir, errors_dir, partitions)
-    distinct, matched_counts = refs | "DedupPairs" >> DedupPairs(work_dir, dropped_dir, n_entries)
+    distinct, matched_counts = refs | "DedupPairs" >> DedupPairs(dropped_dir, n_entries)
     kept_counts = distinct | "BalanceEntries" >> BalanceEntries(
         config, matched_counts, curated_dir, dropped_dir, partitions, n_entries)
     matched_counts | "SaveMatchedCounts" >> beam.Map(_write_counts, matched_path).with_output_types(Any)

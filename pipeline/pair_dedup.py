@@ -127,6 +127,20 @@ def first_copies_by_words(high: np.ndarray, low: np.ndarray, file_rank: np.ndarr
     return order[first]
 
 
+def first_occurrences(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Mask of the first row of each uid, given as its (high, low) halves, in the rows' order."""
+    n = len(high)
+    mask = np.zeros(n, dtype=bool)
+    if n == 0:
+        return mask
+    order = np.lexsort((low, high))  # stable: equal uids keep their order
+    high, low = high[order], low[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+    mask[order[first]] = True
+    return mask
+
+
 def first_copies(uids, source_files, source_rows) -> np.ndarray:
     """Mask of the rows to keep: for each uid, the row with the smallest (source file, row)."""
     firsts = first_copies_by_uid(uids, source_files, source_rows)

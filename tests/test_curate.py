@@ -234,31 +234,35 @@ def test_keep_first_copies_keeps_the_first_by_file_then_row_whatever_the_piece_o
     early = work_rows(pairs, [0, 1, 2])                      # in a.parquet: row 2 copies row 0
     late = work_rows([pairs[1], ("http://x/3.jpg", "a bus")], [0, 1])  # in b.parquet: row 0 copies a:1
     for tables, files in (([early, late], ["a.parquet", "b.parquet"]), ([late, early], ["b.parquet", "a.parquet"])):
-        distinct, duplicates = curate.keep_first_copies(tables, files)
-        kept = sorted(zip(distinct.column("source_file").cast(pa.string()).to_pylist(),
-                          distinct.column("source_row").to_pylist()))
-        assert kept == [("a.parquet", 0), ("a.parquet", 1), ("b.parquet", 1)]
+        rows = curate.partition_rows(tables, files)
+        assert list(zip(rows.column("source_file").cast(pa.string()).to_pylist(), rows.column("source_row").to_pylist())) \
+            == [("a.parquet", 0), ("a.parquet", 1), ("a.parquet", 2), ("b.parquet", 0), ("b.parquet", 1)]
+        first, duplicates = curate.keep_first_copies(rows)
+        assert first.tolist() == [True, True, False, False, True]
         assert sorted(zip(duplicates.column("source_file").to_pylist(), duplicates.column("source_row").to_pylist(),
                           duplicates.column("reason").to_pylist())) == [
             ("a.parquet", 2, "duplicate"), ("b.parquet", 0, "duplicate")]
-        high = distinct.column("uid_high").to_numpy()
-        assert (np.diff(high.astype(np.float64)) >= 0).all()  # uid order
+        ids, counts = curate.entry_counts(rows, first)
+        assert ids.tolist() == [0] and counts.tolist() == [3]
 
 
 def test_balance_partition_and_curated_table():
     from clipdata.pipeline import pair_dedup
 
     pairs = [(f"http://x/{i}.jpg", f"dog {i}") for i in range(400)]
-    distinct, _ = curate.keep_first_copies([work_rows(pairs, list(range(400)))], ["a.parquet"])
+    rows = curate.partition_rows([work_rows(pairs, list(range(400)))], ["a.parquet"])
+    distinct = np.ones(400, dtype=bool)
+    distinct[:5] = False  # say the first five were copies: never kept, never counted as balanced out
     counts = np.array([4000])  # entry 0 matched 4000 pairs pool-wide: keep about 1 in 40
-    kept, out = curate.balance_partition(distinct, counts, max_per_entry=100, seed=0)
-    assert kept.num_rows + out.num_rows == 400 and 0 < kept.num_rows < 30
+    kept, out = curate.balance_partition(rows, distinct, counts, max_per_entry=100, seed=0)
+    assert kept.num_rows + out.num_rows == 395 and 0 < kept.num_rows < 30
     assert set(out.column("reason").to_pylist()) == {"balanced-out"}
-    again, _ = curate.balance_partition(distinct, counts, max_per_entry=100, seed=0)
+    assert min(kept.column("source_row").to_pylist() + out.column("source_row").to_pylist()) == 5
+    again, _ = curate.balance_partition(rows, distinct, counts, max_per_entry=100, seed=0)
     assert again.equals(kept)
     table = curate.curated_table(kept)
     assert table.column_names == curate.CURATED_COLUMNS
     assert table.column("source_file").type == pa.string()
     assert table.column("uid").to_pylist() == [pair_dedup.pair_uid(u, c) for u, c in
                                                zip(table.column("url").to_pylist(), table.column("caption").to_pylist())]
-    assert curate.sparse_counts(kept)[1].tolist() == [kept.num_rows]
+    assert curate.entry_counts(kept)[1].tolist() == [kept.num_rows]

@@ -91,3 +91,10 @@ def test_first_copies_by_words_equals_first_copies_by_uid():
     rank = np.array([int(f[1]) for f in files])  # f0 < f1 < f2 < f3 as strings too
     assert pair_dedup.first_copies_by_words(high, low, rank, rows).tolist() == \
         pair_dedup.first_copies_by_uid(uids, files, rows).tolist()
+
+
+def test_first_occurrences_marks_the_first_row_of_each_uid_in_row_order():
+    high = np.array([5, 3, 5, 3, 5, 9], dtype=np.uint64)
+    low = np.array([1, 1, 1, 2, 2, 0], dtype=np.uint64)
+    assert pair_dedup.first_occurrences(high, low).tolist() == [True, True, False, True, True, True]
+    assert pair_dedup.first_occurrences(high[:0], low[:0]).tolist() == []

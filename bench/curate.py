@@ -11,11 +11,12 @@ and the build time and peak memory of each matcher (each built in a fresh subpro
 
 `pipeline`: the whole `clipdata curate` job (read, clean, match, dedup, balance, write) on a
 generated parquet pool of --rows rows against the same 500,000-entry list, on the in-process
-Beam runner with --workers local workers (1: in process; more: worker processes), beside the
-matcher alone on the same captions (one process, per CPU-second; times the number of workers,
-the ideal the job could reach): how close the pipeline gets to its limit. The job runs three
-times: with an empty matcher cache (the launcher builds the matcher), again (it loads it), and on
-a 1-row pool, whose time is the fixed cost; the steady-state rate leaves that cost out.
+Beam runner with --workers local workers (1: in process; more: as worker processes and, in the
+same run, as worker threads), beside the matcher alone on the same captions (one process, per
+CPU-second; times the number of workers, the ideal the job could reach): how close the pipeline
+gets to its limit. Each job runs three times: with an empty matcher cache (the launcher builds
+the matcher), again (it loads it), and on a 1-row pool, whose time is the fixed cost; the
+steady-state rate leaves that cost out.
 
     python bench/curate.py pipeline --workers 2
     python bench/curate.py pipeline --workers 1
@@ -329,9 +330,8 @@ def bench_pipeline(n_rows: int = 1_000_000, n_entries: int = 500_000, workers: i
     cache = os.path.join(workdir, "cache")
     tiny_path = os.path.join(workdir, "pool-1.parquet")
     pq.write_table(pq.read_table(pool_path).slice(0, 1), tiny_path)
-    args = ["--direct_num_workers", str(workers), *beam_args]
 
-    def run(pool: str, label: str) -> tuple[float, dict]:
+    def run(pool: str, args: list[str], label: str) -> tuple[float, dict]:
         config = curate.CurateConfig(pool=[pool], queries=queries_path, output=output, partitions=16,
                                      batch_rows=65_536, matcher_cache=cache)
         start = time.perf_counter()
@@ -340,29 +340,39 @@ def bench_pipeline(n_rows: int = 1_000_000, n_entries: int = 500_000, workers: i
         print(f"  {label}: {seconds:.1f} s", flush=True)
         return seconds, stats
 
+    # Several local workers run as processes (Beam's multi_processing, our default) or as threads
+    # of one process (multi_threading: no worker start-up, but one GIL); both are measured.
+    modes = [("", [])] if workers == 1 else [
+        ("processes", ["--direct_running_mode", "multi_processing"]),
+        ("threads", ["--direct_running_mode", "multi_threading"])]
     # Cold: an empty cache, so the launcher builds the matcher (and the ftfy shortcut's classes);
     # warm: a rerun with the same list, which loads them. Fixed costs: the warm job on a 1-row pool
     # (runner and workers starting, matcher loading, the 500k-row entry_counts.parquet).
-    if os.path.exists(cache):
-        shutil.rmtree(cache)
-    cold, _ = run(pool_path, "cold cache")
-    warm, stats = run(pool_path, "warm cache")
-    fixed, _ = run(tiny_path, "fixed costs (1-row pool, warm cache)")
+    results = []
+    for mode, mode_args in modes:
+        args = ["--direct_num_workers", str(workers), *mode_args, *beam_args]
+        if os.path.exists(cache):
+            shutil.rmtree(cache)
+        label = f"{workers} worker {mode}" if mode else f"{workers} worker"
+        cold, _ = run(pool_path, args, f"{label}, cold cache")
+        warm, stats = run(pool_path, args, f"{label}, warm cache")
+        fixed, _ = run(tiny_path, args, f"{label}, fixed costs (1-row pool, warm cache)")
+        results.append((label, cold, warm, fixed))
     rows = stats["rows_read"]
     limit = matcher_rate * workers
     print(f"kept {stats['rows_kept']:,} of {rows:,} rows; dropped {stats['dropped']}")
     print()
-    print(f"{'':<58}{'rows/s':>12}{'/ limit':>9}")
-    print(f"{'matcher alone, 1 core':<58}{matcher_rate:>12,.0f}")
-    print(f"{f'matcher alone x {workers} workers (the limit)':<58}{limit:>12,.0f}")
-    for label, seconds in ((f"cold cache ({cold:.1f} s)", cold), (f"warm cache ({warm:.1f} s)", warm)):
-        name = f"clipdata curate end to end, {label}"
-        print(f"{name:<58}{rows / seconds:>12,.0f}{rows / seconds / limit:>9.0%}")
-    steady = rows / max(warm - fixed, 1e-9)
-    name = f"  steady state: warm less fixed costs ({fixed:.1f} s)"
-    print(f"{name:<58}{steady:>12,.0f}{steady / limit:>9.0%}")
-    print(f"{workers} local worker(s) {' '.join(args)}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'':<62}{'rows/s':>12}{'/ limit':>9}")
+    print(f"{'matcher alone, 1 core':<62}{matcher_rate:>12,.0f}")
+    print(f"{f'matcher alone x {workers} workers (the limit)':<62}{limit:>12,.0f}")
+    for label, cold, warm, fixed in results:
+        print(f"clipdata curate end to end, {label}:")
+        for what, seconds in ((f"cold cache ({cold:.1f} s)", cold), (f"warm cache ({warm:.1f} s)", warm)):
+            print(f"{'  ' + what:<62}{rows / seconds:>12,.0f}{rows / seconds / limit:>9.0%}")
+        steady = rows / max(warm - fixed, 1e-9)
+        name = f"  steady state: warm less fixed costs ({fixed:.1f} s)"
+        print(f"{name:<62}{steady:>12,.0f}{steady / limit:>9.0%}")
+    print(f"{' '.join(beam_args)} load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("target: end to end >= 50% of the limit")
 
 

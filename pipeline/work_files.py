@@ -106,6 +106,10 @@ def read_partition(refs: list[WorkRef]) -> list[pa.Table]:
 
 
 def delete_folder(folder: str) -> None:
-    """Remove a work folder and everything in it (missing is fine)."""
-    if FileSystems.exists(folder):
+    """Remove a work folder and the files in it (missing is fine). Its files are deleted one by
+    one: on an object store a folder is only a prefix, and deleting it by name deletes nothing."""
+    files = [m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
+    if files:
+        FileSystems.delete(files)
+    if FileSystems.exists(folder):  # a directory of a file system that has them
         FileSystems.delete([folder])

@@ -266,3 +266,24 @@ def test_balance_partition_and_curated_table():
     assert table.column("uid").to_pylist() == [pair_dedup.pair_uid(u, c) for u, c in
                                                zip(table.column("url").to_pylist(), table.column("caption").to_pylist())]
     assert curate.entry_counts(kept)[1].tolist() == [kept.num_rows]
+
+
+def test_pool_and_output_on_another_file_system(tmp_path, monkeypatch):
+    """Nothing assumes a local disk: pool, curated files, dropped rows and the work files between
+    the steps all live on a `remote://` file system (as gs:// or s3:// would), read back whole
+    rather than memory-mapped; the result is the local run's, and no work file is left."""
+    from remote_fs import RemoteFileSystem
+
+    monkeypatch.setattr(RemoteFileSystem, "root", str(tmp_path / "remote"))
+    os.makedirs(tmp_path / "remote")
+    write_pool(str(tmp_path / "remote" / "pool.parquet"))
+    write_pool(str(tmp_path / "pool.parquet"))
+    local, local_stats = run(str(tmp_path), str(tmp_path / "pool.parquet"))
+    queries = os.path.join(str(tmp_path), "queries.txt")
+    assert cli.main(["curate", "--pool", "remote://pool.parquet", "--queries", queries, "--output", "remote://out"]) == 0
+    stats = json.load(open(tmp_path / "remote" / "out" / "curate_stats.json"))
+    assert stats["dropped"] == local_stats["dropped"] and stats["rows_kept"] == local_stats["rows_kept"] == 4
+    strip = lambda t: t.drop_columns(["source_file"]).to_pylist()  # noqa: E731
+    assert strip(curate.read_curated("remote://out")) == strip(curate.read_curated(local))
+    assert sorted(os.listdir(tmp_path / "remote" / "out")) == ["curate_stats.json", "curated", "dropped",
+                                                              "entry_counts.parquet"]

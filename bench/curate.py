@@ -3,6 +3,7 @@
     python bench/curate.py matcher                      # 500k entries, 200k captions
     python bench/curate.py matcher --captions 20000     # quicker
     python bench/curate.py pipeline                     # end to end, 1M rows, 2 local workers
+    python bench/curate.py steps                        # CPU per step without Beam (after pipeline)
 
 `matcher`: our `Matcher` against MetaCLIP's Aho-Corasick approach (`ReferenceMatcher`) on a
 synthetic 500,000-entry list with MetaCLIP's mix and Zipf-distributed captions from the same
@@ -376,6 +377,93 @@ def bench_pipeline(n_rows: int = 1_000_000, n_entries: int = 500_000, workers: i
     print("target: end to end >= 50% of the limit")
 
 
+def bench_steps(n_rows: int = 1_000_000, n_entries: int = 500_000, partitions: int = 16, seed: int = 0,
+                workdir: str = "bench_output/curate") -> None:
+    """CPU-seconds of each step of the curate job over the pipeline benchmark's pool, run as plain
+    functions in one process without Beam: what the job costs before the runner adds anything."""
+    import glob
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from clipdata.pipeline import curate, match, pool, work_files
+
+    pool_path = os.path.join(workdir, f"pool-{n_rows}.parquet")
+    cache = os.path.join(workdir, "cache")
+    matchers = glob.glob(os.path.join(cache, "matchers", "*.pkl"))
+    if not os.path.exists(pool_path) or not matchers:
+        raise SystemExit(f"run `bench/curate.py pipeline --rows {n_rows}` first: it writes the pool and the matcher")
+    with open(matchers[0], "rb") as handle:
+        matcher, entries = match.read_matcher_file(handle)
+    if len(entries) != n_entries:
+        raise SystemExit(f"the cached matcher has {len(entries):,} entries, not {n_entries:,}")
+    patterns = curate.fast_path_patterns(cache)
+    seconds: dict[str, float] = {}
+
+    def timed(step, fn, *args):
+        start = time.process_time()
+        result = fn(*args)
+        seconds[step] = seconds.get(step, 0.0) + time.process_time() - start
+        return result
+
+    refs: dict[int, list] = {}
+    groups = pq.ParquetFile(pool_path).metadata.num_row_groups
+    with tempfile.TemporaryDirectory() as work:
+        for group in range(groups):  # one piece per row group, as the job cuts this pool
+            writer = work_files.PartitionWriter(work_files.unique_path(work, f"matched-{group}"), partitions)
+            batches = iter(pool.read_pool_file(pool_path, batch_rows=65_536, row_groups=(group, group + 1)))
+            while (batch := timed("read", next, batches, None)) is not None:
+                kept, _ = timed("clean", text_clean, batch, patterns)
+                offsets, entry_ids = timed("match", matcher.match_batch, kept.column("caption"))
+                high, low = timed("uid", uid_words, kept)
+                table = with_work_columns(kept, offsets, entry_ids, high, low)
+                timed("work files", writer.write, table, curate.partition_of(high, partitions))
+            for partition, ref in writer.close().items():
+                refs.setdefault(partition, []).append((pool_path, ref))
+        counts = np.zeros(len(entries), dtype=np.int64)
+        firsts = {}
+        for partition, piece_refs in refs.items():
+            rows = timed("work files", lambda r: curate.partition_rows(
+                work_files.read_partition([ref for _, ref in r]), [f for f, _ in r]), piece_refs)
+            first, _ = timed("dedup", curate.keep_first_copies, rows)
+            ids, n = timed("dedup", curate.entry_counts, rows, first)
+            counts[ids] += n
+            firsts[partition] = first
+        for partition, piece_refs in refs.items():
+            rows = curate.partition_rows(work_files.read_partition([ref for _, ref in piece_refs]),
+                                         [f for f, _ in piece_refs])
+            kept, _ = timed("balance", curate.balance_partition, rows, firsts[partition], counts, 20_000, seed)
+            timed("parquet write", lambda k: curate.parquet_bytes(curate.curated_table(k)), kept)
+    total = sum(seconds.values())
+    print(f"curate's steps as plain functions, one process, {n_rows:,} rows, {partitions} partitions "
+          f"(CPU-seconds; the job adds the runner, small files and counters):")
+    for step, cpu in sorted(seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {step:<16}{cpu:>7.2f} s{cpu / total:>7.0%}")
+    print(f"  {'all':<16}{total:>7.2f} s   matching {seconds['match']:.2f} s, the rest {total - seconds['match']:.2f} s")
+
+
+def text_clean(batch, patterns):
+    from clipdata.pipeline import text
+
+    return text.clean_batch(batch, text.MAX_CAPTION_CHARS, patterns)
+
+
+def uid_words(table):
+    from clipdata.pipeline import pair_dedup
+
+    return pair_dedup.pair_uid_words(table.column("url"), table.column("caption"))
+
+
+def with_work_columns(kept, offsets, entry_ids, high, low):
+    """The matched rows as curate.match_rows gives them (every row of the bench pool matches
+    something but a handful; those few are kept here, the job drops them)."""
+    import pyarrow as pa
+
+    ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(entry_ids, pa.int32()))
+    return pa.Table.from_batches([kept]).select(["url", "caption", "source_row", "page_url"]).append_column(
+        "uid_high", pa.array(high)).append_column("uid_low", pa.array(low)).append_column("entry_ids", ids)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -391,12 +479,18 @@ def main(argv=None) -> None:
     pl.add_argument("--workdir", default="bench_output/curate")
     pl.add_argument("--beam-arg", action="append", default=[], dest="beam_args",
                     help="a Beam option passed to the job, e.g. --beam-arg=--direct_running_mode=multi_threading")
+    st = sub.add_parser("steps", help="CPU-seconds of each curate step without Beam (after `pipeline`)")
+    st.add_argument("--rows", type=int, default=1_000_000, help="pool rows (the pipeline benchmark's pool)")
+    st.add_argument("--entries", type=int, default=500_000, help="query list size")
+    st.add_argument("--workdir", default="bench_output/curate")
     b = sub.add_parser("_build", help=argparse.SUPPRESS)
     b.add_argument("kind", choices=["ours", "reference"])
     b.add_argument("entries_path")
     args = parser.parse_args(argv)
     if args.command == "matcher":
         bench_matcher(args.entries, args.captions, args.seed, repeat=args.repeat)
+    elif args.command == "steps":
+        bench_steps(args.rows, args.entries, workdir=args.workdir)
     elif args.command == "pipeline":
         bench_pipeline(args.rows, args.entries, args.workers, workdir=args.workdir, beam_args=args.beam_args)
     else:

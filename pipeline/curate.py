@@ -108,8 +108,8 @@ def match_rows(batch: pa.RecordBatch, matcher, max_caption_chars: int,
         offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[has_match])])
     high, low = pair_dedup.pair_uid_words(table.column("url"), table.column("caption"))
     ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(entry_ids, pa.int32()))
-    matched = table.select(["url", "caption", "source_row", "page_url"]).append_column(
-        "uid_high", pa.array(high)).append_column("uid_low", pa.array(low)).append_column("entry_ids", ids)
+    matched = pa.Table.from_arrays([*table.select(WORK_COLUMNS[:4]).columns, pa.array(high), pa.array(low), ids],
+                                   names=WORK_COLUMNS)
     return matched, pa.concat_tables(drops)
 
 

@@ -416,22 +416,22 @@ def bench_steps(n_rows: int = 1_000_000, n_entries: int = 500_000, partitions: i
                 kept, _ = timed("clean", text_clean, batch, patterns)
                 offsets, entry_ids = timed("match", matcher.match_batch, kept.column("caption"))
                 high, low = timed("uid", uid_words, kept)
-                table = with_work_columns(kept, offsets, entry_ids, high, low)
+                # (every row of this pool matches something but a handful; those few are kept
+                # here, where the job drops them)
+                table = curate.work_table(kept, offsets, entry_ids, high, low)
                 timed("work files", writer.write, table, curate.partition_of(high, partitions))
             for partition, ref in writer.close().items():
                 refs.setdefault(partition, []).append((pool_path, ref))
         counts = np.zeros(len(entries), dtype=np.int64)
         firsts = {}
         for partition, piece_refs in refs.items():
-            rows = timed("work files", lambda r: curate.partition_rows(
-                work_files.read_partition([ref for _, ref in r]), [f for f, _ in r]), piece_refs)
+            rows = timed("work files", curate.read_partition_rows, piece_refs)
             first, _ = timed("dedup", curate.keep_first_copies, rows)
             ids, n = timed("dedup", curate.entry_counts, rows, first)
             counts[ids] += n
             firsts[partition] = first
         for partition, piece_refs in refs.items():
-            rows = curate.partition_rows(work_files.read_partition([ref for _, ref in piece_refs]),
-                                         [f for f, _ in piece_refs])
+            rows = curate.read_partition_rows(piece_refs)
             kept, _ = timed("balance", curate.balance_partition, rows, firsts[partition], counts, 20_000, seed)
             timed("parquet write", lambda k: curate.parquet_bytes(curate.curated_table(k)), kept)
     total = sum(seconds.values())
@@ -452,16 +452,6 @@ def uid_words(table):
     from clipdata.pipeline import pair_dedup
 
     return pair_dedup.pair_uid_words(table.column("url"), table.column("caption"))
-
-
-def with_work_columns(kept, offsets, entry_ids, high, low):
-    """The matched rows as curate.match_rows gives them (every row of the bench pool matches
-    something but a handful; those few are kept here, the job drops them)."""
-    import pyarrow as pa
-
-    ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(entry_ids, pa.int32()))
-    return pa.Table.from_batches([kept]).select(["url", "caption", "source_row", "page_url"]).append_column(
-        "uid_high", pa.array(high)).append_column("uid_low", pa.array(low)).append_column("entry_ids", ids)
 
 
 def main(argv=None) -> None:

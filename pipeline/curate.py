@@ -107,10 +107,15 @@ def match_rows(batch: pa.RecordBatch, matcher, max_caption_chars: int,
         table = table.filter(pa.array(has_match))
         offsets = np.concatenate([[0], np.cumsum(np.diff(offsets)[has_match])])
     high, low = pair_dedup.pair_uid_words(table.column("url"), table.column("caption"))
+    return work_table(table, offsets, entry_ids, high, low), pa.concat_tables(drops)
+
+
+def work_table(pairs: pa.Table | pa.RecordBatch, offsets: np.ndarray, entry_ids: np.ndarray,
+               uid_high: np.ndarray, uid_low: np.ndarray) -> pa.Table:
+    """Matched pairs in WORK_COLUMNS: their pool columns, uid halves and matches (CSR)."""
     ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(entry_ids, pa.int32()))
-    matched = pa.Table.from_arrays([*table.select(WORK_COLUMNS[:4]).columns, pa.array(high), pa.array(low), ids],
-                                   names=WORK_COLUMNS)
-    return matched, pa.concat_tables(drops)
+    columns = [pairs.column(name) for name in WORK_COLUMNS[:4]]
+    return pa.Table.from_arrays([*columns, pa.array(uid_high), pa.array(uid_low), ids], names=WORK_COLUMNS)
 
 
 def partition_of(uid_high: np.ndarray, partitions: int) -> np.ndarray:
@@ -135,6 +140,11 @@ def partition_rows(tables: list[pa.Table], source_files: list[str]) -> pa.Table:
     if not chunks:
         raise ValueError("partition_rows needs at least one table")
     return pa.concat_tables(chunks)
+
+
+def read_partition_rows(refs: list[tuple[str, work_files.WorkRef]]) -> pa.Table:
+    """partition_rows of a partition's (source file, WorkRef) references, read from the work files."""
+    return partition_rows(work_files.read_partition([ref for _, ref in refs]), [source for source, _ in refs])
 
 
 def keep_first_copies(rows: pa.Table) -> tuple[np.ndarray, pa.Table]:
@@ -292,8 +302,7 @@ class KeepFirstCopyFn(beam.DoFn):
 
     def process(self, keyed):
         partition, refs = keyed
-        refs = sorted(refs)
-        rows = partition_rows(work_files.read_partition([ref for _, ref in refs]), [source for source, _ in refs])
+        rows = read_partition_rows(refs)
         first, duplicates = keep_first_copies(rows)
         if duplicates.num_rows:
             self.duplicates.inc(duplicates.num_rows)
@@ -340,7 +349,7 @@ class BalanceAndWriteFn(beam.DoFn):
 
     def process(self, keyed, counts):
         partition, (refs, copies) = keyed
-        rows = partition_rows(work_files.read_partition([ref for _, ref in refs]), [source for source, _ in refs])
+        rows = read_partition_rows(refs)  # in the same order as KeepFirstCopy's: partition_rows sorts
         distinct = np.ones(rows.num_rows, dtype=bool)
         distinct[copies] = False
         kept, out = balance_partition(rows, distinct, counts, self.config.max_per_entry, self.config.seed)

@@ -105,40 +105,30 @@ def first_copies_by_uid(uids, source_files, source_rows) -> np.ndarray:
     high, low = uid_words(uids)
     if len(high) == 0:
         return np.zeros(0, dtype=np.int64)
-    # The file as its rank among the distinct files.
+    # A sort on (uid, source file, source row), vectorised: the uid as its two halves, the file
+    # as its rank among the distinct files.
     files = pa.array(source_files, pa.string()) if isinstance(source_files, list) else source_files
     names = pc.unique(files)
     names = names.take(pc.sort_indices(names))
     file_rank = pc.index_in(files, value_set=names).to_numpy()
-    return first_copies_by_words(high, low, file_rank, source_rows)
-
-
-def first_copies_by_words(high: np.ndarray, low: np.ndarray, file_rank: np.ndarray,
-                          source_rows: np.ndarray) -> np.ndarray:
-    """first_copies_by_uid with the uid as its (high, low) halves and the source file as its rank
-    among the files: one vectorised sort on (uid, file, row)."""
-    n = len(high)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
     order = np.lexsort((np.asarray(source_rows, dtype=np.int64), file_rank, low, high))
-    high, low = high[order], low[order]
-    first = np.ones(n, dtype=bool)
-    first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
-    return order[first]
+    return _first_of_each_uid(order, high, low)
 
 
 def first_occurrences(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     """Mask of the first row of each uid, given as its (high, low) halves, in the rows' order."""
-    n = len(high)
-    mask = np.zeros(n, dtype=bool)
-    if n == 0:
-        return mask
-    order = np.lexsort((low, high))  # stable: equal uids keep their order
-    high, low = high[order], low[order]
-    first = np.ones(n, dtype=bool)
-    first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
-    mask[order[first]] = True
+    mask = np.zeros(len(high), dtype=bool)
+    # A stable sort on the uid alone: equal uids keep their order.
+    mask[_first_of_each_uid(np.lexsort((low, high)), high, low)] = True
     return mask
+
+
+def _first_of_each_uid(order: np.ndarray, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Of the rows in `order` (sorted by uid first), the first row of each uid."""
+    high, low = high[order], low[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
+    return order[first]
 
 
 def first_copies(uids, source_files, source_rows) -> np.ndarray:

@@ -82,17 +82,6 @@ def test_uid_is_xxh3_128_of_url_nul_caption_and_words_round_trip():
     assert len(empty[0]) == len(empty[1]) == 0
 
 
-def test_first_copies_by_words_equals_first_copies_by_uid():
-    rng = np.random.default_rng(2)
-    uids = [pair_dedup.pair_uid(f"u{i}", "c") for i in rng.integers(0, 80, 500)]
-    files = [f"f{i}.parquet" for i in rng.integers(0, 4, 500)]
-    rows = rng.integers(0, 100, 500)
-    high, low = pair_dedup.uid_words(uids)
-    rank = np.array([int(f[1]) for f in files])  # f0 < f1 < f2 < f3 as strings too
-    assert pair_dedup.first_copies_by_words(high, low, rank, rows).tolist() == \
-        pair_dedup.first_copies_by_uid(uids, files, rows).tolist()
-
-
 def test_first_occurrences_marks_the_first_row_of_each_uid_in_row_order():
     high = np.array([5, 3, 5, 3, 5, 9], dtype=np.uint64)
     low = np.array([1, 1, 1, 2, 2, 0], dtype=np.uint64)

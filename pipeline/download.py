@@ -311,9 +311,11 @@ class Progress:
     runner and on a cluster writing to gs://.
     """
 
-    def __init__(self, output: str, total: int, already: set[int], shard_digits: int, stream=sys.stderr):
+    def __init__(self, output: str, total: int, already: set[int], shard_digits: int, stream=None):
         self.output, self.total, self.already, self.shard_digits = output, total, set(already), shard_digits
-        self.stream = stream
+        # sys.stderr as it is now, not as it was when this module was imported (a test's captured
+        # stream, closed since, or one a host program has replaced).
+        self.stream = stream if stream is not None else sys.stderr
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.time()

@@ -230,3 +230,16 @@ def test_build_runs_curate_then_download_and_resumes(tmp_path, capsys):
         assert cli.main(args) == 0  # both stages' outputs exist: nothing is redone
         assert server.requests == requests
         assert "skipped" in capsys.readouterr().out
+
+
+def test_progress_writes_to_stderr_as_it_is_when_the_download_starts(tmp_path, monkeypatch):
+    """Not the stderr of the moment the module was imported: under pytest that was a capture
+    stream closed since, and the demo's download crashed on it (`I/O operation on closed file`)."""
+    import io
+
+    from clipdata.pipeline import download
+
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", now)
+    with download.Progress(str(tmp_path), total=1, already=set(), shard_digits=5) as progress:
+        assert progress.stream is now

@@ -185,6 +185,23 @@ def test_cached_matcher_and_parquet_pieces_give_the_same_result(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "b") if f.startswith("_")]
 
 
+def test_worker_threads_of_one_process_share_one_matcher(tmp_path, monkeypatch):
+    """Each worker thread has its own MatchPieceFn; the matcher file is loaded once per process."""
+    from clipdata.pipeline import match
+
+    loads = []
+    real_read = match.read_matcher_file
+    monkeypatch.setattr(match, "read_matcher_file", lambda handle: loads.append(1) or real_read(handle))
+    rows = [(f"http://d.example/{i}.jpg", ["the red dog", "a cat", "blue"][i % 3] + f" {i}") for i in range(400)]
+    pq.write_table(pa.table({"url": [u for u, _ in rows], "caption": [c for _, c in rows]}),
+                   str(tmp_path / "pool.parquet"), row_group_size=25)
+    config = curate.CurateConfig(pool=[str(tmp_path / "pool.parquet")], queries=write_queries(str(tmp_path)),
+                                 output=str(tmp_path / "out"), batch_rows=25)
+    stats = curate.run_curate(config, ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"])
+    assert stats["rows_read"] == 400 and stats["rows_kept"] == 267  # "blue" alone is no entry
+    assert len(loads) == 1
+
+
 def test_a_failed_rerun_leaves_no_summary_of_the_run_before(tmp_path, monkeypatch):
     """`clipdata build` resumes by curate_stats.json: a run that fails after emptying curated/
     must not leave the previous run's summary saying curate is done."""

@@ -32,11 +32,6 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def entry_counts(entry_ids: np.ndarray, n_entries: int) -> np.ndarray:
-    """Pairs matching each entry, for one batch (summed over batches for the pool's counts)."""
-    return np.bincount(np.asarray(entry_ids, dtype=np.int64), minlength=n_entries).astype(np.int64)
-
-
 def keep_probability(counts: np.ndarray, max_per_entry: int) -> np.ndarray:
     """min(1, t / count_e) per entry; entries nothing matched get 1 (never used)."""
     counts = np.asarray(counts, dtype=np.float64)

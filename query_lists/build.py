@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import webdataset as wds
 
 from clipdata.pipeline import cli, download, shard_check, shards

@@ -5,7 +5,6 @@ The corpus is small enough to count by hand: after markup stripping, the two art
 page must not count. So N = 12 words: Red 3, fox 3, runs 2, sleeps/Blue/whale/sings 1, and
 PMI(Blue whale) = PMI(whale sings) = log2(1 * 12 / (1 * 1)) = log2 12, PMI(Red fox) = log2(3 * 12 / 9) = 2.
 """
-import bz2
 import gzip
 import json
 import math

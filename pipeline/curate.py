@@ -500,8 +500,9 @@ def _write_local_atomically(path: str, write) -> None:
     os.replace(tmp, path)
 
 
-def prepare_matcher(config: CurateConfig, local: bool) -> tuple[list[str], str, bool]:
-    """(entries, matcher file for the workers, whether that file is this run's own, to delete).
+def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, str, bool]:
+    """(entries as an Arrow array, matcher file for the workers, whether that file is this run's own,
+    to delete).
 
     The matcher of a 500k-entry list takes seconds to build and milliseconds to load, so it is
     built once here, not in each worker, into `<matcher_cache>/matchers/<hash>.pkl`, the hash
@@ -522,15 +523,16 @@ def prepare_matcher(config: CurateConfig, local: bool) -> tuple[list[str], str, 
         path = FileSystems.join(config.output, f"_matcher-{key}.pkl")
     if config.matcher_cache and os.path.exists(path):
         with open(path, "rb") as handle:
-            queries = match.read_matcher_file(handle)[1].to_pylist()
+            queries = match.read_matcher_file(handle)[1]
     else:
-        queries = query_entries.load_entries(config.queries)
-        matcher = match.Matcher(queries, lowercase=config.lowercase)
+        entries = query_entries.load_entries(config.queries)
+        matcher = match.Matcher(entries, lowercase=config.lowercase)
+        queries = pa.array(entries, pa.string())
         if config.matcher_cache:
-            _write_local_atomically(path, lambda handle: match.write_matcher_file(handle, matcher, queries))
+            _write_local_atomically(path, lambda handle: match.write_matcher_file(handle, matcher, entries))
         else:
             with FileSystems.create(path) as handle:
-                match.write_matcher_file(handle, matcher, queries)
+                match.write_matcher_file(handle, matcher, entries)
         del matcher
     if config.matcher_cache and not local:
         shipped = FileSystems.join(config.output, f"_matcher-{key}.pkl")
@@ -615,7 +617,7 @@ def finish(config, queries, counters, matched_path, kept_path, errors_dir, parti
     FileSystems.delete([p for p in (matched_path, kept_path) if FileSystems.exists(p)])
     entry_table = pa.table({
         "entry_id": pa.array(np.arange(n_entries), pa.int32()),
-        "entry": pa.array(queries, pa.string()),
+        "entry": queries,
         "matched": pa.array(matched, pa.int64()),
         "kept": pa.array(kept, pa.int64()),
     })

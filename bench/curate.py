@@ -18,9 +18,10 @@ CPU-second; times the number of workers, the ideal the job could reach): how clo
 gets to its limit. Each job runs three times: with an empty matcher cache (the launcher builds
 the matcher), on a 1-row pool, whose time is the fixed cost, and again on the whole pool (it loads
 the matcher); the steady-state rate leaves the fixed cost out. The "bound" line is the best end to
-end could do if cleaning, hashing, dedup, balancing and the runner's per-row work cost nothing:
-the fixed cost, then the CPU of matching, reading the pool and writing the curated files (each
-measured here) spread perfectly over the workers. The "/ 1 core" column divides by the matcher
+end could do if dedup, balancing, the work files and the runner's per-row work cost nothing: the
+fixed cost, then the CPU of the steps no implementation can skip (reading the pool, cleaning,
+matching, hashing pairs to uids, writing the curated files; each measured here on one core)
+spread perfectly over the workers. The "/ 1 core" column divides by the matcher
 alone on one core instead of on every worker.
 
     python bench/curate.py pipeline --workers 2
@@ -365,16 +366,17 @@ def bench_pipeline(n_rows: int = 1_000_000, n_entries: int = 500_000, workers: i
         results.append((label, cold, warm, fixed))
     rows = stats["rows_read"]
     limit = matcher_rate * workers
-    # What no runner can avoid: reading the pool and writing the curated files (the last warm
-    # run's, as the job writes them: one zstd parquet per partition). With the matching, they are
-    # a floor under the job's CPU; spread perfectly over the workers, after the fixed cost, they
-    # bound what end to end can reach before cleaning, hashing, dedup and balancing cost anything.
-    read_cpu = _read_cpu(pool_path)
-    write_cpu = _write_cpu(os.path.join(output, "curated"))
-    floor_cpu = rows / matcher_rate + read_cpu + write_cpu
+    # What no implementation of the job can skip: reading the pool, cleaning the text (ftfy),
+    # matching, hashing each pair to its uid (exact dedup needs it) and writing the curated files
+    # (the last warm run's, as the job writes them: one zstd parquet per partition), each
+    # measured here on one core. Spread perfectly over the workers after the fixed cost, they
+    # bound what end to end can reach even if dedup, balancing, the work files and the runner's
+    # per-row work cost nothing.
+    floor = {"matching": rows / matcher_rate}
+    floor.update(_read_clean_hash_cpu(pool_path, fast_path_patterns=curate.fast_path_patterns(cache)))
+    floor["writing"] = _write_cpu(os.path.join(output, "curated"))
     print(f"kept {stats['rows_kept']:,} of {rows:,} rows; dropped {stats['dropped']}")
-    print(f"CPU-s that every run spends: matching {rows / matcher_rate:.2f}, reading the pool {read_cpu:.2f}, "
-          f"writing the curated files {write_cpu:.2f}")
+    print("CPU-s every run spends: " + ", ".join(f"{step} {cpu:.2f}" for step, cpu in floor.items()))
     print()
     print(f"{'':<62}{'rows/s':>12}{'/ limit':>9}{'/ 1 core':>10}")
     print(f"{'matcher alone, 1 core':<62}{matcher_rate:>12,.0f}")
@@ -387,24 +389,37 @@ def bench_pipeline(n_rows: int = 1_000_000, n_entries: int = 500_000, workers: i
         steady = rows / max(warm - fixed, 1e-9)
         name = f"  steady state: warm less fixed costs ({fixed:.1f} s)"
         print(f"{name:<62}{steady:>12,.0f}{steady / limit:>9.0%}{steady / matcher_rate:>10.0%}")
-        bound = rows / (fixed + floor_cpu / workers)
-        name = "  bound: fixed costs + match, read, write on all workers"
+        bound = rows / (fixed + sum(floor.values()) / workers)
+        name = "  bound: fixed costs + the steps above on all workers"
         print(f"{name:<62}{bound:>12,.0f}{bound / limit:>9.0%}{bound / matcher_rate:>10.0%}")
     print(f"{' '.join(beam_args)} load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("target: end to end >= 50% of the limit")
 
 
-def _read_cpu(pool_path: str) -> float:
-    """CPU-seconds to read the pool's (url, caption) batches as the job does, row group by group."""
+def _read_clean_hash_cpu(pool_path: str, fast_path_patterns) -> dict[str, float]:
+    """CPU-seconds to read the pool's (url, caption) batches as the job does (row group by row
+    group), to clean them, and to hash the cleaned pairs to uids (the job hashes the matched ones:
+    in this pool all but a handful)."""
     import pyarrow.parquet as pq
 
     from clipdata.pipeline import pool
 
-    cpu = time.process_time()
+    seconds = {"reading": 0.0, "cleaning": 0.0, "uid hashing": 0.0}
     for group in range(pq.ParquetFile(pool_path).metadata.num_row_groups):
-        for _ in pool.read_pool_file(pool_path, batch_rows=65_536, row_groups=(group, group + 1)):
-            pass
-    return time.process_time() - cpu
+        batches = iter(pool.read_pool_file(pool_path, batch_rows=65_536, row_groups=(group, group + 1)))
+        while True:
+            cpu = time.process_time()
+            batch = next(batches, None)
+            seconds["reading"] += time.process_time() - cpu
+            if batch is None:
+                break
+            cpu = time.process_time()
+            kept, _ = text_clean(batch, fast_path_patterns)
+            seconds["cleaning"] += time.process_time() - cpu
+            cpu = time.process_time()
+            uid_words(kept)
+            seconds["uid hashing"] += time.process_time() - cpu
+    return seconds
 
 
 def _write_cpu(curated_dir: str) -> float:

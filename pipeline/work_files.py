@@ -77,32 +77,21 @@ class PartitionWriter:
         return {p: WorkRef(self.path, tuple(batches), self.rows[p]) for p, batches in self.batches.items()}
 
 
-def write_table(path: str, table: pa.Table) -> None:
-    """A whole table as one work file (read back with read_table)."""
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        with pa.ipc.new_file(handle, table.schema) as writer:
-            writer.write_table(table)
-
-
-def _open(path: str):
-    """The file as an Arrow IPC reader: memory-mapped when local, read whole otherwise."""
-    if "://" not in path:
-        return pa.ipc.open_file(pa.memory_map(path))
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return pa.ipc.open_file(pa.py_buffer(handle.read()))
-
-
-def read_table(path: str) -> pa.Table:
-    return _open(path).read_all()
-
-
 def read_partition(refs: list[WorkRef]) -> list[pa.Table]:
     """Each ref's rows as a table, in the order of `refs`."""
-    tables = []
-    for ref in refs:
-        reader = _open(ref.path)
-        tables.append(pa.Table.from_batches([reader.get_batch(i) for i in ref.batches], schema=reader.schema))
-    return tables
+    return [_read_batches(ref.path, ref.batches) for ref in refs]
+
+
+def _read_batches(path: str, indices: tuple[int, ...]) -> pa.Table:
+    """Record batches of a work file: memory-mapped when local; elsewhere (gs://, s3://) by seeks
+    to the footer and to each batch, so that a partition downloads its own rows, not the whole
+    file, which every other partition of the piece reads too (files x partitions of traffic)."""
+    if "://" not in path:
+        reader = pa.ipc.open_file(pa.memory_map(path))
+        return pa.Table.from_batches([reader.get_batch(i) for i in indices], schema=reader.schema)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        reader = pa.ipc.open_file(pa.PythonFile(handle, mode="r"))
+        return pa.Table.from_batches([reader.get_batch(i) for i in indices], schema=reader.schema)
 
 
 def delete_folder(folder: str) -> None:

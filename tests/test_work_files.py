@@ -42,13 +42,48 @@ def test_a_writer_that_got_no_rows_writes_no_file(tmp_path):
     assert writer.close() == {} and not os.path.exists(tmp_path / "none.arrow")
 
 
-def test_whole_tables_and_folder_removal(tmp_path):
+def test_folder_removal_and_unique_names(tmp_path):
     folder = str(tmp_path / "_work")
     os.makedirs(folder)
-    path = work_files.unique_path(folder, "distinct-00003")
-    assert path != work_files.unique_path(folder, "distinct-00003")  # a retry never overwrites
-    work_files.write_table(path, table(5, 20))
-    assert work_files.read_table(path).equals(table(5, 20))
+    path = work_files.unique_path(folder, "matched-00003")
+    assert path != work_files.unique_path(folder, "matched-00003")  # a retry never overwrites
+    writer = work_files.PartitionWriter(path, partitions=2)
+    writer.write(table(5, 20), np.zeros(20, dtype=np.int64))
+    assert writer.close()[0].rows == 20 and os.path.exists(path)
     work_files.delete_folder(folder)
     assert not os.path.exists(folder)
     work_files.delete_folder(folder)  # already gone: fine
+
+
+def test_a_partition_on_another_file_system_reads_its_own_batches_not_the_whole_file(tmp_path, monkeypatch):
+    """On an object store every partition step reads every piece's work file: reading a file whole
+    for each partition would download it once per partition."""
+    from apache_beam.io.filesystems import FileSystems
+    from remote_fs import RemoteFileSystem
+
+    monkeypatch.setattr(RemoteFileSystem, "root", str(tmp_path))
+    path = work_files.unique_path("remote://work", "matched-piece")
+    writer = work_files.PartitionWriter(path, partitions=16)
+    rows = np.arange(16_000)
+    writer.write(table(0, len(rows)), rows % 16)
+    refs = writer.close()
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+    read_bytes = []
+    real_open = FileSystems.open
+
+    def counting_open(*args, **kwargs):
+        handle = real_open(*args, **kwargs)
+        real_read = handle.read
+
+        def read(n=-1):
+            data = real_read(n)
+            read_bytes.append(len(data))
+            return data
+        handle.read = read
+        return handle
+
+    monkeypatch.setattr(FileSystems, "open", counting_open)
+    (got,) = work_files.read_partition([refs[5]])
+    assert got.column("row").to_pylist() == rows[rows % 16 == 5].tolist()
+    assert 0 < sum(read_bytes) < size / 4

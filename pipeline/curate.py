@@ -529,10 +529,10 @@ def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, 
         matcher = match.Matcher(entries, lowercase=config.lowercase)
         queries = pa.array(entries, pa.string())
         if config.matcher_cache:
-            _write_local_atomically(path, lambda handle: match.write_matcher_file(handle, matcher, entries))
+            _write_local_atomically(path, lambda handle: match.write_matcher_file(handle, matcher, queries))
         else:
             with FileSystems.create(path) as handle:
-                match.write_matcher_file(handle, matcher, entries)
+                match.write_matcher_file(handle, matcher, queries)
         del matcher
     if config.matcher_cache and not local:
         shipped = FileSystems.join(config.output, f"_matcher-{key}.pkl")

@@ -472,7 +472,7 @@ def matcher_file_key(list_bytes: bytes, list_kind: str, lowercase: bool) -> str:
     return digest.hexdigest()[:32]
 
 
-def write_matcher_file(handle, matcher: Matcher, entries: list[str]) -> None:
+def write_matcher_file(handle, matcher: Matcher, entries: Sequence[str] | pa.StringArray) -> None:
     """Pickle (plain numpy arrays, and the entries as one Arrow array) into an open binary file."""
     import pickle
 

@@ -396,7 +396,17 @@ def bench_pipeline(n_rows: int = 1_000_000, n_entries: int = 500_000, workers: i
     print("target: end to end >= 50% of the limit")
 
 
-def _read_clean_hash_cpu(pool_path: str, fast_path_patterns) -> dict[str, float]:
+class StepTimes(dict):
+    """CPU-seconds per step name, summed over calls of `timed`."""
+
+    def timed(self, step: str, fn, *args):
+        start = time.process_time()
+        result = fn(*args)
+        self[step] = self.get(step, 0.0) + time.process_time() - start
+        return result
+
+
+def _read_clean_hash_cpu(pool_path: str, fast_path_patterns) -> StepTimes:
     """CPU-seconds to read the pool's (url, caption) batches as the job does (row group by row
     group), to clean them, and to hash the cleaned pairs to uids (the job hashes the matched ones:
     in this pool all but a handful)."""
@@ -404,22 +414,13 @@ def _read_clean_hash_cpu(pool_path: str, fast_path_patterns) -> dict[str, float]
 
     from clipdata.pipeline import pool
 
-    seconds = {"reading": 0.0, "cleaning": 0.0, "uid hashing": 0.0}
+    times = StepTimes()
     for group in range(pq.ParquetFile(pool_path).metadata.num_row_groups):
         batches = iter(pool.read_pool_file(pool_path, batch_rows=65_536, row_groups=(group, group + 1)))
-        while True:
-            cpu = time.process_time()
-            batch = next(batches, None)
-            seconds["reading"] += time.process_time() - cpu
-            if batch is None:
-                break
-            cpu = time.process_time()
-            kept, _ = text_clean(batch, fast_path_patterns)
-            seconds["cleaning"] += time.process_time() - cpu
-            cpu = time.process_time()
-            uid_words(kept)
-            seconds["uid hashing"] += time.process_time() - cpu
-    return seconds
+        while (batch := times.timed("reading", next, batches, None)) is not None:
+            kept, _ = times.timed("cleaning", text_clean, batch, fast_path_patterns)
+            times.timed("uid hashing", uid_words, kept)
+    return times
 
 
 def _write_cpu(curated_dir: str) -> float:
@@ -458,14 +459,8 @@ def bench_steps(n_rows: int = 1_000_000, n_entries: int = 500_000, partitions: i
     if len(entries) != n_entries:
         raise SystemExit(f"the cached matcher has {len(entries):,} entries, not {n_entries:,}")
     patterns = curate.fast_path_patterns(cache)
-    seconds: dict[str, float] = {}
-
-    def timed(step, fn, *args):
-        start = time.process_time()
-        result = fn(*args)
-        seconds[step] = seconds.get(step, 0.0) + time.process_time() - start
-        return result
-
+    seconds = StepTimes()
+    timed = seconds.timed
     refs: dict[int, list] = {}
     groups = pq.ParquetFile(pool_path).metadata.num_row_groups
     with tempfile.TemporaryDirectory() as work:

@@ -4,27 +4,32 @@ The small side is indexed, the big side streamed past it, one training shard per
 
     test sets ─► views hashed (driver, process pool) ─► HashIndex built in each worker's setup()
                                                                   │
-    shard list ─Reshuffle─► SearchShard: key + phash from the parquet (or hashed from the tar when
-                            the shard has no phash) ─► range search at --radius ─► candidates
+    shard list ─Reshuffle─► SearchAndScreen: key, phash and thumb from the parquet (hashed from
+                            the tar when the shard has no phash) ─► range search at --radius
+                            ─► candidates ─► screen each on its stored thumbnail (verify.screen):
+                            most unrelated candidates are rejected here, no tar opened
                                 │           └─► nearest distance per test image (k=1) ─► CombineMin
-                                └─Reshuffle─► VerifyShard: open the tar once, read only the needed
-                                              members, verify every candidate on pixels
-                                              ─► matches and rejected pairs (with thumbnails)
+                                └─Reshuffle─► VerifyShard: open the tar once for the candidates the
+                                              screen passed (and those of shards written before the
+                                              thumbnail: screened on one made from the tar image,
+                                              the same bytes), verify them on the pixels
     driver: report.html / report.json / pairs.csv / blocklist.txt (dedup/report.py)
 
 Every shard that cannot be read (missing files, a cut tar, a bad parquet) is counted and named in
 the report; what was read of it before the error still counts. Nothing here decides what a
-duplicate is: hashing.py (views), index.py (search) and verify.py (pixels) do, and this file only
-moves data between them.
+duplicate is: hashing.py (views), index.py (search) and verify.py (screen and pixels) do, and
+this file only moves data between them. Each pair records which stage decided it (`stage`:
+screen, pixels, hash, error) and why in words (`reason`).
 
 The optional semantic stage (`--embeddings CHECKPOINT`) adds candidates whose image embeddings
 (from a `clipdata train` checkpoint, trainer/embed.py) have cosine similarity >=
---semantic-threshold; they are verified on the pixels like the hash candidates, unless --no-verify.
+--semantic-threshold; they are screened and verified like the hash candidates, unless --no-verify.
 See `semantic_pairs` and `load_embedder`.
 """
 from __future__ import annotations
 
 import base64
+import collections
 import io
 import json
 import os
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 import numpy as np
+from PIL import Image
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
@@ -43,6 +49,8 @@ from clipdata.dedup import testsets
 from clipdata.pipeline import beam_runner, shards
 
 NO_NEIGHBOUR = 255          # nearest distance of a test image no training hash was compared with
+THUMB = "_thumb"            # a candidate's stored thumbnail while it moves between steps; never written out
+TEST_CACHE = 256            # decoded test images a worker keeps (their candidates come together)
 THUMB_SIZE = 96
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")
 TRAIN_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -195,6 +203,8 @@ class TrainHashes:
     unreadable_images: int = 0
     centre: np.ndarray | None = None     # uint64: the "centre" view's pHash of each image (0: none)
     has_centre: np.ndarray | None = None  # bool: which images have one (shards written before it: none)
+    thumbs: list[bytes | None] = field(default_factory=list)  # stored thumbnails (dedup/thumbs.py);
+                                         # None for shards written before the column existed
 
     def search_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(hashes, image row of each, training view of each: index into hashing.TRAIN_VIEWS):
@@ -213,13 +223,14 @@ def _open(path: str):
 
 
 def read_train_hashes(shard: ShardInput) -> TrainHashes:
-    """Keys and pHashes of a shard's images (both training views, hashing.train_views): from the
-    parquet's phash and phash_centre columns when it has them; hashed from the tar's images for
-    samples without a phash (img2dataset's parquet, plain tars). Shards written before
-    phash_centre existed are searched by their phash alone."""
+    """Keys, pHashes and thumbnails of a shard's images (both training views,
+    hashing.train_views; thumbs.encode): from the parquet's phash, phash_centre and thumb columns
+    when it has them; from the tar's images for samples without a phash (img2dataset's parquet,
+    plain tars). Shards written before phash_centre existed are searched by their phash alone;
+    those written before thumb existed get their candidates' thumbnails from the tar later."""
     import pyarrow.parquet as pq
 
-    from clipdata.dedup import hashing
+    from clipdata.dedup import hashing, thumbs
 
     out = TrainHashes([], np.zeros(0, np.uint64), [], [])
     meta: dict[str, tuple] = {}         # key -> (url, caption) from the parquet
@@ -231,7 +242,8 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
         try:
             with _open(shard.parquet) as f:
                 present = pq.read_schema(f).names
-            wanted = [c for c in ("key", "phash", "phash_centre", "url", "caption", "status") if c in present]
+            wanted = [c for c in ("key", "phash", "phash_centre", "thumb", "url", "caption", "status")
+                      if c in present]
             if "key" not in wanted:
                 raise ValueError(f"no 'key' column (columns: {', '.join(present)})")
             with _open(shard.parquet) as f:
@@ -241,6 +253,7 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
             codes_in, valid = hashing.from_hex_many(table.get("phash") or [None] * n)
             centre_in, centre_valid = hashing.from_hex_many(table.get("phash_centre") or [None] * n)
             urls, captions = table.get("url") or [None] * n, table.get("caption") or [None] * n
+            stored_thumbs = table.get("thumb") or [None] * n
             to_hash = set()
             for i in range(n):
                 if status[i] != "success":
@@ -254,12 +267,13 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
                     has_centre.append(bool(centre_valid[i]))
                     out.urls.append(urls[i])
                     out.captions.append(captions[i])
+                    out.thumbs.append(stored_thumbs[i] or None)
                 else:  # no phash (img2dataset's parquet), or not one we can read
                     to_hash.add(key)
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
             out.errors.append(f"parquet unreadable ({type(err).__name__}: {err}); hashed the tar instead")
             out.keys, out.urls, out.captions, codes, meta, to_hash = [], [], [], [], {}, None
-            centre, has_centre = [], []
+            centre, has_centre, out.thumbs = [], [], []
     if to_hash is None or to_hash:
         if not shard.tar:
             out.errors.append("no tar to hash images from" if to_hash is None
@@ -268,7 +282,8 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
             try:
                 for key, ext, data, sample in _tar_samples(shard.tar, to_hash):
                     try:
-                        views = hashing.train_views(hashing.open_image(data))
+                        image = hashing.open_image(data)
+                        views = hashing.train_views(image)
                     except ValueError:  # not an image: counted, not fatal
                         out.unreadable_images += 1
                         continue
@@ -279,6 +294,7 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
                     has_centre.append(True)
                     out.urls.append(url)
                     out.captions.append(caption)
+                    out.thumbs.append(thumbs.encode(image))
                     out.hashed_from_tar += 1
             except (OSError, tarfile.TarError, EOFError, ValueError) as err:
                 out.errors.append(f"tar unreadable after {out.hashed_from_tar} images "
@@ -408,6 +424,7 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int) -> list
             "test_set": side.names[t], "test_index": t, "test_id": side.ids[t],
             "key": train.keys[j], "url": train.urls[j], "caption": train.captions[j],
             "train_phash": hex64(train.codes[j]), "distance": int(d), "view": view,
+            THUMB: train.thumbs[j] if j < len(train.thumbs) else None,
         })
     return sorted(candidates, key=lambda c: (c["test_index"], c["key"]))
 
@@ -428,7 +445,7 @@ def nearest_distances(side: TestSide, train_codes: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Verifying one shard's candidates (plain Python)
+# Deciding one shard's candidates (plain Python): the screen on stored thumbnails, then pixels
 
 
 def thumbnail(image, size: int = THUMB_SIZE) -> str:
@@ -440,25 +457,120 @@ def thumbnail(image, size: int = THUMB_SIZE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def verify_candidates(shard: ShardInput, candidates: list[dict], side: TestSide, verify: bool,
-                      thumbnails: bool = True) -> tuple[list[dict], list[str]]:
-    """Each candidate with `verified`, `score`, `method`, `detail` (and thumbnails); shard errors."""
+def thumb_data_url(data: bytes) -> str:
+    """A stored thumbnail (dedup/thumbs.py) as a data URL for the report, re-encoded as its JPEG."""
+    from clipdata.dedup import thumbs
+
+    return thumbnail(Image.fromarray(thumbs.decode(data)))
+
+
+class TestImages:
+    """The test images one worker has decoded, the TEST_CACHE most recent kept (a shard's
+    candidates come sorted by test image): the picture, its reduction for the screen, its
+    thumbnail for the report, or why it cannot be read."""
+
+    def __init__(self, side: TestSide, size: int = TEST_CACHE):
+        self.side, self.size = side, size
+        self.cache: collections.OrderedDict[int, dict] = collections.OrderedDict()
+
+    def _entry(self, number: int) -> dict:
+        if number in self.cache:
+            self.cache.move_to_end(number)
+            return self.cache[number]
+        try:
+            entry = {"image": testsets.decode(self.side.refs[number].read()), "error": None}
+        except Exception as err:  # noqa: BLE001 - an unreadable test image is recorded per pair
+            entry = {"image": None, "error": f"{type(err).__name__}: {err}"}
+        self.cache[number] = entry
+        if len(self.cache) > self.size:
+            self.cache.popitem(last=False)
+        return entry
+
+    def image(self, number: int):
+        """(PIL image or None, error text or None)."""
+        entry = self._entry(number)
+        return entry["image"], entry["error"]
+
+    def reduced(self, number: int) -> np.ndarray:
+        from clipdata.dedup import verify
+
+        entry = self._entry(number)
+        if "reduced" not in entry:
+            entry["reduced"] = verify.reduce_for_screen(entry["image"])
+        return entry["reduced"]
+
+    def thumb(self, number: int) -> str | None:
+        entry = self._entry(number)
+        if entry["image"] is None:
+            return None
+        if "thumb" not in entry:
+            entry["thumb"] = thumbnail(entry["image"])
+        return entry["thumb"]
+
+
+def _decided(c: dict, verdict, stage: str) -> dict:
+    """The candidate with its verdict: `stage` says what decided it (screen, pixels)."""
+    return dict(c, verified=bool(verdict.duplicate), score=_round(verdict.score), method=str(verdict.method),
+                detail=str(verdict.detail), failed=verdict.failed, reason=verdict.reason, stage=stage)
+
+
+def _failed(c: dict, problem: str) -> dict:
+    return dict(c, verified=False, score=None, method="error", detail=problem, failed="error",
+                reason=f"could not be checked: {problem}", stage="error")
+
+
+def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: bool = True
+                      ) -> tuple[list[dict], list[dict]]:
+    """(decided, to_pixels): each candidate with a stored thumbnail is screened on it
+    (verify.screen); those the screen rejects are decided here, without the tar. The rest —
+    passed the screen, or no thumbnail to screen — go on to the pixels (check_candidates)."""
+    from clipdata.dedup import thumbs, verify
+
+    decided, to_pixels = [], []
+    for c in candidates:
+        stored = c.get(THUMB)
+        image, error = tests.image(c["test_index"])
+        if stored is None or image is None:
+            to_pixels.append(c)
+            continue
+        try:
+            verdict = verify.screen(tests.reduced(c["test_index"]), thumbs.decode(stored))
+        except Exception:  # noqa: BLE001 - an unreadable thumbnail: the pixels decide
+            to_pixels.append(c)
+            continue
+        if verdict.duplicate:
+            to_pixels.append(dict(c, screen_score=_round(verdict.score)))
+            continue
+        pair = _decided(c, verdict, "screen")
+        if thumbnails:
+            pair.update(test_thumb=tests.thumb(c["test_index"]), train_thumb=thumb_data_url(stored))
+        decided.append(pair)
+    return decided, to_pixels
+
+
+def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImages, verify: bool,
+                     thumbnails: bool = True) -> tuple[list[dict], list[str], int]:
+    """(pairs, shard errors, thumbnails made from the tar): the candidates' training images read
+    from the tar once; a candidate without a stored thumbnail (a shard written before it) is
+    screened on the thumbnail made from its image first, exactly as a stored one would be, and
+    the rest are verified on the pixels (verify.verify). With verify=False every candidate is a
+    duplicate (hash only) and the tar is read for the report's thumbnails alone."""
+    from clipdata.dedup import thumbs
     from clipdata.dedup import verify as verify_module
 
     errors = []
     train_images: dict[str, bytes] = {}
-    if shard.tar:
+    if shard.tar and (verify or thumbnails):
         try:
             train_images = read_train_images(shard.tar, {c["key"] for c in candidates})
         except (OSError, tarfile.TarError, EOFError, ValueError) as err:
             errors.append(f"tar unreadable while verifying ({type(err).__name__}: {err})")
-    else:
+    elif not shard.tar:
         errors.append("no tar: candidates cannot be verified or shown")
-    test_cache: dict[int, object] = {}
-    out = []
+    out, made = [], 0
     for c in candidates:
         c = dict(c, shard=shard.name)
-        test_image = _cached_test_image(test_cache, side, c["test_index"])
+        test_image, test_error = tests.image(c["test_index"])
         train_image, problem = None, None
         if c["key"] not in train_images:
             problem = "training image not found in the tar"
@@ -467,35 +579,33 @@ def verify_candidates(shard: ShardInput, candidates: list[dict], side: TestSide,
                 train_image = testsets.decode(train_images[c["key"]])
             except Exception as err:  # noqa: BLE001 - an undecodable image is recorded
                 problem = f"training image undecodable ({type(err).__name__}: {err})"
-        if isinstance(test_image, str):
-            problem = problem or f"test image unreadable ({test_image})"
+        if test_error:
+            problem = problem or f"test image unreadable ({test_error})"
         if not verify:
             close = f"{c['distance']} bits apart" if c["distance"] is not None else f"cosine {c.get('cosine')}"
             score = 1 - c["distance"] / 64 if c["distance"] is not None else c.get("cosine")
-            c.update(verified=True, score=_round(score), method="hash", detail=f"not verified (--no-verify): {close}")
+            pair = dict(c, verified=True, score=_round(score), method="hash", failed=None, stage="hash",
+                        detail=f"not verified (--no-verify): {close}", reason=f"hash match only ({close})")
         elif problem:
-            c.update(verified=False, score=None, method="error", detail=problem)
+            pair = _failed(c, problem)
         else:
             try:
-                verdict = verify_module.verify(test_image, train_image)
-                c.update(verified=bool(verdict.duplicate), score=_round(verdict.score),
-                         method=str(verdict.method), detail=str(verdict.detail))
+                verdict = None
+                if c.get(THUMB) is None and "screen_score" not in c:
+                    made += 1
+                    thumb = thumbs.decode(thumbs.encode(train_image))
+                    verdict = verify_module.screen(tests.reduced(c["test_index"]), thumb)
+                    stage = "screen"
+                if verdict is None or verdict.duplicate:
+                    verdict, stage = verify_module.verify(test_image, train_image), "pixels"
+                pair = _decided(c, verdict, stage)
             except Exception as err:  # noqa: BLE001 - one odd pair must not end the job
-                c.update(verified=False, score=None, method="error",
-                         detail=f"verification failed ({type(err).__name__}: {err})")
+                pair = _failed(c, f"verification failed ({type(err).__name__}: {err})")
         if thumbnails:
-            c["test_thumb"] = _cached_thumbnail(test_cache, c["test_index"], test_image)
-            c["train_thumb"] = None if train_image is None else thumbnail(train_image)
-        out.append(c)
-    return out, errors
-
-
-def _cached_thumbnail(cache: dict, number: int, image) -> str | None:
-    if isinstance(image, str):
-        return None
-    if ("thumb", number) not in cache:
-        cache[("thumb", number)] = thumbnail(image)
-    return cache[("thumb", number)]
+            pair["test_thumb"] = tests.thumb(c["test_index"])
+            pair["train_thumb"] = None if train_image is None else thumbnail(train_image)
+        out.append(pair)
+    return out, errors, made
 
 
 def _round(x):
@@ -505,14 +615,8 @@ def _round(x):
         return None
 
 
-def _cached_test_image(cache: dict, side: TestSide, number: int):
-    """The decoded test image, or the error text when it cannot be read."""
-    if number not in cache:
-        try:
-            cache[number] = testsets.decode(side.refs[number].read())
-        except Exception as err:  # noqa: BLE001
-            cache[number] = f"{type(err).__name__}: {err}"
-    return cache[number]
+def without_thumb(pair: dict) -> dict:
+    return {k: v for k, v in pair.items() if k != THUMB}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,10 +681,14 @@ def embed_in_batches(embedder, images: list, batch: int = 64) -> np.ndarray:
 
 
 class SearchShardFn(beam.DoFn):
-    """ShardInput -> (shard, candidates) when it has any; 'nearest' distances; 'shard_errors'."""
+    """ShardInput -> (shard, candidates for the pixels) when it has any; 'screened' (pairs the
+    stored thumbnails decided), 'nearest' distances, 'shard_errors'."""
 
-    def __init__(self, side: TestSide, radius: int, index_kind: str, semantic: dict | None = None):
+    def __init__(self, side: TestSide, radius: int, index_kind: str, semantic: dict | None = None,
+                 verify: bool = True, thumbnails: bool = True):
         self.side, self.radius, self.index_kind, self.semantic = side, radius, index_kind, semantic
+        self.verify, self.thumbnails = verify, thumbnails
+        self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
         self.shards_read = Metrics.counter("dedup", "shards_read")
         self.shards_with_errors = Metrics.counter("dedup", "shards_with_errors")
         self.train_hashes = Metrics.counter("dedup", "train_hashes")
@@ -593,6 +701,7 @@ class SearchShardFn(beam.DoFn):
 
         self.index = index.HashIndex(self.side.codes, kind=self.index_kind)
         self.embedder = load_embedder(self.semantic["checkpoint"]) if self.semantic else None
+        self.tests = TestImages(self.side)
 
     def process(self, shard: ShardInput):
         train = read_train_hashes(shard)
@@ -609,8 +718,13 @@ class SearchShardFn(beam.DoFn):
             yield TaggedOutput("shard_errors", {"shard": shard.name, "tar": shard.tar, "parquet": shard.parquet,
                                                 "stage": "search", "errors": errors})
         yield TaggedOutput("nearest", nearest_distances(self.side, train.search_codes()[0]))
+        self.candidates.inc(len(candidates))
+        if self.verify:
+            decided, candidates = screen_candidates(candidates, self.tests, self.thumbnails)
+            self.screened_out.inc(len(decided))
+            for pair in decided:
+                yield TaggedOutput("screened", without_thumb(dict(pair, shard=shard.name)))
         if candidates:
-            self.candidates.inc(len(candidates))
             yield shard, candidates
 
     def _semantic_candidates(self, shard, train, candidates, errors) -> list[dict]:
@@ -641,22 +755,30 @@ class SearchShardFn(beam.DoFn):
 
 
 class VerifyShardFn(beam.DoFn):
-    """(shard, candidates) -> each candidate with its verdict; 'shard_errors'."""
+    """(shard, candidates) -> each candidate with its verdict, from the shard's tar; 'shard_errors'."""
 
     def __init__(self, side: TestSide, verify: bool, thumbnails: bool):
         self.side, self.verify, self.thumbnails = side, verify, thumbnails
-        self.verified = Metrics.counter("dedup", "pairs_verified")
-        self.rejected = Metrics.counter("dedup", "pairs_rejected")
+        self.pixel_checked = Metrics.counter("dedup", "pairs_checked_on_pixels")
+        self.thumbs_from_tar = Metrics.counter("dedup", "thumbnails_from_tar")
+        self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
+
+    def setup(self):
+        self.tests = TestImages(self.side)
 
     def process(self, element):
         shard, candidates = element
-        checked, errors = verify_candidates(shard, candidates, self.side, self.verify, self.thumbnails)
+        checked, errors, made = check_candidates(shard, candidates, self.tests, self.verify, self.thumbnails)
+        self.thumbs_from_tar.inc(made)
         if errors:
             yield TaggedOutput("shard_errors", {"shard": shard.name, "tar": shard.tar, "parquet": shard.parquet,
                                                 "stage": "verify", "errors": errors})
         for pair in checked:
-            (self.verified if pair["verified"] else self.rejected).inc()
-            yield pair
+            if pair["stage"] == "pixels":
+                self.pixel_checked.inc()
+            elif pair["stage"] == "screen":
+                self.screened_out.inc()
+            yield without_thumb(pair)
 
 
 class MinDistances(beam.CombineFn):
@@ -695,8 +817,9 @@ class FindOverlap(beam.PTransform):
         searched = (
             shard_inputs
             | "SpreadShards" >> beam.Reshuffle()
-            | "SearchShard" >> beam.ParDo(SearchShardFn(self.side, self.radius, self.index_kind, self.semantic)
-                                          ).with_outputs("nearest", "shard_errors", main="candidates")
+            | "SearchAndScreen" >> beam.ParDo(SearchShardFn(self.side, self.radius, self.index_kind, self.semantic,
+                                                            self.verify, self.thumbnails)
+                                              ).with_outputs("screened", "nearest", "shard_errors", main="candidates")
         )
         checked = (
             searched.candidates
@@ -706,7 +829,8 @@ class FindOverlap(beam.PTransform):
         )
         nearest = searched.nearest | "NearestOverShards" >> beam.CombineGlobally(MinDistances(self.side.n_images))
         errors = (searched.shard_errors, checked.shard_errors) | "AllShardErrors" >> beam.Flatten()
-        return checked.pairs, nearest, errors
+        pairs = (searched.screened, checked.pairs) | "AllPairs" >> beam.Flatten()
+        return pairs, nearest, errors
 
 
 # ---------------------------------------------------------------------------------------------

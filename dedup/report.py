@@ -9,8 +9,11 @@ Written into `--output DIR`:
                     training twin (thumbnails for the first THUMBS_PER_SET), the candidates the
                     pixel check rejected, unreadable shards; and All / Clean / Overlap accuracy
                     with CLIP's binomial test when predictions were given
-    report.json     the same numbers and every pair (no thumbnails)
-    pairs.csv       every candidate pair, verdict first (duplicate / rejected)
+    report.json     the same numbers, every matched pair and the first LIST_CAP rejected
+                    candidates per test set (no thumbnails)
+    pairs.csv       every candidate pair, verdict first (duplicate / rejected), with what
+                    decided it (`stage`: screen on the stored thumbnail, pixels, hash) and why
+                    in words (`reason`)
     blocklist.txt   the training keys of the matched pairs: sorted, one per line
 
 Every string from a shard or a test set (captions and URLs are web text) is HTML-escaped, and URLs
@@ -29,10 +32,12 @@ from apache_beam.io.filesystems import FileSystems
 from clipdata.dedup import significance
 
 THUMBS_PER_SET = 200
+STAGE_WORDS = {"screen": "the stored thumbnail", "pixels": "the pixels", "hash": "the hash alone",
+               "error": "nothing (an error)"}
 LIST_CAP = 1000          # unreadable images / rejected pairs listed per test set in report.json
 HTML_LIST_CAP = 200      # rows of a table in the HTML page
 PAIR_FIELDS = ("verdict", "test_set", "test_id", "label", "key", "shard", "url", "caption", "distance",
-               "view", "score", "method", "detail")
+               "view", "stage", "reason", "score", "method", "detail")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,6 +80,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             "overlap_percent": round(100 * len(overlap_ids) / ts.size, 3) if ts.size else 0.0,
             "matched_pairs": len(matches),
             "rejected_pairs": len(rejected),
+            "rejected_listed": min(len(rejected), LIST_CAP),
             "nearest_distance_histogram": histogram,
             "nearest_distance_none": none,
             "overlap_ids": overlap_ids,
@@ -102,6 +108,10 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             "train_hashed_from_tar": counters.get("train_hashed_from_tar", 0),
             "train_images_unreadable": counters.get("train_images_unreadable", 0),
             "candidates": counters.get("candidates", 0),
+            # what decided the candidates: the stored thumbnails (no tar opened) or the pixels
+            "screened_out": counters.get("pairs_screened_out", 0),
+            "checked_on_pixels": counters.get("pairs_checked_on_pixels", 0),
+            "thumbnails_from_tar": counters.get("thumbnails_from_tar", 0),
         },
         "shard_errors": result.shard_errors,
         "test_sets": test_sets,
@@ -109,6 +119,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
         "seconds": round(result.seconds, 2),
         "caveats": list(significance.CAVEATS) if predictions else [],
         "_blocklist": blocklist,
+        "_pairs": pairs,
     }
 
 
@@ -129,12 +140,13 @@ def write_report(result, output: str, predictions: dict[str, dict[str, bool]] | 
     """Write report.html, report.json, pairs.csv and blocklist.txt; returns report.json's content."""
     report = build_report(result, predictions)
     blocklist = report.pop("_blocklist")
+    pairs = report.pop("_pairs")
     thumbs = {(p["test_set"], p["test_id"], p["shard"], p["key"]): (p.get("test_thumb"), p.get("train_thumb"))
               for p in result.pairs}
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)
     _write(FileSystems.join(output, "report.json"), json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    _write(FileSystems.join(output, "pairs.csv"), pairs_csv(report))
+    _write(FileSystems.join(output, "pairs.csv"), pairs_csv(pairs))
     _write(FileSystems.join(output, "blocklist.txt"), "".join(k + "\n" for k in blocklist))
     _write(FileSystems.join(output, "report.html"), render_html(report, thumbs))
     return report
@@ -147,13 +159,13 @@ def _write(path: str, text: str) -> None:
     FileSystems.rename([tmp], [path])
 
 
-def pairs_csv(report: dict) -> str:
+def pairs_csv(pairs: list[dict]) -> str:
+    """Every candidate pair (build_report's public form), matched ones first."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=PAIR_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for ts in report["test_sets"]:
-        for pair in ts["matches"] + ts["rejected"]:
-            writer.writerow({k: "" if pair.get(k) is None else pair[k] for k in PAIR_FIELDS})
+    for pair in sorted(pairs, key=lambda p: p["verdict"] != "duplicate"):
+        writer.writerow({k: "" if pair.get(k) is None else pair[k] for k in PAIR_FIELDS})
     return buf.getvalue()
 
 
@@ -199,7 +211,8 @@ def render_html(report: dict, thumbs: dict) -> str:
 
 def _options_html(report: dict) -> str:
     o, t = report["options"], report["training"]
-    verify = "pixel verification of every candidate" if o["verify"] else \
+    verify = (f"{t.get('screened_out', 0):,} rejected on the thumbnails the download stored, "
+              f"{t.get('checked_on_pixels', 0):,} checked on the training image's pixels") if o["verify"] else \
         "hash only (--no-verify): every candidate within the radius counts as a duplicate"
     semantic = f"; embeddings {e(o['embeddings'])} at cosine &ge; {e(o['semantic_threshold'])}" if o["embeddings"] else ""
     return (
@@ -286,11 +299,12 @@ def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
             f"<tr>{cells[0]}{cells[1]}<td>{e(p['test_id'])}<br><span class=small>{e(p.get('label'))}</span></td>"
             f"<td>{e(p['key'])}<br><span class=small>{e(p['shard'])}</span></td>"
             f'<td class="cap">{e(p.get("caption"))}</td><td class="url">{e(p.get("url"))}</td>'
-            f"<td>{distance}</td><td>{e(p.get('method'))}{e(score)}<br><span class=small>{e(p.get('detail'))}</span></td></tr>")
+            f"<td>{distance}</td><td>{e(p.get('reason'))}<br><span class=small title=\"{e(p.get('detail'))}\">"
+            f"decided by {e(STAGE_WORDS.get(p.get('stage'), p.get('stage')))}{e(score)}</span></td></tr>")
     rows.append("</table>")
     if len(pairs) > HTML_LIST_CAP:
         rows.append(f'<p class="note">{len(pairs) - HTML_LIST_CAP:,} more pairs are not shown here; '
-                    "report.json and pairs.csv hold them all.</p>")
+                    "pairs.csv holds them all.</p>")
     return rows
 
 
@@ -311,7 +325,10 @@ def _test_set_html(ts: dict, radius: int, thumbs: dict) -> str:
             out.append(f'<p class="note">Thumbnails are shown for the first {THUMBS_PER_SET} pairs only.</p>')
     else:
         out.append("<p>None.</p>")
-    out.append(f"<h3>Candidates rejected by the pixel check ({ts['rejected_pairs']:,})</h3>")
+    out.append(f"<h3>Candidates rejected ({ts['rejected_pairs']:,})</h3>")
+    if ts["rejected_pairs"] > ts["rejected_listed"]:
+        out.append(f'<p class="note">report.json lists the first {ts["rejected_listed"]:,} of them; '
+                   "pairs.csv holds every one.</p>")
     if ts["rejected"]:
         out += _pair_rows(ts["rejected"], thumbs, THUMBS_PER_SET)
     else:

@@ -168,7 +168,7 @@ def download_rows(table: pa.Table, keys: list[str], config: DownloadConfig, resi
         if image.error:
             return shards.ShardRow(status="failed", error_message=image.error, **common)
         return shards.ShardRow(status="success", width=image.width, height=image.height, phash=image.phash,
-                               phash_centre=image.phash_centre, image=image.data, **common)
+                               phash_centre=image.phash_centre, thumb=image.thumb, image=image.data, **common)
 
     urls = [u if isinstance(u, str) else "" for u in columns["url"]]
     with concurrent.futures.ThreadPoolExecutor(max(1, config.resize_threads)) as executor:
@@ -243,6 +243,7 @@ def retry_rows(output: str, shard_id: int, shard_digits: int, config: DownloadCo
         base = {k: record[k] for k in ("key", "url", "caption", "status", "error_message", "width", "height",
                                        "original_width", "original_height", "sha256", "phash")}
         base["phash_centre"] = record.get("phash_centre")  # absent from shards written before it
+        base["thumb"] = record.get("thumb")
         rows.append(shards.ShardRow(**base, entry_ids=record["entry_ids"] or [], extra=extra,
                                     image=images_by_key.get(record["key"]),
                                     image_ext=images.ENCODE_EXTENSIONS[config.image.encode_format]))

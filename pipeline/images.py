@@ -5,9 +5,10 @@ aspect ratio, encode format and quality, transparency matted on white), so shard
 like img2dataset's. Two things are added around it:
 - a pixel cap checked on the image header before anything is decoded: the Resizer decodes first
   and checks the area after, so a 20000 x 20000 PNG of 40 KB costs it 1.6 GB of memory;
-- the sha256 of the downloaded bytes and two 64-bit perceptual hashes (imagehash pHash) of the
-  stored image, of all of it and of its centre (dedup.hashing.train_views), so the contamination
-  stage never decodes images again.
+- the sha256 of the downloaded bytes, two 64-bit perceptual hashes (imagehash pHash) of the
+  stored image, of all of it and of its centre (dedup.hashing.train_views), and a 64 px PNG
+  thumbnail of it (dedup.thumbs), so the contamination stage searches and screens candidates
+  without decoding images again.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class StoredImage:
     phash: str | None
     error: str | None  # None, or "<kind>: detail" with kind in IMAGE_ERROR_KINDS
     phash_centre: str | None = None
+    thumb: bytes | None = None  # dedup.thumbs: the stored image in small, for the contamination check
 
 
 IMAGE_ERROR_KINDS = ("not-an-image", "too-many-pixels", "decode", "too-small", "aspect-ratio", "resize")
@@ -107,15 +109,18 @@ def phash_hex(encoded: bytes) -> str:
         return str(imagehash.phash(image.convert("RGB")))
 
 
-def train_hashes_hex(encoded: bytes) -> tuple[str, str]:
-    """(phash, phash_centre) of a stored image, 16 hex digits each: the contamination stage's
-    two training views (dedup.hashing.train_views), from one decode."""
-    from clipdata.dedup.hashing import hex64, train_views  # scipy, as above
+def train_signature(encoded: bytes) -> tuple[str, str, bytes]:
+    """(phash, phash_centre, thumb) of a stored image, from one decode: the contamination
+    stage's two training views (dedup.hashing.train_views, 16 hex digits each) and its
+    thumbnail (dedup.thumbs)."""
+    from clipdata.dedup import thumbs  # noqa: I001 - scipy, as above
+    from clipdata.dedup.hashing import hex64, to_rgb, train_views
 
     with Image.open(io.BytesIO(encoded)) as image:
         image.load()
-        views = train_views(image)
-    return hex64(views["image"]), hex64(views["centre"])
+        rgb = to_rgb(image)
+    views = train_views(rgb)
+    return hex64(views["image"]), hex64(views["centre"]), thumbs.encode(rgb)
 
 
 def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
@@ -140,7 +145,7 @@ def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
                 "image area too large": "too-many-pixels"}.get(error, "decode" if "decod" in error.lower() else "resize")
         return failed(f"{kind}: {error}", width, height)
     try:
-        phash, phash_centre = train_hashes_hex(encoded)
+        phash, phash_centre, thumb = train_signature(encoded)
     except Exception as err:  # noqa: BLE001 - an encoder output PIL cannot read is a resize failure
         return failed(f"resize: encoded image unreadable ({err})", width, height)
-    return StoredImage(encoded, ext, out_w, out_h, orig_w, orig_h, sha256, phash, None, phash_centre)
+    return StoredImage(encoded, ext, out_w, out_h, orig_w, orig_h, sha256, phash, None, phash_centre, thumb)

@@ -67,9 +67,11 @@ PARQUET_FIELDS = [
     pa.field("sha256", pa.string()),
     pa.field("phash", pa.string()),
     pa.field("phash_centre", pa.string()),
+    pa.field("thumb", pa.binary()),
     pa.field("entry_ids", pa.list_(pa.int32())),
 ]
 BASE_COLUMNS = tuple(f.name for f in PARQUET_FIELDS)
+BINARY_COLUMNS = ("thumb",)  # in the parquet only, not in the sample's json
 
 # Fixed writer options: nothing that varies between runs ends up in the file (pyarrow writes no
 # timestamps; `created_by` names the pyarrow version, constant for an installation).
@@ -114,14 +116,15 @@ class ShardRow:
     sha256: str | None = None
     phash: str | None = None  # 16 hex chars (64-bit pHash)
     phash_centre: str | None = None  # 16 hex chars: pHash of the centre (dedup.hashing.train_views)
+    thumb: bytes | None = field(default=None, repr=False)  # PNG thumbnail (dedup.thumbs): parquet only
     entry_ids: list[int] = field(default_factory=list)
     image: bytes | None = field(default=None, repr=False)
     image_ext: str = "jpg"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict:
-        """The row as img2dataset's per-sample json (and one parquet row): every column but the image."""
-        meta = {name: getattr(self, name) for name in BASE_COLUMNS}
+        """The row as img2dataset's per-sample json: every parquet column but the thumbnail."""
+        meta = {name: getattr(self, name) for name in BASE_COLUMNS if name not in BINARY_COLUMNS}
         meta["entry_ids"] = [int(i) for i in self.entry_ids]
         meta.update(self.extra)
         return meta
@@ -373,6 +376,8 @@ def _check_row(row: ShardRow, prefix: str) -> None:
         value = getattr(row, name)
         if value is not None and not _PHASH.match(str(value)):
             raise ValueError(f"row {row.key}: {name} must be 16 lower-case hex chars, got {value!r}")
+    if row.thumb is not None and not isinstance(row.thumb, (bytes, bytearray)):
+        raise ValueError(f"row {row.key}: thumb must be bytes, got {type(row.thumb).__name__}")
     for entry in row.entry_ids:
         if not 0 <= int(entry) < 2**31:
             raise ValueError(f"row {row.key}: entry id {entry!r} out of int32 range")

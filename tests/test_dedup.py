@@ -69,7 +69,7 @@ class ShardMaker:
                         status="success", width=stored.width, height=stored.height,
                         original_width=stored.original_width, original_height=stored.original_height,
                         sha256=stored.sha256, phash=stored.phash, phash_centre=stored.phash_centre,
-                        image=stored.data, image_ext=stored.ext,
+                        thumb=stored.thumb, image=stored.data, image_ext=stored.ext,
                         extra={"uid": f"u{shard}-{i}"})
 
 
@@ -158,7 +158,7 @@ def build_world(root: str) -> dict:
         f.write("id,correct\n" + "".join(f"{tid},{int(c)}\n" for tid, c in correct.items()))
     return {"root": root, "test_dir": test_dir, "ids": ids, "planted": planted, "planted_ids": planted_ids,
             "lookalike_ids": lookalike_ids, "predictions": predictions, "correct": correct,
-            "shards": ours, "elsewhere": elsewhere, "plain": plain}
+            "shards": ours, "elsewhere": elsewhere, "plain": plain, "rows": rows}
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +242,92 @@ def test_shards_without_phash_are_hashed_from_the_tar(world):
     assert found["000060000"]["caption"] == "copy 4"            # from the tar's txt member
     assert found["000060000"]["url"] == "http://train.test/6/0.png"  # from its json member
     assert found["000050000"]["url"] == "http://train.test/5/0.png"  # from the parquet
+
+
+# ---------------------------------------------------------------------------------------------
+# The stored thumbnails: candidates decided without the tar, and shards written before them
+
+
+@pytest.fixture(scope="module")
+def thumb_runs(world, tmp_path_factory):
+    """The good shards 0 and 1 written three ways and checked against the same test set: as
+    clipdata download writes them now (thumbnails in the parquet), as it wrote them before the
+    thumbnail column, and without their tars (the parquet and stats alone)."""
+    root = str(tmp_path_factory.mktemp("thumb_runs"))
+    runs = {}
+    for name in ("new", "old", "no_tar"):
+        folder = os.path.join(root, name)
+        for shard in (0, 1):
+            rows = world["rows"][shard]
+            if name == "old":
+                rows = [dataclasses.replace(r, thumb=None) for r in rows]
+            shards.write_shard(folder, shard, rows, {"start_time": 0.0, "end_time": 1.0})
+            if name == "old":  # the column itself absent, as in shards written before it
+                path = os.path.join(folder, f"{shard:05d}.parquet")
+                pq.write_table(pq.read_table(path).drop(["thumb"]), path)
+            if name == "no_tar":
+                os.remove(os.path.join(folder, f"{shard:05d}.tar"))
+        output = os.path.join(root, f"report_{name}")
+        code = cli.main(["dedup", "--shards", folder, "--test-set", f"shapes={world['test_dir']}",
+                         "--output", output])
+        assert code == 0
+        with open(os.path.join(output, "report.json")) as f:
+            report = json.load(f)
+        with open(os.path.join(output, "pairs.csv"), newline="") as f:
+            runs[name] = (report, list(csv.DictReader(f)))
+    return runs
+
+
+def test_download_stores_a_thumbnail_of_the_stored_image(world):
+    from clipdata.dedup import thumbs
+
+    table = pq.read_table(os.path.join(world["shards"], "00000.parquet"), columns=["key", "status", "thumb"])
+    with tarfile.open(os.path.join(world["shards"], "00000.tar")) as tar:
+        stored = {m.name.split(".")[0]: tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")}
+    rows = table.to_pylist()
+    assert [r["key"] for r in rows if r["thumb"]] == sorted(stored)
+    for r in rows:
+        if r["status"] == "success":
+            assert r["thumb"] == thumbs.from_stored_bytes(stored[r["key"]])
+            assert max(Image.open(io.BytesIO(r["thumb"])).size) == thumbs.THUMB_SIDE
+        else:
+            assert r["thumb"] is None
+
+
+def test_most_candidates_are_decided_on_the_stored_thumbnails(thumb_runs):
+    report, rows = thumb_runs["new"]
+    training = report["training"]
+    stages = [r["stage"] for r in rows]
+    assert training["candidates"] == len(rows) > 0
+    assert training["screened_out"] == stages.count("screen") > 0
+    assert training["checked_on_pixels"] == stages.count("pixels")
+    assert training["thumbnails_from_tar"] == 0
+    # every pair the screen rejected says why, in words; every duplicate was seen on the pixels
+    assert all(r["reason"] and r["verdict"] == "rejected" for r in rows if r["stage"] == "screen")
+    assert all(r["stage"] == "pixels" for r in rows if r["verdict"] == "duplicate")
+
+
+def test_shards_written_before_the_thumbnail_give_the_same_report(thumb_runs):
+    (new, new_rows), (old, old_rows) = thumb_runs["new"], thumb_runs["old"]
+
+    def verdicts(rows):
+        return {(r["test_id"], r["key"]): (r["verdict"], r["stage"], r["reason"], r["score"]) for r in rows}
+
+    assert verdicts(old_rows) == verdicts(new_rows)
+    assert old["test_sets"][0]["overlap_ids"] == new["test_sets"][0]["overlap_ids"]
+    # ... the thumbnails made from the tars, counted and said
+    assert old["training"]["thumbnails_from_tar"] == old["training"]["candidates"] > 0
+    assert old["training"]["screened_out"] == new["training"]["screened_out"]
+
+
+def test_the_screen_needs_no_tar(thumb_runs):
+    (_, new_rows), (report, rows) = thumb_runs["new"], thumb_runs["no_tar"]
+    screened = {(r["test_id"], r["key"]): r["reason"] for r in new_rows if r["stage"] == "screen"}
+    assert {(r["test_id"], r["key"]): r["reason"] for r in rows if r["stage"] == "screen"} == screened
+    # the pairs the screen passed need the pixels, which are gone: said, never a duplicate
+    rest = [r for r in rows if r["stage"] != "screen"]
+    assert rest and all(r["stage"] == "error" and r["verdict"] == "rejected" for r in rest)
+    assert {e["shard"] for e in report["shard_errors"]} == {"00000", "00001"}
 
 
 def photo_like(seed: int, size=(200, 160)) -> Image.Image:

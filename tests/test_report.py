@@ -40,13 +40,14 @@ def make_result(n_matches: int = 3, hostile: bool = True, with_thumbs: bool = Tr
         pairs.append({"test_set": "cifar<10>", "test_index": i, "test_id": f"{i:04d}", "key": f"0000{i:05d}",
                       "shard": "00000", "url": HOSTILE if hostile else f"http://x.test/{i}",
                       "caption": HOSTILE if hostile else f"caption {i}", "train_phash": "00" * 8, "distance": 2,
-                      "view": "mirror", "verified": True, "score": 0.97, "method": "pixels", "detail": "ok",
+                      "view": "mirror", "verified": True, "score": 0.97, "method": "align", "detail": "ok",
+                      "stage": "pixels", "reason": "the test picture lies in the training picture",
                       "test_thumb": thumb((200, 0, 0)) if with_thumbs else None,
                       "train_thumb": thumb((0, 200, 0)) if with_thumbs else None})
     # The same training key matched by a second test image: one blocklist line.
     pairs.append(dict(pairs[0], test_id="0039", test_index=39))
-    pairs.append({**pairs[0], "key": "000000099", "verified": False, "score": 0.2, "method": "pixels",
-                  "detail": "different shape <b>"})
+    pairs.append({**pairs[0], "key": "000000099", "verified": False, "score": 0.2, "method": "align",
+                  "detail": "different shape <b>", "stage": "screen", "reason": "the colours differ"})
     config = overlap.OverlapConfig(shards=["/shards"], test_sets=[("cifar<10>", "/data/c"), ("stl10", "/data/s")],
                                    output="/out")
     counters = {"train_hashes": 1000, "candidates": len(pairs), "train_hashed_from_tar": 0}
@@ -80,6 +81,7 @@ def test_files_are_written_and_html_is_self_contained_and_escaped(tmp_path):
     rows = list(csv.DictReader(io.StringIO((tmp_path / "pairs.csv").read_text())))
     assert [r["verdict"] for r in rows] == ["duplicate"] * 4 + ["rejected"]
     assert rows[0]["caption"] == HOSTILE
+    assert (rows[-1]["stage"], rows[-1]["reason"]) == ("screen", "the colours differ")
 
     page = (tmp_path / "report.html").read_text()
     assert "<script" not in page.lower()
@@ -89,6 +91,9 @@ def test_files_are_written_and_html_is_self_contained_and_escaped(tmp_path):
     assert html_escaped(HOSTILE) in page
     assert "cifar&lt;10&gt;" in page and "cifar<10>" not in page
     assert "&lt;bad&gt; &amp; broken" in page and "different shape &lt;b&gt;" in page
+    # why each pair was decided, in words, and by which stage
+    assert "the colours differ" in page and "decided by the stored thumbnail" in page
+    assert page.count("decided by the pixels") == 4
     # Thumbnails are small JPEG data URLs, test image beside its training twin.
     sources = re.findall(r'src="(data:image/jpeg;base64,[^"]+)"', page)
     assert len(sources) == 2 * 5
@@ -111,6 +116,19 @@ def test_thumbnails_are_capped_with_a_note(tmp_path, monkeypatch):
     cifar = page.split('id="set-cifar&lt;10&gt;"')[1].split("Candidates rejected")[0]
     assert cifar.count("data:image/jpeg;base64,") == 2 * 2
     assert "Thumbnails are shown for the first 2 pairs only" in cifar
+
+
+def test_pairs_csv_holds_every_rejected_candidate_past_the_json_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "LIST_CAP", 2)
+    result = make_result(n_matches=1, hostile=False)
+    rejected = result.pairs[-1]
+    result.pairs += [dict(rejected, key=f"0000001{i:02d}") for i in range(5)]
+    written = report.write_report(result, str(tmp_path))
+    cifar = written["test_sets"][0]
+    assert (cifar["rejected_pairs"], cifar["rejected_listed"], len(cifar["rejected"])) == (6, 2, 2)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "pairs.csv").read_text())))
+    assert sum(r["verdict"] == "rejected" for r in rows) == 6
+    assert "pairs.csv holds every one" in (tmp_path / "report.html").read_text()
 
 
 def test_accuracy_section_carries_the_caveats(tmp_path):

@@ -190,3 +190,52 @@ def test_another_shade_of_the_shape_on_a_greyer_background_is_rejected(store, mo
     # a darker copy (one gain for background and disc: 0.92) is a brightness change, and passes
     monkeypatch.undo()
     assert verify.verify(test, store(disc((235, 235, 235), (225, 129, 23)))).duplicate
+
+
+def screened(test: Image.Image, stored: Image.Image) -> verify.Verdict:
+    """The screen's verdict, on the thumbnail the downloader stores of `stored`."""
+    from clipdata.dedup import thumbs
+
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95)
+    return verify.screen(verify.reduce_for_screen(test), thumbs.decode(thumbs.from_stored_bytes(buf.getvalue())))
+
+
+def pair_sample() -> list[tuple[str, Image.Image, Image.Image]]:
+    """Copies, lookalikes and unrelated pictures: (name, test image, training image before storing)."""
+    p, d = photo(1), drawing()
+    return [("photo, mirror", p, ImageOps.mirror(p)), ("photo, 10% crop", p, crop(p, 0.1)),
+            ("photo cropped 20%, test side", crop(p, 0.2), p), ("photo, caption", p, caption(p)),
+            ("drawing, 10% crop", d, crop(d, 0.1)), ("drawing, caption", d, caption(d)),
+            ("drawing, moved", d, drawing(shift=(45, 15))), ("drawing, red", d, drawing(colour=(220, 30, 30))),
+            ("another text", text("tomorrow we ride/at dawn to the sea"), text("yesterday they sold/all the old boats")),
+            ("another photo", p, photo(2)), ("photo vs drawing", p, d)]
+
+
+def test_the_screen_on_the_stored_thumbnail_keeps_every_copy_the_pixels_accept(store):
+    """The cascade (screen, then pixels for what it passes) decides each pair as the pixels do."""
+    decisions = {}
+    for name, test, train in pair_sample():
+        stored = store(train)
+        pixels, first = verify.verify(test, stored), screened(test, stored)
+        cascade = first.duplicate and pixels.duplicate
+        assert cascade == pixels.duplicate, f"{name}: the screen rejected a copy ({first.reason}: {first.detail})"
+        decisions[name] = pixels.duplicate
+    assert [n for n, dup in decisions.items() if dup] == [n for n, *_ in pair_sample()[:6]]
+
+
+@pytest.mark.parametrize("name, other, failed", [
+    ("the same strokes moved", drawing(shift=(45, 15)), {"agree", "ncc", "precheck", "coverage"}),
+    ("the same strokes in red", drawing(colour=(220, 30, 30)), {"agree", "colour_agree", "colour_diff", "tone"}),
+])
+def test_a_rejection_names_the_test_that_failed_in_words(store, name, other, failed):
+    verdict = verify.verify(drawing(), store(other))
+    assert not verdict.duplicate and verdict.failed in failed, f"{name}: {verdict.failed} ({verdict.detail})"
+    assert verdict.reason == verify.TEST_WORDS[verdict.failed]
+
+
+def test_an_accepted_copy_says_where_it_lies_in_words(store):
+    verdict = verify.verify(photo(1), store(ImageOps.mirror(photo(1))))
+    assert verdict.duplicate and verdict.failed is None and verdict.values["mirror"] is True
+    assert verdict.reason.startswith("the test picture lies in the training picture (mirrored")
+    assert "of the detail" in verdict.reason

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/dedup.py quality      # recall per transformation, false positives
     .venv/bin/python bench/dedup.py speed        # index vs numpy brute force, hashing images/s
+    .venv/bin/python bench/dedup.py scale        # the whole job on many generated images, projected
+                                                 # to 400M x 100k (bench/dedup_scale.py)
 
 Needs scikit-image (its bundled sample photos, files inside the wheel; nothing is downloaded):
 `.venv/bin/pip install scikit-image`.
@@ -839,7 +841,22 @@ def main(argv=None) -> int:
     speed.add_argument("--brute-rows", type=int, default=50_000,
                        help="training hashes brute-forced with numpy, extrapolated to --train (default: %(default)s)")
     speed.add_argument("--images", type=int, default=400, help="images hashed (default: %(default)s)")
+    scale = commands.add_parser("scale", help="clipdata dedup on generated shards; stage rates; projection")
+    scale.add_argument("--train", type=int, default=1_000_000, help="training images (default: %(default)s)")
+    scale.add_argument("--test", type=int, default=10_000, help="test images (default: %(default)s)")
+    scale.add_argument("--planted", type=int, default=100, help="test images with a copy among the "
+                       "training images (default: %(default)s)")
+    scale.add_argument("--rows-per-shard", type=int, default=10_000, help="(default: %(default)s)")
+    scale.add_argument("--workers", type=int, default=2, help="processes (default: %(default)s)")
+    scale.add_argument("--folder", default="bench_output/dedup_scale", help="work folder (default: %(default)s)")
+    scale.add_argument("--keep", action="store_true", help="keep the generated data and the report")
     args = parser.parse_args(argv)
+
+    if args.command == "scale":
+        import dedup_scale
+        dedup_scale.run(args.train, args.test, args.planted, args.rows_per_shard, args.workers, args.folder,
+                        args.keep)
+        return 0
 
     if args.command == "quality":
         _skimage_file("camera.png")

@@ -220,6 +220,15 @@ def _flat_run(lines_ptp: np.ndarray, lines_mean: np.ndarray) -> int:
     return int(np.argmin(same)) if not same.all() else len(same)
 
 
+def _line_means(lines: np.ndarray) -> np.ndarray:
+    """(n, 3) mean colour of each line of a contiguous (n, m, 3) uint8 array, as
+    lines.mean(axis=1) gives it: the sums are exact integers in float32 (m * 255 < 2**24), and a
+    matrix product makes them in a tenth of the time of numpy's strided mean."""
+    n, m, _ = lines.shape
+    per_channel = np.tile(np.eye(3, dtype=np.float32), (m, 1))
+    return (lines.reshape(n, m * 3).astype(np.float32) @ per_channel).astype(np.float64) / m
+
+
 def content_boxes(arr: np.ndarray) -> list[tuple[int, int, int, int]]:
     """(x0, y0, x1, y1) boxes a stored picture's content may occupy (uint8 RGB array): the whole
     image, and the part between symmetric flat bars of one colour (the downloader's padding)
@@ -227,9 +236,12 @@ def content_boxes(arr: np.ndarray) -> list[tuple[int, int, int, int]]:
     h, w = arr.shape[:2]
     boxes = [(0, 0, w, h)]
     for axis in (0, 1):  # 0: bars above and below (rows); 1: bars left and right (columns)
-        lines = arr if axis == 0 else arr.transpose(1, 0, 2)
-        ptp = lines.max(axis=(1, 2)).astype(np.int16) - lines.min(axis=(1, 2))
-        mean = lines.mean(axis=1)
+        # contiguous lines: numpy's reductions over a strided axis pair cost ~10x more (this runs
+        # once per downloaded image)
+        lines = np.ascontiguousarray(arr if axis == 0 else arr.transpose(1, 0, 2))
+        flat = lines.reshape(len(lines), -1)
+        ptp = flat.max(axis=1).astype(np.int16) - flat.min(axis=1)
+        mean = _line_means(lines)
         a, b = _flat_run(ptp, mean), _flat_run(ptp[::-1], mean[::-1])
         bar = min(a, b)
         if bar >= 2 and np.abs(mean[0] - mean[-1]).max() <= BAR_TOLERANCE and len(lines) - 2 * bar >= 8:

@@ -45,7 +45,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from clipdata.dedup import testsets
+from clipdata.dedup import progress, testsets
 from clipdata.pipeline import beam_runner, shards
 
 NO_NEIGHBOUR = 255          # nearest distance of a test image no training hash was compared with
@@ -685,9 +685,9 @@ class SearchShardFn(beam.DoFn):
     stored thumbnails decided), 'nearest' distances, 'shard_errors'."""
 
     def __init__(self, side: TestSide, radius: int, index_kind: str, semantic: dict | None = None,
-                 verify: bool = True, thumbnails: bool = True):
+                 verify: bool = True, thumbnails: bool = True, work: str | None = None):
         self.side, self.radius, self.index_kind, self.semantic = side, radius, index_kind, semantic
-        self.verify, self.thumbnails = verify, thumbnails
+        self.verify, self.thumbnails, self.work = verify, thumbnails, work
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
         self.shards_read = Metrics.counter("dedup", "shards_read")
         self.shards_with_errors = Metrics.counter("dedup", "shards_with_errors")
@@ -719,11 +719,16 @@ class SearchShardFn(beam.DoFn):
                                                 "stage": "search", "errors": errors})
         yield TaggedOutput("nearest", nearest_distances(self.side, train.search_codes()[0]))
         self.candidates.inc(len(candidates))
+        found = len(candidates)
+        decided = []
         if self.verify:
             decided, candidates = screen_candidates(candidates, self.tests, self.thumbnails)
             self.screened_out.inc(len(decided))
             for pair in decided:
                 yield TaggedOutput("screened", without_thumb(dict(pair, shard=shard.name)))
+        if self.work:
+            progress.record(self.work, "search", shard.name, {"images": len(train.keys), "candidates": found,
+                                                              "screened_out": len(decided)})
         if candidates:
             yield shard, candidates
 
@@ -750,15 +755,16 @@ class SearchShardFn(beam.DoFn):
             out.append({"test_set": self.side.names[number], "test_index": number, "test_id": self.side.ids[number],
                         "key": key, "url": train.urls[i], "caption": train.captions[i],
                         "train_phash": hex64(train.codes[i]),
-                        "distance": None, "view": "semantic", "cosine": round(float(s), 4)})
+                        "distance": None, "view": "semantic", "cosine": round(float(s), 4),
+                        THUMB: train.thumbs[i] if i < len(train.thumbs) else None})
         return out
 
 
 class VerifyShardFn(beam.DoFn):
     """(shard, candidates) -> each candidate with its verdict, from the shard's tar; 'shard_errors'."""
 
-    def __init__(self, side: TestSide, verify: bool, thumbnails: bool):
-        self.side, self.verify, self.thumbnails = side, verify, thumbnails
+    def __init__(self, side: TestSide, verify: bool, thumbnails: bool, work: str | None = None):
+        self.side, self.verify, self.thumbnails, self.work = side, verify, thumbnails, work
         self.pixel_checked = Metrics.counter("dedup", "pairs_checked_on_pixels")
         self.thumbs_from_tar = Metrics.counter("dedup", "thumbnails_from_tar")
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
@@ -779,6 +785,9 @@ class VerifyShardFn(beam.DoFn):
             elif pair["stage"] == "screen":
                 self.screened_out.inc()
             yield without_thumb(pair)
+        if self.work:
+            progress.record(self.work, "verify", shard.name,
+                            {"pixels": sum(p["stage"] == "pixels" for p in checked)})
 
 
 class MinDistances(beam.CombineFn):
@@ -808,23 +817,23 @@ class FindOverlap(beam.PTransform):
     """Training shards -> (checked pairs, nearest distances, shard errors)."""
 
     def __init__(self, side: TestSide, radius: int, index_kind: str, verify: bool, thumbnails: bool,
-                 semantic: dict | None = None):
+                 semantic: dict | None = None, work: str | None = None):
         super().__init__()
         self.side, self.radius, self.index_kind = side, radius, index_kind
-        self.verify, self.thumbnails, self.semantic = verify, thumbnails, semantic
+        self.verify, self.thumbnails, self.semantic, self.work = verify, thumbnails, semantic, work
 
     def expand(self, shard_inputs):
         searched = (
             shard_inputs
             | "SpreadShards" >> beam.Reshuffle()
             | "SearchAndScreen" >> beam.ParDo(SearchShardFn(self.side, self.radius, self.index_kind, self.semantic,
-                                                            self.verify, self.thumbnails)
+                                                            self.verify, self.thumbnails, self.work)
                                               ).with_outputs("screened", "nearest", "shard_errors", main="candidates")
         )
         checked = (
             searched.candidates
             | "SpreadCandidates" >> beam.Reshuffle()
-            | "VerifyShard" >> beam.ParDo(VerifyShardFn(self.side, self.verify, self.thumbnails)
+            | "VerifyShard" >> beam.ParDo(VerifyShardFn(self.side, self.verify, self.thumbnails, self.work)
                                           ).with_outputs("shard_errors", main="pairs")
         )
         nearest = searched.nearest | "NearestOverShards" >> beam.CombineGlobally(MinDistances(self.side.n_images))
@@ -862,7 +871,8 @@ def prepare_test_side(config: OverlapConfig, radius: int, views: tuple[str, ...]
             test_set = testsets.load_test_set(name, path, config.columns)
         except testsets.TestSetError as err:
             raise OverlapError(str(err)) from err
-        hashed.append(testsets.hash_test_set(test_set, views, workers=config.workers))
+        with progress.Counter("hashed", len(test_set.images), f"test images of {name}") as counter:
+            hashed.append(testsets.hash_test_set(test_set, views, workers=config.workers, progress=counter.add))
     side = flatten(hashed, list(views))
     if not side.codes.size:
         raise OverlapError("no test image could be read: nothing to look for")
@@ -921,13 +931,14 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
     p = beam_runner.make_pipeline(beam_args)
     pairs, nearest, errors = (
         p | "ShardList" >> beam.Create(shard_inputs)
-        | "FindOverlap" >> FindOverlap(side, radius, config.index, config.verify, config.thumbnails, semantic)
+        | "FindOverlap" >> FindOverlap(side, radius, config.index, config.verify, config.thumbnails, semantic, work)
     )
     pairs | "PairsAsJson" >> beam.Map(json.dumps) | "WritePairs" >> beam.io.WriteToText(pairs_prefix, ".jsonl")
     errors | "ErrorsAsJson" >> beam.Map(json.dumps) | "WriteErrors" >> beam.io.WriteToText(errors_prefix, ".jsonl")
     nearest | "SaveNearest" >> beam.Map(_save_npy, nearest_path)
-    result = p.run()
-    result.wait_until_finish()
+    with progress.ShardWatcher(work, len(shard_inputs)):
+        result = p.run()
+        result.wait_until_finish()
     counters = beam_runner.counters(result)
 
     pair_rows = _read_jsonl(pairs_prefix)

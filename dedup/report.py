@@ -399,6 +399,11 @@ def summary_table(report: dict, output: str) -> str:
     t = report["training"]
     lines.append(f"{_count(t['shards'], 'shard')}, {_count(t['train_hashes'], 'training image')}, "
                  f"{_count(t['candidates'], 'candidate')}; {_count(t['shards_with_errors'], 'shard')} with errors")
+    if report["options"]["verify"]:
+        duplicates = sum(ts["matched_pairs"] for ts in report["test_sets"])
+        made = f" (thumbnails of {t['thumbnails_from_tar']:,} made from the tars)" if t["thumbnails_from_tar"] else ""
+        lines.append(f"candidates decided: {t['screened_out']:,} rejected on the stored thumbnails{made}, "
+                     f"{t['checked_on_pixels']:,} checked on the pixels, {_count(duplicates, 'duplicate pair')}")
     lines.append(f"report: {FileSystems.join(output, 'report.html')} (and report.json, pairs.csv, "
                  f"blocklist.txt: {report['blocklist']['keys']:,} keys)")
     return "\n".join(lines)

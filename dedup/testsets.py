@@ -419,8 +419,9 @@ def _hash_chunk(refs: list[ImageRef], views: tuple[str, ...] | None, family: str
 
 
 def hash_test_set(test_set: TestSet, views: Sequence[str] | None = None, family: str = "phash",
-                  workers: int | None = None, chunk: int = 64) -> HashedTestSet:
-    """Hash every image's views (in `workers` processes); undecodable images go to `unreadable`."""
+                  workers: int | None = None, chunk: int = 64, progress=None) -> HashedTestSet:
+    """Hash every image's views (in `workers` processes); undecodable images go to `unreadable`.
+    `progress(n)` is called as each chunk of n images is done."""
     from clipdata.dedup import hashing
 
     views = tuple(views) if views else None
@@ -430,14 +431,19 @@ def hash_test_set(test_set: TestSet, views: Sequence[str] | None = None, family:
     refs = [image.ref for image in test_set.images]
     chunks = [refs[i:i + chunk] for i in range(0, len(refs), chunk)]
     workers = (os.cpu_count() or 1) if workers is None else workers
+    progress = progress or (lambda n: None)
+    results = []
     if workers <= 1 or len(refs) < POOL_THRESHOLD:
-        results = [r for c in chunks for r in _hash_chunk(c, views, family)]
+        for c in chunks:
+            results += _hash_chunk(c, views, family)
+            progress(len(c))
     else:
         # spawn: the caller may hold threads (Beam, gRPC) that a fork would copy mid-lock.
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = [r for part in pool.map(_hash_chunk, chunks, [views] * len(chunks),
-                                              [family] * len(chunks)) for r in part]
+            for part in pool.map(_hash_chunk, chunks, [views] * len(chunks), [family] * len(chunks)):
+                results += part
+                progress(len(part))
     hashed = []
     for image, (image_views, error) in zip(test_set.images, results):
         if error is not None:

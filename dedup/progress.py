@@ -1,0 +1,140 @@
+"""What `clipdata dedup` shows while it runs: test images hashed, training shards searched,
+candidates screened and checked on the pixels, with rates and an ETA.
+
+On a terminal one line is redrawn in place; in a log (stderr not a terminal) a plain line is
+written every LOG_EVERY seconds. The shard counts come from small files the workers write in
+the job's work folder (`_work/progress-*.json`) once a shard is done, so the same driver-side watcher
+works on the local runner and on a cluster writing to gs:// or s3://, as download's does.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+from apache_beam.io.filesystems import FileSystems
+
+TTY_EVERY = 0.5    # seconds between redraws on a terminal
+LOG_EVERY = 30.0   # seconds between lines in a log
+
+
+def eta(done: float, total: float, elapsed: float) -> str:
+    if done <= 0 or total <= done:
+        return "-"
+    left = elapsed * (total - done) / done
+    return f"{int(left // 60)}m{int(left % 60):02d}s" if left >= 60 else f"{left:.0f}s"
+
+
+class Line:
+    """A status line: redrawn on a terminal, printed every LOG_EVERY s (and at the end) in a log."""
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last, self.text = 0.0, ""
+
+    def show(self, text: str, final: bool = False) -> None:
+        now = time.time()
+        self.text = text
+        if self.tty:
+            if final or now - self.last >= TTY_EVERY:
+                print("\r\x1b[2K" + text, end="\n" if final else "", file=self.stream, flush=True)
+                self.last = now
+        elif final or now - self.last >= LOG_EVERY:
+            print(text, file=self.stream, flush=True)
+            self.last = now
+
+
+class Counter:
+    """n of total things done, with rate and ETA: `with Counter("hashed", total, "test images") as c:
+    c.add(k)`."""
+
+    def __init__(self, verb: str, total: int, noun: str, stream=None):
+        self.verb, self.total, self.noun = verb, total, noun
+        self.done, self.started = 0, time.time()
+        self.line = Line(stream)
+
+    def _text(self) -> str:
+        elapsed = max(time.time() - self.started, 1e-9)
+        return (f"dedup: {self.verb} {self.done:,}/{self.total:,} {self.noun} "
+                f"({self.done / elapsed:,.1f}/s, ETA {eta(self.done, self.total, elapsed)})")
+
+    def add(self, n: int = 1) -> None:
+        self.done += n
+        self.line.show(self._text())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        elapsed = time.time() - self.started
+        self.line.show(f"dedup: {self.verb} {self.done:,} {self.noun} in {elapsed:.1f} s", final=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards: written by the workers, read by the driver
+
+
+def record(work: str, step: str, shard_name: str, counts: dict) -> None:
+    """A worker's note that `step` (search, verify) is done for a shard; best-effort (a
+    progress line is not worth failing a shard for). Rewritten, not added to, by a retry."""
+    try:
+        path = FileSystems.join(work, f"progress-{step}-{shard_name}.json")
+        with FileSystems.create(path) as handle:
+            handle.write(json.dumps(counts).encode("utf-8"))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _read_all(work: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {"search": [], "verify": []}
+    try:
+        matches = FileSystems.match([FileSystems.join(work, "progress-*.json")])[0].metadata_list
+    except Exception:  # noqa: BLE001 - the folder may not exist yet
+        return out
+    for m in matches:
+        step = m.path.replace("\\", "/").rsplit("/", 1)[-1].split("-")[1]
+        try:
+            with FileSystems.open(m.path) as handle:
+                out.setdefault(step, []).append(json.loads(handle.read()))
+        except Exception:  # noqa: BLE001 - being written right now
+            continue
+    return out
+
+
+class ShardWatcher:
+    """The driver's view of the Beam job: shards searched of all, training images, candidates,
+    screened out, checked on the pixels; a line every few seconds until the job ends."""
+
+    def __init__(self, work: str, shards: int, stream=None):
+        self.work, self.shards = work, shards
+        self.line = Line(stream)
+        self.started = time.time()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def text(self) -> str:
+        notes = _read_all(self.work)
+        search, verify = notes["search"], notes["verify"]
+        images = sum(n.get("images", 0) for n in search)
+        candidates = sum(n.get("candidates", 0) for n in search)
+        screened = sum(n.get("screened_out", 0) for n in search)
+        pixels = sum(n.get("pixels", 0) for n in verify)
+        elapsed = max(time.time() - self.started, 1e-9)
+        return (f"dedup: searched {len(search):,}/{self.shards:,} shards ({images:,} training images, "
+                f"{images / elapsed:,.0f}/s), {candidates:,} candidates, {screened:,} rejected on thumbnails, "
+                f"{pixels:,} checked on pixels; ETA {eta(len(search), self.shards, elapsed)}")
+
+    def _run(self) -> None:
+        while not self.stop.wait(2.0):
+            self.line.show(self.text())
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.line.show(self.text().split("; ETA")[0] + f" in {time.time() - self.started:.1f} s", final=True)

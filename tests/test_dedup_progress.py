@@ -1,0 +1,33 @@
+"""What `clipdata dedup` prints while it runs: counts, rates and ETA; quiet lines in a log."""
+from __future__ import annotations
+
+import io
+
+from clipdata.dedup import progress
+
+
+def test_a_log_gets_a_plain_line_now_and_then_and_the_final_one(monkeypatch):
+    stream = io.StringIO()                       # not a terminal
+    now = [1000.0]
+    monkeypatch.setattr(progress.time, "time", lambda: now[0])
+    with progress.Counter("hashed", 4, "test images", stream=stream) as counter:   # started at 1000
+        for t in (1001.0, 1002.0, 1040.0, 1041.0):  # shown: the first, then not before LOG_EVERY
+            now[0] = t
+            counter.add()
+    lines = stream.getvalue().splitlines()
+    assert lines == ["dedup: hashed 1/4 test images (1.0/s, ETA 3s)",
+                     "dedup: hashed 3/4 test images (0.1/s, ETA 13s)",
+                     "dedup: hashed 4 test images in 41.0 s"]
+    assert "\r" not in stream.getvalue()
+
+
+def test_the_watcher_counts_what_the_workers_recorded(tmp_path):
+    work = str(tmp_path)
+    watcher = progress.ShardWatcher(work, shards=4, stream=io.StringIO())
+    progress.record(work, "search", "00000", {"images": 100, "candidates": 7, "screened_out": 5})
+    progress.record(work, "search", "00001", {"images": 50, "candidates": 3, "screened_out": 3})
+    progress.record(work, "search", "00001", {"images": 50, "candidates": 3, "screened_out": 3})  # a retry
+    progress.record(work, "verify", "00000", {"pixels": 2})
+    text = watcher.text()
+    assert text.startswith("dedup: searched 2/4 shards (150 training images, ")
+    assert "10 candidates, 8 rejected on thumbnails, 2 checked on pixels; ETA " in text

@@ -15,7 +15,8 @@ What it does:
    download-side cost per image; of it, `images.train_signature` is what the contamination check
    asks of the download.
 3. Runs `overlap.run_overlap` (the Beam job of `clipdata dedup`, --workers local processes) and
-   reads its counters: candidates, screened out on the thumbnails, checked on the pixels.
+   writes its report (report.json, pairs.csv: kept with --keep), and reads its counters:
+   candidates, screened out on the thumbnails, checked on the pixels.
 4. Times each stage on its own over samples of the same data: the hash search per training image,
    the screen per pair, the pixel check per pair.
 5. Prints recall of the planted copies, test images flagged without a copy, the per-pair rates,
@@ -219,6 +220,7 @@ def cpu_seconds() -> float:
 def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers: int, folder: str,
         keep: bool = False, log=print) -> dict:
     from clipdata.dedup import overlap
+    from clipdata.dedup import report as report_module
     from clipdata.pipeline import shards
 
     if n_planted > n_test:
@@ -238,6 +240,7 @@ def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers:
     beam_args = ["--direct_num_workers", str(workers)] if workers > 1 else []
     cpu, wall = cpu_seconds(), time.perf_counter()
     result = overlap.run_overlap(config, beam_args)
+    report_module.write_report(result, output)      # part of the job's cost, as the issue counts it
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     c = result.counters
     duplicates = [p for p in result.pairs if p.get("verified")]

@@ -499,6 +499,14 @@ class TestImages:
             entry["reduced"] = verify.reduce_for_screen(entry["image"])
         return entry["reduced"]
 
+    def screen(self, number: int, thumb: np.ndarray):
+        """verify.screen of the test image against a thumbnail, the test image's reductions kept
+        for its next candidates."""
+        from clipdata.dedup import verify
+
+        reduced = self.reduced(number)
+        return verify.screen(reduced, thumb, pyramid=self.cache[number].setdefault("pyramid", {}))
+
     def thumb(self, number: int) -> str | None:
         entry = self._entry(number)
         if entry["image"] is None:
@@ -524,7 +532,7 @@ def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: boo
     """(decided, to_pixels): each candidate with a stored thumbnail is screened on it
     (verify.screen); those the screen rejects are decided here, without the tar. The rest —
     passed the screen, or no thumbnail to screen — go on to the pixels (check_candidates)."""
-    from clipdata.dedup import thumbs, verify
+    from clipdata.dedup import thumbs
 
     decided, to_pixels = [], []
     for c in candidates:
@@ -534,7 +542,7 @@ def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: boo
             to_pixels.append(c)
             continue
         try:
-            verdict = verify.screen(tests.reduced(c["test_index"]), thumbs.decode(stored))
+            verdict = tests.screen(c["test_index"], thumbs.decode(stored))
         except Exception:  # noqa: BLE001 - an unreadable thumbnail: the pixels decide
             to_pixels.append(c)
             continue
@@ -594,7 +602,7 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
                 if c.get(THUMB) is None and "screen_score" not in c:
                     made += 1
                     thumb = thumbs.decode(thumbs.encode(train_image))
-                    verdict = verify_module.screen(tests.reduced(c["test_index"]), thumb)
+                    verdict = tests.screen(c["test_index"], thumb)
                     stage = "screen"
                 if verdict is None or verdict.duplicate:
                     verdict, stage = verify_module.verify(test_image, train_image), "pixels"

@@ -239,3 +239,18 @@ def test_an_accepted_copy_says_where_it_lies_in_words(store):
     assert verdict.duplicate and verdict.failed is None and verdict.values["mirror"] is True
     assert verdict.reason.startswith("the test picture lies in the training picture (mirrored")
     assert "of the detail" in verdict.reason
+
+
+def test_the_screen_keeping_a_test_images_reductions_gives_the_same_verdicts(store):
+    """verify.screen with a pyramid shared over one test image's candidates = without one."""
+    from clipdata.dedup import thumbs
+
+    test = verify.reduce_for_screen(photo(1))
+    pyramid = {}
+    for name, _, train in pair_sample():
+        buf = io.BytesIO()
+        store(train).save(buf, "JPEG", quality=95)
+        thumb = thumbs.decode(thumbs.from_stored_bytes(buf.getvalue()))
+        alone, shared = verify.screen(test, thumb), verify.screen(test, thumb, pyramid=pyramid)
+        assert (alone.duplicate, alone.score, alone.detail) == (shared.duplicate, shared.score, shared.detail), name
+    assert pyramid   # it was used

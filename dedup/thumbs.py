@@ -11,8 +11,9 @@ originals); so only the few pairs it passes need the tar.
 
 Lossless on purpose: the same measurement with JPEG thumbnails lost 6 copies at q95 (2.0 KB) and
 16 at q90 (1.7 KB): JPEG's ringing at 64 px blurs the padding bars and fine strokes the tests look at.
-The bytes are deterministic for the same stored image (PIL's PNG encoder with fixed settings, no
-metadata), so a rerun of the download writes the same parquet.
+Encoded with OpenCV's PNG encoder (0.6 ms a thumbnail against PIL's 1.2-1.5: this runs once per
+downloaded image); the bytes are deterministic for the same stored image (fixed settings, no
+metadata), so a rerun of the download writes the same parquet. Any PNG reader decodes them.
 """
 from __future__ import annotations
 
@@ -35,11 +36,18 @@ def thumbnail(image: Image.Image) -> Image.Image:
     return rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX)
 
 
+PNG_COMPRESSION = 3   # zlib level: 6 and 9 make files ~2% smaller and take 20% longer
+
+
 def encode(image: Image.Image) -> bytes:
     """The stored form of a thumbnail: PNG bytes (thumbnail() of the image first)."""
-    buf = io.BytesIO()
-    thumbnail(image).save(buf, "PNG")
-    return buf.getvalue()
+    import cv2
+
+    rgb = np.asarray(thumbnail(image))
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise ValueError("the thumbnail could not be encoded")
+    return data.tobytes()
 
 
 def from_stored_bytes(encoded: bytes) -> bytes:

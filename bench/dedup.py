@@ -464,10 +464,12 @@ def _copy_hash(job: tuple[int, str, str]):
     return _train_hashes(_WORLD["store"](copy))
 
 
-def _verify_job(job: tuple) -> tuple[bool, float, float]:
-    """(duplicate, score, seconds) of one pair: ("copy", i, transform, direction) or
-    ("pair", i, j): test original i against the stored original j."""
-    from clipdata.dedup import verify
+def _verify_job(job: tuple) -> tuple[bool, float, float, bool]:
+    """(duplicate, score, seconds, pixels alone) of one pair: ("copy", i, transform, direction)
+    or ("pair", i, j): test original i against the stored original j. `duplicate` is what
+    clipdata dedup decides: the screen on the stored image's thumbnail, then the pixels for
+    what it passes; `pixels alone` is verify() without the screen."""
+    from clipdata.dedup import thumbs, verify
     originals, store = _WORLD["originals"], _WORLD["store"]
     if job[0] == "copy":
         _, i, transform, direction = job
@@ -477,7 +479,10 @@ def _verify_job(job: tuple) -> tuple[bool, float, float]:
         test, train = originals[i].image, store(originals[j].image)[0]
     t = time.perf_counter()
     verdict = _WORLD.get("verify", verify.verify)(test, train)
-    return bool(verdict.duplicate), float(verdict.score), time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    screened = verify.screen(verify.reduce_for_screen(test), thumbs.decode(thumbs.encode(train)))
+    return (bool(screened.duplicate and verdict.duplicate), float(verdict.score), seconds,
+            bool(verdict.duplicate), bool(screened.duplicate))
 
 
 def _nearest(stacked, train: np.ndarray, radius: int) -> tuple:
@@ -565,6 +570,7 @@ class Verified:
     lookalike: dict       # (i, j) -> duplicate, same group, different originals
     radius: int           # unrelated candidates were verified up to this distance
     pair_seconds: list    # verify() time of each pair
+    screen: dict          # copies the pixels accept and the screen rejects; unrelated candidates it passes
     seconds: float
 
 
@@ -599,9 +605,13 @@ def verify_stage(hashed: Hashed, workers: int, sample_size: int, radius: int, lo
     rest = results[len(copy_jobs):]
     seconds = time.perf_counter() - t
     log(f"verified {len(results)} pairs, {seconds:.0f} s")
+    copy_results = results[:len(copy_jobs)]
+    screen = {"copies_pixels_accept": sum(r[3] for r in copy_results),
+              "copies_screen_lost": sum(r[3] and not r[4] for r in copy_results),
+              "unrelated": len(fp_pairs), "unrelated_screen_passed": sum(r[4] for r in rest[:len(fp_pairs)])}
     return Verified(copies, {p: r[0] for p, r in zip(fp_pairs, rest)},
                     {p: r[0] for p, r in zip(look_pairs, rest[len(fp_pairs):])}, radius,
-                    [r[2] for r in results], seconds)
+                    [r[2] for r in results], seconds, screen)
 
 
 def _categories(originals) -> str:
@@ -801,6 +811,12 @@ def report_quality(originals: list, hashed: Hashed, verified: Verified, radius: 
         rows.append([label] + [f"{rec[tr]:.2f}" for tr in TRANSFORMS] + [f"{fp:.1e}"])
     _table(["views (test / training)"] + list(TRANSFORMS) + ["unrelated"], rows, log)
 
+    sc = verified.screen
+    summary["screen"] = sc
+    log(f"\nThumbnail screen (verify.screen on the stored image's 64 px thumbnail, before the pixels; the "
+        f"'verified' figures above are the two together, as clipdata dedup runs them): it passed "
+        f"{_rate(sc['unrelated_screen_passed'], sc['unrelated'])} of the unrelated candidates and rejected "
+        f"{sc['copies_screen_lost']} of the {sc['copies_pixels_accept']} sampled copies the pixels accept")
     seconds = np.array(verified.pair_seconds)
     summary["verify_pairs_per_s"] = 1 / seconds.mean()
     log(f"\nverify(): {len(seconds)} pairs, {1 / seconds.mean():.1f} pairs/s per process "

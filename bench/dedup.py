@@ -570,8 +570,8 @@ class Verified:
     lookalike: dict       # (i, j) -> duplicate, same group, different originals
     radius: int           # unrelated candidates were verified up to this distance
     pair_seconds: list    # verify() time of each pair
-    screen: dict          # copies the pixels accept and the screen rejects; unrelated candidates it passes
     seconds: float
+    screen: dict          # copies the pixels accept and the screen rejects; unrelated candidates it passes
 
 
 PHOTO_LIKE = ("photo", "leaves")   # the recall is measured on photo-like images
@@ -600,7 +600,7 @@ def verify_stage(hashed: Hashed, workers: int, sample_size: int, radius: int, lo
     jobs = copy_jobs + [("pair", i, j) for i, j in fp_pairs + look_pairs]
     results = _map(_verify_job, jobs, workers, 4)
     copies = {}
-    for job, (dup, _, _) in zip(copy_jobs, results):
+    for job, (dup, *_) in zip(copy_jobs, results):
         copies.setdefault((job[2], job[3]), {})[job[1]] = dup
     rest = results[len(copy_jobs):]
     seconds = time.perf_counter() - t

@@ -6,8 +6,8 @@ filter to THUMB_SIDE px on its longer side (aspect kept) and encoded as PNG: abo
 image on average (drawings less, photos up to ~10 KB), the `thumb` column of every
 `{shard:05d}.parquet` (the full image is ~15-20 KB in the tar). The pixel verifier run on a
 thumbnail instead of the stored image (verify.screen) passed 5.7% of 1,500 unrelated hash
-candidates and lost 3 of the 791 copies the full verifier accepts (measured on bench/dedup.py's
-originals); so only the few pairs it passes need the tar.
+candidates and lost 3 of the 791 copies the full verifier accepts (measured once on samples of
+bench/dedup.py's originals and transformations); so only the few pairs it passes need the tar.
 
 Lossless on purpose: the same measurement with JPEG thumbnails lost 6 copies at q95 (2.0 KB) and
 16 at q90 (1.7 KB): JPEG's ringing at 64 px blurs the padding bars and fine strokes the tests look at.

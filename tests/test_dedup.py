@@ -255,12 +255,14 @@ def thumb_runs(world, tmp_path_factory):
     thumbnail column, and without their tars (the parquet and stats alone)."""
     root = str(tmp_path_factory.mktemp("thumb_runs"))
     runs = {}
-    for name in ("new", "old", "no_tar"):
+    for name in ("new", "old", "no_tar", "bad_thumb"):
         folder = os.path.join(root, name)
         for shard in (0, 1):
             rows = world["rows"][shard]
             if name == "old":
                 rows = [dataclasses.replace(r, thumb=None) for r in rows]
+            if name == "bad_thumb":   # bytes that are not a picture: the pixels decide instead
+                rows = [dataclasses.replace(r, thumb=b"not a png" if r.thumb else None) for r in rows]
             shards.write_shard(folder, shard, rows, {"start_time": 0.0, "end_time": 1.0})
             if name == "old":  # the column itself absent, as in shards written before it
                 path = os.path.join(folder, f"{shard:05d}.parquet")
@@ -318,6 +320,13 @@ def test_shards_written_before_the_thumbnail_give_the_same_report(thumb_runs):
     # ... the thumbnails made from the tars, counted and said
     assert old["training"]["thumbnails_from_tar"] == old["training"]["candidates"] > 0
     assert old["training"]["screened_out"] == new["training"]["screened_out"]
+
+
+def test_an_unreadable_stored_thumbnail_leaves_the_pair_to_the_pixels(thumb_runs):
+    (new, new_rows), (report, rows) = thumb_runs["new"], thumb_runs["bad_thumb"]
+    assert report["training"]["candidates"] == len(rows) == len(new_rows)
+    assert {r["stage"] for r in rows} == {"pixels"}
+    assert report["test_sets"][0]["overlap_ids"] == new["test_sets"][0]["overlap_ids"]
 
 
 def test_the_screen_needs_no_tar(thumb_runs):

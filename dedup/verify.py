@@ -580,13 +580,19 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
             "content_a": n_a, "content_b": n_b, "blur": blur_sigma}
 
 
+def _margins(values: dict, coverage: float, t: Thresholds) -> dict[str, float]:
+    """Each test's value relative to its threshold, by name (>= 0 passes it)."""
+    return {"agree": values["agree"] - t.agree, "ncc": values["ncc_trim"] - t.ncc,
+            "coverage": coverage - t.coverage, "colour_agree": values["colour_agree"] - t.colour_agree,
+            "colour_diff": t.colour_diff - values["colour_diff"],
+            "tone": 1.0 if values["tone"] is None else (t.tone - values["tone"]) / 25}  # levels -> ~0..1 scale
+
+
 def _margin(values: dict, coverage: float, t: Thresholds) -> float:
     """The weakest test relative to its threshold: >= 0 passes them all."""
     if values.get("flat"):
         return FLAT_COLOUR - values["colour"]  # one-colour pictures: the same colour
-    return min(values["agree"] - t.agree, values["ncc_trim"] - t.ncc, coverage - t.coverage,
-               values["colour_agree"] - t.colour_agree, t.colour_diff - values["colour_diff"],
-               1.0 if values["tone"] is None else (t.tone - values["tone"]) / 25)  # levels -> ~0..1 scale
+    return min(_margins(values, coverage, t).values())
 
 
 def measure(test_image, train_image, thresholds: Thresholds = THRESHOLDS, stop_early: bool = True,
@@ -622,10 +628,7 @@ def _weakest(values: dict, coverage: float, t: Thresholds) -> str:
     """The name of the test with the smallest margin (what _margin's minimum comes from)."""
     if values.get("precheck"):
         return "precheck"
-    margins = {"agree": values["agree"] - t.agree, "ncc": values["ncc_trim"] - t.ncc,
-               "coverage": coverage - t.coverage, "colour_agree": values["colour_agree"] - t.colour_agree,
-               "colour_diff": t.colour_diff - values["colour_diff"],
-               "tone": 1.0 if values["tone"] is None else (t.tone - values["tone"]) / 25}
+    margins = _margins(values, coverage, t)
     return min(margins, key=margins.get)
 
 

@@ -537,8 +537,7 @@ def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: boo
     decided, to_pixels = [], []
     for c in candidates:
         stored = c.get(THUMB)
-        image, error = tests.image(c["test_index"])
-        if stored is None or image is None:
+        if stored is None or tests.image(c["test_index"])[0] is None:
             to_pixels.append(c)
             continue
         try:
@@ -600,9 +599,8 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
             try:
                 verdict = None
                 if c.get(THUMB) is None and "screen_score" not in c:
-                    made += 1
-                    thumb = thumbs.decode(thumbs.encode(train_image))
-                    verdict = tests.screen(c["test_index"], thumb)
+                    made += 1   # the pixels of the thumbnail it would have stored (PNG is lossless)
+                    verdict = tests.screen(c["test_index"], np.asarray(thumbs.thumbnail(train_image)))
                     stage = "screen"
                 if verdict is None or verdict.duplicate:
                     verdict, stage = verify_module.verify(test_image, train_image), "pixels"

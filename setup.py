@@ -63,7 +63,7 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"clipdata.trainer.model_configs": ["*.json"]},
+    package_data={"clipdata.trainer.model_configs": ["*.json"], "clipdata.dedup": ["weights/*.pt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "gpu": ["faiss-gpu-cu12>=1.8"],

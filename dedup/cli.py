@@ -104,6 +104,12 @@ def add_report_arguments(parser) -> None:
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="hash only: every candidate within --radius counts as a duplicate (fast, "
                         "many false positives on drawings and clip art)")
+    parser.add_argument("--no-descriptor", dest="descriptor", action="store_false",
+                        help="propose candidates by pHash alone, without the learned copy descriptor "
+                        "(many more candidates to screen: for comparison)")
+    parser.add_argument("--similar", type=float, default=None,
+                        help="cosine of the copy descriptors from which a pair is a candidate (default: "
+                        "the one shipped with the descriptor's weights)")
     parser.add_argument("--index", choices=("flat", "ivf"), default="flat",
                         help="FAISS binary index over the test views (default: %(default)s; ivf for "
                         "millions of test images)")
@@ -163,7 +169,7 @@ def run_dedup_command(args, beam_args: list[str]) -> int:
         verify=args.verify, index=args.index,
         columns=testsets.Columns(args.image_col, args.path_col, args.id_col, args.label_col),
         workers=args.workers, embeddings=args.embeddings,
-        semantic_threshold=args.semantic_threshold,
+        semantic_threshold=args.semantic_threshold, descriptor=args.descriptor, similar=args.similar,
     )
     beam_runner.quiet_beam_logs()
     try:

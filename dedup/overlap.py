@@ -48,7 +48,8 @@ from apache_beam.pvalue import TaggedOutput
 from clipdata.dedup import progress, testsets
 from clipdata.pipeline import beam_runner, shards
 
-NO_NEIGHBOUR = 255          # nearest distance of a test image no training hash was compared with
+EXACT_RADIUS = 0            # with the descriptor: pHash-identical pairs are candidates whatever their cosine
+NO_NEIGHBOUR = 255          # nearest distance of a test image with no training hash within the radius
 THUMB = "_thumb"            # a candidate's stored thumbnail while it moves between steps; never written out
 TEST_CACHE = 256            # decoded test images a worker keeps (their candidates come together)
 THUMB_SIZE = 96
@@ -78,6 +79,8 @@ class OverlapConfig:
     embeddings: str | None = None               # trainer checkpoint for the semantic stage
     semantic_threshold: float = 0.92
     thumbnails: bool = True
+    descriptor: bool = True                     # the learned copy descriptor proposes candidates
+    similar: float | None = None                # its cosine threshold; None: the shipped one
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class TrainHashes:
     has_centre: np.ndarray | None = None  # bool: which images have one (shards written before it: none)
     thumbs: list[bytes | None] = field(default_factory=list)  # stored thumbnails (dedup/thumbs.py);
                                          # None for shards written before the column existed
+    thumbs_from_tar: int = 0             # thumbnails made from the tar (the parquet had none)
 
     def search_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(hashes, image row of each, training view of each: index into hashing.TRAIN_VIEWS):
@@ -222,12 +226,13 @@ def _open(path: str):
     return shards._storage(path).open(path)
 
 
-def read_train_hashes(shard: ShardInput) -> TrainHashes:
+def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHashes:
     """Keys, pHashes and thumbnails of a shard's images (both training views,
     hashing.train_views; thumbs.encode): from the parquet's phash, phash_centre and thumb columns
     when it has them; from the tar's images for samples without a phash (img2dataset's parquet,
     plain tars). Shards written before phash_centre existed are searched by their phash alone;
-    those written before thumb existed get their candidates' thumbnails from the tar later."""
+    those written before thumb existed get their thumbnails from the tar: here for every image
+    with `need_thumbs` (the descriptor reads them all), else later for their candidates only."""
     import pyarrow.parquet as pq
 
     from clipdata.dedup import hashing, thumbs
@@ -299,10 +304,30 @@ def read_train_hashes(shard: ShardInput) -> TrainHashes:
             except (OSError, tarfile.TarError, EOFError, ValueError) as err:
                 out.errors.append(f"tar unreadable after {out.hashed_from_tar} images "
                                   f"({type(err).__name__}: {err})")
+    if need_thumbs and shard.tar and any(t is None for t in out.thumbs):
+        _thumbs_from_tar(shard.tar, out)
     out.codes = np.array(codes, dtype=np.uint64)
     out.centre = np.array(centre, dtype=np.uint64)
     out.has_centre = np.array(has_centre, dtype=bool)
     return out
+
+
+def _thumbs_from_tar(tar_path: str, out: TrainHashes) -> None:
+    """The missing thumbnails of `out`, made from the tar's images (the same bytes the download
+    stored); an image that cannot be read keeps None (its pairs are left to the hashes)."""
+    from clipdata.dedup import hashing, thumbs
+
+    row = {k: i for i, k in enumerate(out.keys) if out.thumbs[i] is None}
+    try:
+        for key, _, data, _ in _tar_samples(tar_path, set(row)):
+            try:
+                out.thumbs[row[key]] = thumbs.encode(hashing.open_image(data))
+                out.thumbs_from_tar += 1
+            except ValueError:
+                out.unreadable_images += 1
+    except (OSError, tarfile.TarError, EOFError, ValueError) as err:
+        out.errors.append(f"tar unreadable after {out.thumbs_from_tar} thumbnails "
+                          f"({type(err).__name__}: {err})")
 
 
 def _tar_samples(tar_path: str, wanted: set[str] | None):
@@ -377,10 +402,27 @@ class TestSide:
     owner: np.ndarray                  # int64: the global image number of each code
     view: np.ndarray                   # int16: index into view_names of each code
     view_names: list[str]
+    # copy descriptors (dedup/descriptor.py), one row per (image, descriptor.TEST_VIEWS view);
+    # None when the descriptor is not used
+    desc: np.ndarray | None = None        # float32 (rows, DIM)
+    desc_owner: np.ndarray | None = None  # int64: the global image number of each row
+    desc_row: np.ndarray | None = None    # int64 (n_images, views): each image's rows, -1: none
 
     @property
     def n_images(self) -> int:
         return len(self.ids)
+
+    def similarity(self, test: np.ndarray, train_desc: np.ndarray) -> np.ndarray:
+        """Per pair (test[k], train_desc[k]): the highest cosine over the test image's described
+        views; -1 where the test image has no descriptor."""
+        best = np.full(len(test), -1.0, np.float32)
+        if self.desc is None or not len(test):
+            return best
+        for v in range(self.desc_row.shape[1]):
+            rows = self.desc_row[test, v]
+            ok = rows >= 0
+            best[ok] = np.maximum(best[ok], np.einsum("ij,ij->i", self.desc[rows[ok]], train_desc[ok]))
+        return best
 
 
 def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> TestSide:
@@ -396,52 +438,130 @@ def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> Test
             refs.append(image.ref)
             views.append(image_views or {})   # unreadable: numbered, never indexed
     stacked = index.stack_views(views, names=view_names)
-    return TestSide(names, ids, refs, stacked.hashes, stacked.owner, stacked.view.astype(np.int16),
+    side = TestSide(names, ids, refs, stacked.hashes, stacked.owner, stacked.view.astype(np.int16),
                     list(view_names))
+    if all(h.descriptors is not None for h in hashed) and hashed:
+        rows, owner = [], []
+        number = 0
+        for h in hashed:
+            for described in h.descriptors:
+                if described is not None:
+                    rows.append(np.asarray(described, np.float32))
+                    owner += [number] * len(described)
+                number += 1
+        from clipdata.dedup import descriptor
+
+        side.desc = np.concatenate(rows) if rows else np.zeros((0, descriptor.DIM), np.float32)
+        side.desc_owner = np.array(owner, dtype=np.int64)
+        side.desc_row = np.full((side.n_images, len(descriptor.TEST_VIEWS)), -1, np.int64)
+        seen = collections.Counter()
+        for row, image in enumerate(owner):
+            side.desc_row[image, seen[image]] = row
+            seen[image] += 1
+    return side
 
 
 # ---------------------------------------------------------------------------------------------
 # Searching one shard (plain Python)
 
 
-def search_shard(index, side: TestSide, train: TrainHashes, radius: int) -> list[dict]:
-    """Candidate pairs of one shard: one per (test image, training sample), at its nearest pair
-    of views; `view` names the test image's view, with " / train centre" when the training
-    image's centre view was the nearer."""
+@dataclass
+class DescriptorSearch:
+    """How the copy descriptor takes part in one search (see search_shard)."""
+
+    index: object                  # index.DescriptorIndex over side.desc
+    similar: float                 # a pair at or above this cosine is a candidate
+    hash_similar: float            # a hash match is a candidate from this cosine
+    exact: int = EXACT_RADIUS      # ... or at or below this Hamming distance, whatever the cosine
+
+
+def describe_thumbs(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors (n, DIM), described: bool (n,)) of stored thumbnails; a missing or unreadable
+    thumbnail gets a zero row and described False (its pairs are left to the hashes)."""
+    from clipdata.dedup import descriptor, thumbs
+
+    inputs, rows = [], []
+    for i, data in enumerate(stored):
+        if data is None:
+            continue
+        try:
+            inputs.append(descriptor.to_input(thumbs.decode(data)))
+            rows.append(i)
+        except ValueError:
+            continue
+    out = np.zeros((len(stored), descriptor.DIM), np.float32)
+    described = np.zeros(len(stored), bool)
+    if rows:
+        out[rows] = descriptor.shared().describe_inputs(np.stack(inputs))
+        described[rows] = True
+    return out, described
+
+
+@dataclass
+class ShardSearch:
+    """What searching one shard found."""
+
+    candidates: list[dict]       # one per (test image, training sample), sorted
+    dissimilar: int              # pHash matches the descriptor left out
+    nearest: np.ndarray          # uint8 per test image: nearest pHash distance within the radius,
+                                 # NO_NEIGHBOUR when none is (from the search itself: no second scan)
+
+
+def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descriptors: DescriptorSearch | None = None,
+                 train_desc: tuple[np.ndarray, np.ndarray] | None = None) -> ShardSearch:
+    """The candidate pairs of one shard, one per (test image, training sample). Without `descriptors`: every pHash match within `radius`, at its
+    nearest pair of views (`view` names the test image's view, with " / train centre" when the
+    training image's centre view was the nearer). With them (`train_desc` from describe_thumbs):
+    every pair whose copy descriptors agree to `similar` (`view` "descriptor"), and the hash
+    matches within `exact` bits or agreeing to `hash_similar`; a pair with no descriptor on
+    either side stays a hash candidate. Each pair carries its cosine as `similarity`."""
     from clipdata.dedup.hashing import TRAIN_VIEWS
     from clipdata.dedup.index import candidate_pairs
 
+    nearest = np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
     if not len(train.codes):
-        return []
+        return ShardSearch([], 0, nearest)
     codes, owner, train_view = train.search_codes()
     found = candidate_pairs(index, side.owner, codes, radius, view_index=side.view, train_owner=owner,
                             train_view=train_view)
-    candidates = []
-    for t, j, v, tv, d in zip(found.test.tolist(), found.train.tolist(), found.view.tolist(),
-                              found.train_view.tolist(), found.distance.tolist()):
+    test, row = found.test, found.train
+    np.minimum.at(nearest, test, found.distance.astype(np.uint8))
+    similarity = np.full(len(test), np.nan, np.float32)
+    dropped = 0
+    pairs: dict[tuple[int, int], tuple] = {}
+    if descriptors is not None and train_desc is not None:
+        desc, described = train_desc
+        similarity = side.similarity(test, desc[row])
+        unknown = ~described[row] | (similarity < -0.5)
+        keep = unknown | (found.distance <= descriptors.exact) | (similarity >= descriptors.hash_similar)
+        similarity[unknown] = np.nan
+        dropped = int((~keep).sum())
+    else:
+        keep = np.ones(len(test), bool)
+    for k in np.flatnonzero(keep).tolist():
+        v, tv = int(found.view[k]), int(found.train_view[k])
         view = side.view_names[v] if tv == 0 else f"{side.view_names[v]} / train {TRAIN_VIEWS[tv]}"
+        pairs[int(test[k]), int(row[k])] = (int(found.distance[k]), view, float(similarity[k]))
+    if descriptors is not None and train_desc is not None:
+        desc, described = train_desc
+        rows = np.flatnonzero(described)
+        q, r, sims = descriptors.index.similar_pairs(desc[rows], descriptors.similar)
+        best: dict[tuple[int, int], float] = {}
+        for j, t, sim in zip(rows[q].tolist(), side.desc_owner[r].tolist(), sims.tolist()):
+            if (t, j) not in pairs and sim > best.get((t, j), -2.0):
+                best[t, j] = sim
+        for (t, j), sim in best.items():
+            pairs[t, j] = (None, "descriptor", sim)
+    candidates = []
+    for (t, j), (distance, view, sim) in pairs.items():
         candidates.append({
             "test_set": side.names[t], "test_index": t, "test_id": side.ids[t],
             "key": train.keys[j], "url": train.urls[j], "caption": train.captions[j],
-            "train_phash": hex64(train.codes[j]), "distance": int(d), "view": view,
+            "train_phash": hex64(train.codes[j]), "distance": distance, "view": view,
+            "similarity": None if sim != sim else round(sim, 4),
             THUMB: train.thumbs[j] if j < len(train.thumbs) else None,
         })
-    return sorted(candidates, key=lambda c: (c["test_index"], c["key"]))
-
-
-def nearest_distances(side: TestSide, train_codes: np.ndarray) -> np.ndarray:
-    """Per test image, the Hamming distance to the nearest training hash of this shard over all
-    its views (k=1 over a flat index of the shard's hashes); NO_NEIGHBOUR when there is none.
-    Costs (test views x shard hashes) popcounts per shard: the price of the histogram."""
-    from clipdata.dedup.index import BITS, HashIndex
-
-    nearest = np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
-    if not len(train_codes) or not len(side.codes):
-        return nearest
-    distances, _ = HashIndex(train_codes).knn(side.codes, 1)
-    distances = np.where(distances[:, 0] > BITS, NO_NEIGHBOUR, distances[:, 0]).astype(np.uint8)
-    np.minimum.at(nearest, side.owner, distances)
-    return nearest
+    return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), dropped, nearest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,9 +811,13 @@ class SearchShardFn(beam.DoFn):
     stored thumbnails decided), 'nearest' distances, 'shard_errors'."""
 
     def __init__(self, side: TestSide, radius: int, index_kind: str, semantic: dict | None = None,
-                 verify: bool = True, thumbnails: bool = True, work: str | None = None):
+                 verify: bool = True, thumbnails: bool = True, work: str | None = None,
+                 similar: tuple[float, float] | None = None):
         self.side, self.radius, self.index_kind, self.semantic = side, radius, index_kind, semantic
-        self.verify, self.thumbnails, self.work = verify, thumbnails, work
+        self.verify, self.thumbnails, self.work, self.similar = verify, thumbnails, work, similar
+        self.described = Metrics.counter("dedup", "train_described")
+        self.hash_dropped = Metrics.counter("dedup", "hash_matches_dissimilar")
+        self.search_thumbs_from_tar = Metrics.counter("dedup", "thumbnails_from_tar")
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
         self.shards_read = Metrics.counter("dedup", "shards_read")
         self.shards_with_errors = Metrics.counter("dedup", "shards_with_errors")
@@ -706,24 +830,35 @@ class SearchShardFn(beam.DoFn):
         from clipdata.dedup import index
 
         self.index = index.HashIndex(self.side.codes, kind=self.index_kind)
+        self.descriptors = None
+        if self.side.desc is not None and self.similar is not None:
+            self.descriptors = DescriptorSearch(index.DescriptorIndex(self.side.desc, kind=self.index_kind),
+                                                *self.similar)
         self.embedder = load_embedder(self.semantic["checkpoint"]) if self.semantic else None
         self.tests = TestImages(self.side)
 
     def process(self, shard: ShardInput):
-        train = read_train_hashes(shard)
+        train = read_train_hashes(shard, need_thumbs=self.descriptors is not None)
         self.shards_read.inc()
+        self.search_thumbs_from_tar.inc(train.thumbs_from_tar)
         self.train_hashes.inc(len(train.codes))
         self.hashed_from_tar.inc(train.hashed_from_tar)
         self.unreadable.inc(train.unreadable_images)
         errors = list(train.errors)
-        candidates = search_shard(self.index, self.side, train, self.radius)
+        train_desc = None
+        if self.descriptors is not None:
+            train_desc = describe_thumbs(train.thumbs)
+            self.described.inc(int(train_desc[1].sum()))
+        searched = search_shard(self.index, self.side, train, self.radius, self.descriptors, train_desc)
+        candidates = searched.candidates
+        self.hash_dropped.inc(searched.dissimilar)
         if self.embedder is not None and shard.tar:
             candidates += self._semantic_candidates(shard, train, candidates, errors)
         if errors:
             self.shards_with_errors.inc()
             yield TaggedOutput("shard_errors", {"shard": shard.name, "tar": shard.tar, "parquet": shard.parquet,
                                                 "stage": "search", "errors": errors})
-        yield TaggedOutput("nearest", nearest_distances(self.side, train.search_codes()[0]))
+        yield TaggedOutput("nearest", searched.nearest)
         self.candidates.inc(len(candidates))
         found = len(candidates)
         decided = []
@@ -823,17 +958,18 @@ class FindOverlap(beam.PTransform):
     """Training shards -> (checked pairs, nearest distances, shard errors)."""
 
     def __init__(self, side: TestSide, radius: int, index_kind: str, verify: bool, thumbnails: bool,
-                 semantic: dict | None = None, work: str | None = None):
+                 semantic: dict | None = None, work: str | None = None, similar: tuple[float, float] | None = None):
         super().__init__()
         self.side, self.radius, self.index_kind = side, radius, index_kind
         self.verify, self.thumbnails, self.semantic, self.work = verify, thumbnails, semantic, work
+        self.similar = similar
 
     def expand(self, shard_inputs):
         searched = (
             shard_inputs
             | "SpreadShards" >> beam.Reshuffle()
             | "SearchAndScreen" >> beam.ParDo(SearchShardFn(self.side, self.radius, self.index_kind, self.semantic,
-                                                            self.verify, self.thumbnails, self.work)
+                                                            self.verify, self.thumbnails, self.work, self.similar)
                                               ).with_outputs("screened", "nearest", "shard_errors", main="candidates")
         )
         checked = (
@@ -867,10 +1003,12 @@ class OverlapResult:
     shard_errors: list[dict]
     counters: dict[str, int]
     seconds: float
+    similar: float | None = None      # the descriptor's candidate cosine (None: not used)
 
 
 def prepare_test_side(config: OverlapConfig, radius: int, views: tuple[str, ...]
                       ) -> tuple[list[testsets.HashedTestSet], TestSide]:
+    """Every test image hashed in its views, and described when config.descriptor."""
     hashed = []
     for name, path in config.test_sets:
         try:
@@ -878,7 +1016,8 @@ def prepare_test_side(config: OverlapConfig, radius: int, views: tuple[str, ...]
         except testsets.TestSetError as err:
             raise OverlapError(str(err)) from err
         with progress.Counter("hashed", len(test_set.images), f"test images of {name}") as counter:
-            hashed.append(testsets.hash_test_set(test_set, views, workers=config.workers, progress=counter.add))
+            hashed.append(testsets.hash_test_set(test_set, views, workers=config.workers, progress=counter.add,
+                                                 describe=config.descriptor))
     side = flatten(hashed, list(views))
     if not side.codes.size:
         raise OverlapError("no test image could be read: nothing to look for")
@@ -937,7 +1076,8 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
     p = beam_runner.make_pipeline(beam_args)
     pairs, nearest, errors = (
         p | "ShardList" >> beam.Create(shard_inputs)
-        | "FindOverlap" >> FindOverlap(side, radius, config.index, config.verify, config.thumbnails, semantic, work)
+        | "FindOverlap" >> FindOverlap(side, radius, config.index, config.verify, config.thumbnails, semantic, work,
+                                     similar_thresholds(config))
     )
     pairs | "PairsAsJson" >> beam.Map(json.dumps) | "WritePairs" >> beam.io.WriteToText(pairs_prefix, ".jsonl")
     errors | "ErrorsAsJson" >> beam.Map(json.dumps) | "WriteErrors" >> beam.io.WriteToText(errors_prefix, ".jsonl")
@@ -956,8 +1096,20 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
     nearest_array = _load_npy(nearest_path) if FileSystems.exists(nearest_path) else \
         np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
     _clear(work, remove=True)
+    similar = similar_thresholds(config)
     return OverlapResult(config, radius, list(views), hashed, side, pair_rows, nearest_array,
-                         len(shard_inputs), shard_errors, counters, time.time() - started)
+                         len(shard_inputs), shard_errors, counters, time.time() - started,
+                         similar[0] if similar else None)
+
+
+def similar_thresholds(config: OverlapConfig) -> tuple[float, float] | None:
+    """(similar, hash_similar) of the descriptor stage, or None when it is off."""
+    from clipdata.dedup import descriptor
+
+    if not config.descriptor:
+        return None
+    similar = descriptor.shared().similar if config.similar is None else float(config.similar)
+    return similar, similar - descriptor.HASH_MARGIN
 
 
 def semantic_test_side(config: OverlapConfig, embedder, side: TestSide) -> dict:

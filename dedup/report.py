@@ -37,7 +37,7 @@ STAGE_WORDS = {"screen": "the stored thumbnail", "pixels": "the pixels", "hash":
 LIST_CAP = 1000          # unreadable images / rejected pairs listed per test set in report.json
 HTML_LIST_CAP = 200      # rows of a table in the HTML page
 PAIR_FIELDS = ("verdict", "test_set", "test_id", "label", "key", "shard", "url", "caption", "distance",
-               "view", "stage", "reason", "score", "method", "detail")
+               "view", "similarity", "stage", "reason", "score", "method", "detail")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +100,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             "shards": list(config.shards), "radius": result.radius, "views": result.views,
             "verify": config.verify, "index": config.index, "embeddings": config.embeddings,
             "semantic_threshold": config.semantic_threshold if config.embeddings else None,
+            "descriptor": config.descriptor, "similar": result.similar,
         },
         "training": {
             "shards": result.shards,
@@ -108,6 +109,9 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             "train_hashed_from_tar": counters.get("train_hashed_from_tar", 0),
             "train_images_unreadable": counters.get("train_images_unreadable", 0),
             "candidates": counters.get("candidates", 0),
+            # the copy descriptor: training images it described, pHash matches it found too dissimilar
+            "train_described": counters.get("train_described", 0),
+            "hash_matches_dissimilar": counters.get("hash_matches_dissimilar", 0),
             # what decided the candidates: the stored thumbnails (no tar opened) or the pixels
             "screened_out": counters.get("pairs_screened_out", 0),
             "checked_on_pixels": counters.get("pairs_checked_on_pixels", 0),
@@ -209,6 +213,13 @@ def render_html(report: dict, thumbs: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _descriptor_words(o: dict, t: dict) -> str:
+    if not o.get("descriptor") or o.get("similar") is None:
+        return ""
+    return (f" and the copy descriptor at cosine &ge; {o['similar']:.2f} ({t.get('train_described', 0):,} training "
+            f"images described; {t.get('hash_matches_dissimilar', 0):,} pHash matches left out as too dissimilar)")
+
+
 def _options_html(report: dict) -> str:
     o, t = report["options"], report["training"]
     verify = (f"{t.get('screened_out', 0):,} rejected on the thumbnails the download stored, "
@@ -220,7 +231,8 @@ def _options_html(report: dict) -> str:
         f"<p>{_count(t['shards'], 'training shard')}, {_count(t['train_hashes'], 'training image')} "
         f"({t['train_hashed_from_tar']:,} hashed from the tars), {t['train_images_unreadable']:,} unreadable; "
         f"{_count(t['shards_with_errors'], 'shard')} with errors. Search: pHash views {e(', '.join(o['views']))} "
-        f"within {o['radius']} bits ({e(o['index'])} index), {t['candidates']:,} candidates; {e(verify)}"
+        f"within {o['radius']} bits ({e(o['index'])} index){_descriptor_words(o, t)}, "
+        f"{t['candidates']:,} candidates; {e(verify)}"
         f"{semantic}.</p>"
     )
 
@@ -261,7 +273,8 @@ def _overlap_chart(test_sets: list[dict]) -> str:
 
 
 def _histogram_svg(ts: dict, radius: int) -> str:
-    """Bars of how many test images have their nearest training hash at each distance 0..64."""
+    """Bars of how many test images have their nearest training hash at each distance 0..64 (the
+    search looks within the radius only: no image has a bar beyond it)."""
     counts = ts["nearest_distance_histogram"]
     top = max(max(counts), 1)
     bar_w, h, left, bottom = 8, 120, 36, 20
@@ -293,7 +306,9 @@ def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
         for thumb in (test_thumb, train_thumb):
             ok = i < with_thumbs and isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
             cells.append(f'<td class="pair"><img alt="" src="{e(thumb)}"></td>' if ok else "<td>&ndash;</td>")
-        distance = "semantic" if p["distance"] is None else f"{p['distance']} bits ({e(p['view'])})"
+        distance = e(p["view"]) if p["distance"] is None else f"{p['distance']} bits ({e(p['view'])})"
+        if p.get("similarity") is not None:
+            distance += f"<br><span class=small>descriptor cosine {p['similarity']:.2f}</span>"
         score = "" if p.get("score") is None else f" {p['score']}"
         rows.append(
             f"<tr>{cells[0]}{cells[1]}<td>{e(p['test_id'])}<br><span class=small>{e(p.get('label'))}</span></td>"
@@ -315,8 +330,8 @@ def _test_set_html(ts: dict, radius: int, thumbs: dict) -> str:
            f'data ({_count(ts["matched_pairs"], "pair")}).</p>',
            "<h3>Nearest training hash per test image</h3>",
            f'<p class="small">Hamming distance from each readable test image (its closest view) to the nearest '
-           f'training pHash; red bars are within the search radius ({radius} bits); '
-           f'{ts["nearest_distance_none"]:,} images met no training hash.</p>',
+           f'training pHash within the search radius ({radius} bits); '
+           f'{ts["nearest_distance_none"]:,} images have none that close.</p>',
            _histogram_svg(ts, radius),
            f"<h3>Matched pairs ({ts['matched_pairs']:,})</h3>"]
     if ts["matches"]:

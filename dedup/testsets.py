@@ -33,6 +33,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm",
                     "jfif", "jpe")
 LABEL_FIELDS = ("label", "cls", "class", "target", "labels")
@@ -396,32 +398,44 @@ def decode(data: bytes):
 class HashedTestSet:
     test_set: TestSet
     views: list[dict[str, int] | None]   # per image of test_set.images: view name -> 64-bit hash
+    # per image: its copy descriptors (descriptor.TEST_VIEWS x DIM float32), None when unreadable
+    # or not asked for
+    descriptors: list | None = None
 
     @property
     def readable(self) -> int:
         return sum(v is not None for v in self.views)
 
 
-def _hash_chunk(refs: list[ImageRef], views: tuple[str, ...] | None, family: str) -> list[tuple]:
-    """(views dict, None) or (None, error) per reference: runs in a worker process."""
-    from clipdata.dedup import hashing
+def _hash_chunk(refs: list[ImageRef], views: tuple[str, ...] | None, family: str, describe: bool = False
+                ) -> list[tuple]:
+    """(views dict, descriptors or None, None) or (None, None, error) per reference: runs in a
+    worker process (the descriptor network is loaded once per process)."""
+    from clipdata.dedup import descriptor, hashing
 
-    out = []
+    out, inputs = [], []
     for ref in refs:
         try:
-            chosen = hashing.views(decode(ref.read()), family=family, names=views)
+            image = decode(ref.read())
+            chosen = hashing.views(image, family=family, names=views)
+            if describe:
+                inputs.append(descriptor.test_inputs(image))
             out.append(({k: int(h) for k, h in chosen.items()}, None))
         except ValueError as err:  # hashing.open_image: not an image
             out.append((None, str(err)))
         except Exception as err:  # noqa: BLE001 - any unreadable image is recorded, never fatal
             out.append((None, f"{type(err).__name__}: {err}"))
-    return out
+    described = iter(descriptor.shared().describe_inputs(np.concatenate(inputs)).reshape(
+        len(inputs), len(descriptor.TEST_VIEWS), -1) if inputs else [])
+    return [(v, next(described) if describe and v is not None else None, e) for v, e in out]
 
 
 def hash_test_set(test_set: TestSet, views: Sequence[str] | None = None, family: str = "phash",
-                  workers: int | None = None, chunk: int = 64, progress=None) -> HashedTestSet:
-    """Hash every image's views (in `workers` processes); undecodable images go to `unreadable`.
-    `progress(n)` is called as each chunk of n images is done."""
+                  workers: int | None = None, chunk: int = 64, progress=None, describe: bool = False
+                  ) -> HashedTestSet:
+    """Hash every image's views (in `workers` processes), and with `describe` its copy descriptors
+    (dedup/descriptor.py); undecodable images go to `unreadable`. `progress(n)` is called as each
+    chunk of n images is done."""
     from clipdata.dedup import hashing
 
     views = tuple(views) if views else None
@@ -435,18 +449,20 @@ def hash_test_set(test_set: TestSet, views: Sequence[str] | None = None, family:
     results = []
     if workers <= 1 or len(refs) < POOL_THRESHOLD:
         for c in chunks:
-            results += _hash_chunk(c, views, family)
+            results += _hash_chunk(c, views, family, describe)
             progress(len(c))
     else:
         # spawn: the caller may hold threads (Beam, gRPC) that a fork would copy mid-lock.
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for part in pool.map(_hash_chunk, chunks, [views] * len(chunks), [family] * len(chunks)):
+            for part in pool.map(_hash_chunk, chunks, [views] * len(chunks), [family] * len(chunks),
+                                 [describe] * len(chunks)):
                 results += part
                 progress(len(part))
-    hashed = []
-    for image, (image_views, error) in zip(test_set.images, results):
+    hashed, described = [], []
+    for image, (image_views, descriptors, error) in zip(test_set.images, results):
         if error is not None:
             test_set.unreadable.append({"id": image.id, "error": error})
         hashed.append(image_views)
-    return HashedTestSet(test_set, hashed)
+        described.append(descriptors)
+    return HashedTestSet(test_set, hashed, described if describe else None)

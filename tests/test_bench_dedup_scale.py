@@ -25,7 +25,8 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert m["checked_on_pixels"] >= m["planted"]
     p = m["projection"]
     stages = p["ms_per_training_image"]
-    assert set(stages) == {"signature (download)", "hash search", "screen", "pixels"}
+    assert set(stages) == {"signature (download)", "descriptor (thumbnail)", "search (hash + descriptor)", "screen",
+                           "pixels"}
     assert all(math.isfinite(v) and v > 0 for v in stages.values())
     assert p["total_ms"] == pytest.approx(sum(stages.values()))
     assert p["candidate_rate"] == pytest.approx(m["candidates"] / (240 * 24))

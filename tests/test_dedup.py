@@ -317,14 +317,19 @@ def test_shards_written_before_the_thumbnail_give_the_same_report(thumb_runs):
 
     assert verdicts(old_rows) == verdicts(new_rows)
     assert old["test_sets"][0]["overlap_ids"] == new["test_sets"][0]["overlap_ids"]
-    # ... the thumbnails made from the tars, counted and said
-    assert old["training"]["thumbnails_from_tar"] == old["training"]["candidates"] > 0
+    # ... the thumbnails made from the tars (every image: the copy descriptor reads them all),
+    # counted and said
+    assert old["training"]["thumbnails_from_tar"] == old["training"]["train_hashes"] > 0
+    assert old["training"]["train_described"] == new["training"]["train_described"] == old["training"]["train_hashes"]
+    assert old["training"]["candidates"] == new["training"]["candidates"]
     assert old["training"]["screened_out"] == new["training"]["screened_out"]
 
 
 def test_an_unreadable_stored_thumbnail_leaves_the_pair_to_the_pixels(thumb_runs):
     (new, new_rows), (report, rows) = thumb_runs["new"], thumb_runs["bad_thumb"]
-    assert report["training"]["candidates"] == len(rows) == len(new_rows)
+    # no descriptor either: every pHash match is a candidate, as before the descriptor
+    assert report["training"]["train_described"] == report["training"]["hash_matches_dissimilar"] == 0
+    assert report["training"]["candidates"] == len(rows) >= len(new_rows)
     assert {r["stage"] for r in rows} == {"pixels"}
     assert report["test_sets"][0]["overlap_ids"] == new["test_sets"][0]["overlap_ids"]
 
@@ -387,7 +392,9 @@ def test_nearest_distance_histogram_counts_every_readable_test_image(world):
     histogram = shapes["nearest_distance_histogram"]
     assert len(histogram) == 65
     assert sum(histogram) + shapes["nearest_distance_none"] == 23
-    assert sum(histogram[: world["report"]["options"]["radius"] + 1]) >= 5
+    radius = world["report"]["options"]["radius"]
+    assert sum(histogram[: radius + 1]) >= 5
+    assert sum(histogram[radius + 1:]) == 0      # the search looks no further than the radius
 
 
 def test_accuracy_split_from_predictions(world):
@@ -604,8 +611,10 @@ def test_hash_only_with_an_ivf_index_reports_every_candidate(world, tmp_path):
     assert report["options"]["views"] == ["image", "mirror", "border"] and report["options"]["index"] == "ivf"
     (shapes,) = report["test_sets"]
     assert shapes["rejected"] == [] and {m["method"] for m in shapes["matches"]} == {"hash"}
-    radius = report["options"]["radius"]
-    assert all(m["distance"] <= radius for m in shapes["matches"])
+    radius, similar = report["options"]["radius"], report["options"]["similar"]
+    # each a pHash match within the radius or a pair the copy descriptor finds alike
+    assert all(m["distance"] <= radius if m["distance"] is not None else
+               (m["view"] == "descriptor" and m["similarity"] >= similar) for m in shapes["matches"])
     # Without the pixel check the lookalikes on white come back too: that is why it exists.
     assert len(shapes["matches"]) > len(world["planted"])
 

@@ -1,0 +1,391 @@
+"""Train (and measure) the copy descriptor dedup ships: dedup/weights/copy_descriptor.pt.
+
+    apt-get download mate-backgrounds && dpkg -x mate-backgrounds_*.deb /tmp/mate
+    .venv/bin/python bench/train_descriptor.py train --photos /tmp/mate/usr/share/backgrounds/mate
+    .venv/bin/python bench/train_descriptor.py measure      # recall per transformation, false rate
+
+Training images (none of them in the measurement): random crops of the photos in --photos (any
+folder of freely licensed pictures; the shipped weights used Debian's mate-backgrounds, GPL-2+,
+35 wallpapers) and bench/dedup.py's generators with another seed (dead leaves, clip art,
+drawings, logos, texts, lookalike pairs kept in one batch as hard negatives). Each picture is
+seen as random copies: crops of up to 25% of a side, rescaling, JPEG q25-95, brightness,
+contrast and colour changes, blur, grain, text overlays; each copy then goes through the form
+dedup compares (the stored image's thumbnail, descriptor.to_input). Loss: the trainer's
+contrastive loss (trainer/loss.ClipLoss) with two copies of each picture as the pair, image
+against image.
+
+measure: bench/dedup.py's originals (skimage's sample photos, dead leaves, clip art, drawings,
+logos, texts; seed 0, none used in training), each copied 13 ways with the copy on either side,
+through the real downloader's resizer and thumbnail; prints the recall per transformation at
+thresholds, and the false-candidate rate over all pairs of different originals (lookalikes
+apart). Needs scikit-image (`.venv/bin/pip install scikit-image`).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import random
+import sys
+import time
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dedup as bench_dedup  # noqa: E402  bench/dedup.py: the generators and the transformations
+
+from clipdata.dedup import descriptor, thumbs  # noqa: E402
+
+TRAIN_SEED = 7          # the generators' seed for training (measurement uses bench/dedup.py's 0)
+PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training pictures
+
+
+def photo_crops(folder: str, per_photo: int, rng: random.Random) -> list[Image.Image]:
+    """Random crops of every photo under `folder`: each a picture of its own (different places and
+    scales of a large photo rarely look alike)."""
+    files = sorted(os.path.join(d, f) for d, _, names in os.walk(folder) for f in names
+                   if f.lower().endswith(PHOTO_EXTS))
+    out = []
+    for path in files:
+        with Image.open(path) as im:
+            im.draft("RGB", (1600, 1600))
+            photo = im.convert("RGB")
+        photo.thumbnail((1600, 1600))
+        for _ in range(per_photo):
+            side = rng.uniform(0.12, 0.6) * min(photo.size)
+            aspect = math.exp(rng.uniform(-0.5, 0.5))
+            w, h = min(photo.width, int(side * aspect)), min(photo.height, int(side / aspect))
+            x, y = rng.randint(0, photo.width - w), rng.randint(0, photo.height - h)
+            crop = photo.crop((x, y, x + w, y + h))
+            target = rng.randint(128, 400)
+            scale = target / max(w, h)
+            crop = crop.resize((max(16, int(w * scale)), max(16, int(h * scale))), Image.LANCZOS)
+            if np.asarray(crop.convert("L"), dtype=np.float32).std() >= bench_dedup.MIN_TILE_STD:
+                out.append(crop)
+    return out
+
+
+def generated(seed: int, scale: int) -> list[list[Image.Image]]:
+    """bench/dedup.py's generated originals, lookalikes together: [[picture, its lookalike], [picture], ...]."""
+    rng = random.Random(seed)
+    made = (bench_dedup.dead_leaves(300 * scale, rng) + bench_dedup.web_images(400 * scale, rng)
+            + bench_dedup.drawings(150 * scale, rng) + bench_dedup.logos(150 * scale, rng)
+            + bench_dedup.texts(150 * scale, rng))
+    units, by_group = [], {}
+    for o in made:
+        if o.group < 0:
+            if o.group in by_group:
+                by_group[o.group].append(o.image)
+                continue
+            by_group[o.group] = [o.image]
+            units.append(by_group[o.group])
+        else:
+            units.append([o.image])
+    return units
+
+
+# ---------------------------------------------------------------------------------------------
+# Copies
+
+
+def _words(rng: random.Random) -> str:
+    return " ".join(bench_dedup._word(rng) for _ in range(rng.randint(1, 3)))
+
+
+def augment(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A random copy of `image`, as the web makes them."""
+    out = image
+    if rng.random() < 0.7:      # crop: up to 25% of each side, split at random between its ends
+        fw, fh = rng.uniform(0, 0.25), rng.uniform(0, 0.25)
+        if rng.random() < 0.5:
+            fh = fw
+        cw, ch = int(out.width * fw), int(out.height * fh)
+        left, top = rng.randint(0, cw), rng.randint(0, ch)
+        out = out.crop((left, top, out.width - (cw - left), out.height - (ch - top)))
+    if rng.random() < 0.5:
+        s = math.exp(rng.uniform(math.log(0.25), math.log(2.0)))
+        out = out.resize((max(12, int(out.width * s)), max(12, int(out.height * s))),
+                         rng.choice((Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.BOX)))
+    if rng.random() < 0.5:
+        out = ImageEnhance.Brightness(out).enhance(rng.uniform(0.75, 1.3))
+    if rng.random() < 0.3:
+        out = ImageEnhance.Contrast(out).enhance(rng.uniform(0.75, 1.3))
+    if rng.random() < 0.3:
+        out = ImageEnhance.Color(out).enhance(rng.uniform(0.6, 1.4))
+    if rng.random() < 0.15:
+        out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.5)))
+    if rng.random() < 0.25:     # a caption or a watermark
+        out = out.copy()
+        draw = ImageDraw.Draw(out)
+        size = max(8, out.height // rng.randint(6, 12))
+        font = bench_dedup._font(size)
+        text = _words(rng)
+        text = text.upper() if rng.random() < 0.5 else text
+        fill = rng.choice(((255, 255, 255), (0, 0, 0), tuple(rng.randint(0, 255) for _ in range(3))))
+        x = int(out.width * rng.uniform(0, 0.6))
+        y = int(out.height * rng.uniform(0, 0.9))
+        stroke = max(1, size // 12) if rng.random() < 0.6 else 0
+        draw.text((x, y), text, fill=fill, font=font, stroke_width=stroke, stroke_fill=(0, 0, 0))
+    if rng.random() < 0.15:
+        arr = np.asarray(out, dtype=np.float32)
+        arr = arr + np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 8), arr.shape)
+        out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    if rng.random() < 0.6:
+        buf = io.BytesIO()
+        out.save(buf, "JPEG", quality=rng.randint(25, 95))
+        out = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return out
+
+
+def stored_input(image: Image.Image) -> np.ndarray:
+    """What the descriptor sees of a copy: padded to a square with white as the downloader's
+    resizer stores it, reduced to the thumbnail, as the network's input. (The real path, resize to
+    256, JPEG q95, then thumbnail, gives the same 64 px picture but for JPEG noise.)"""
+    return descriptor.to_input(thumbs.thumbnail(_square(image)))
+
+
+def _square(image: Image.Image) -> Image.Image:
+    w, h = image.size
+    side = max(w, h)
+    square = Image.new("RGB", (side, side), (255, 255, 255))
+    square.paste(image, ((side - w) // 2, (side - h) // 2))
+    return square
+
+
+def _views_job(job) -> np.ndarray:
+    index, image, n_views, seed = job
+    rng = random.Random(f"{seed}:{index}")
+    return np.stack([stored_input(augment(image, rng)) for _ in range(n_views)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def make_dataset(photos: str | None, per_photo: int, scale: int, n_views: int, workers: int, seed: int):
+    """(views: (n_pictures, n_views, 64, 64, 3) uint8, units: lists of picture indices kept in one batch)."""
+    import multiprocessing
+
+    rng = random.Random(seed)
+    units: list[list[Image.Image]] = [[c] for c in (photo_crops(photos, per_photo, rng) if photos else [])]
+    n_photo = len(units)
+    units += generated(seed, scale)
+    pictures, unit_index = [], []
+    for unit in units:
+        unit_index.append(list(range(len(pictures), len(pictures) + len(unit))))
+        pictures.extend(unit)
+    print(f"{len(pictures)} training pictures ({n_photo} photo crops); making {n_views} copies of each", flush=True)
+    t = time.perf_counter()
+    jobs = [(i, p, n_views, seed) for i, p in enumerate(pictures)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        views = np.stack(pool.map(_views_job, jobs, chunksize=32))
+    print(f"copies made in {time.perf_counter() - t:.0f} s", flush=True)
+    return views, unit_index
+
+
+def batches(units: list[list[int]], batch: int, rng: random.Random):
+    order = units[:]
+    rng.shuffle(order)
+    current: list[int] = []
+    for unit in order:
+        current.extend(unit)
+        if len(current) >= batch:
+            yield current
+            current = []
+
+
+def train(views: np.ndarray, units, steps: int, batch: int, lr: float, scale: float, threads: int, seed: int):
+    import torch
+
+    from clipdata.trainer.loss import ClipLoss
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    model = descriptor.new_model()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    loss_fn = ClipLoss()
+    logit_scale = torch.tensor(scale)
+    rng = random.Random(seed)
+    n_views = views.shape[1]
+    step, t = 0, time.perf_counter()
+    while step < steps:
+        for idx in batches(units, batch, rng):
+            if step >= steps:
+                break
+            a = np.array([rng.randrange(n_views) for _ in idx])
+            b = (a + np.array([rng.randrange(1, n_views) for _ in idx])) % n_views
+            xa = descriptor.as_tensor(views[idx, a])
+            xb = descriptor.as_tensor(views[idx, b])
+            for group in optimiser.param_groups:   # cosine decay after a short warm-up
+                group["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            loss = loss_fn(model(xa), model(xb), logit_scale)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            step += 1
+            if step % 50 == 0 or step == steps:
+                print(f"step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - t:.0f} s)", flush=True)
+    model.eval()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+
+
+def _stored_thumb(store, image: Image.Image) -> np.ndarray:
+    stored, _, _ = store(image)
+    return descriptor.to_input(thumbs.thumbnail(stored))
+
+
+def _measure_job(job):
+    i, transform, direction = job
+    original = _ORIGINALS[i]
+    test, train, _ = bench_dedup.copy_pair(original, i, transform, direction, _STORE)
+    return descriptor.to_input(thumbs.thumbnail(_square(test))), descriptor.to_input(thumbs.thumbnail(train))
+
+
+_ORIGINALS: list = []
+_STORE = None
+
+
+def measure(weights: str, workers: int, leaves: int, thresholds=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)) -> dict:
+    import multiprocessing
+
+    global _ORIGINALS, _STORE
+    model = descriptor.Descriptor(weights, threads=workers)
+    _ORIGINALS = bench_dedup.make_originals(0, n_leaves=leaves)
+    _STORE = bench_dedup.Store()
+    n = len(_ORIGINALS)
+    print(f"{n} originals: {bench_dedup._categories(_ORIGINALS)}")
+    t = time.perf_counter()
+    jobs = [(i, tr, d) for tr in bench_dedup.TRANSFORMS for d in bench_dedup.DIRECTIONS for i in range(n)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        plain = np.stack(pool.map(_measure_job, [(i, "none", "test") for i in range(n)], chunksize=32))
+        pairs = pool.map(_measure_job, jobs, chunksize=32)
+    made = time.perf_counter() - t
+    t = time.perf_counter()
+    # dedup describes each test image as it is and mirrored (descriptor.TEST_VIEWS): the best counts
+    test_plain = model.describe_inputs(plain[:, 0])
+    test_plain_m = model.describe_inputs(plain[:, 0, :, ::-1])
+    train_plain = model.describe_inputs(plain[:, 1])
+    copies = np.stack([p[0] for p in pairs])
+    test_copy = model.describe_inputs(copies)
+    test_copy_m = model.describe_inputs(copies[:, :, ::-1])
+    train_copy = model.describe_inputs(np.stack([p[1] for p in pairs]))
+    described = time.perf_counter() - t
+    per_image = described / (3 * n + 3 * len(pairs))
+    positives = np.maximum(np.sum(test_copy * train_copy, axis=1), np.sum(test_copy_m * train_copy, axis=1))
+    photo_like = np.array([o.category in bench_dedup.PHOTO_LIKE for o in _ORIGINALS])
+    groups = np.array([o.group for o in _ORIGINALS])
+    sims = np.maximum(test_plain @ train_plain.T, test_plain_m @ train_plain.T)
+    different = groups[:, None] != groups[None, :]
+    negatives = sims[different]
+    print(f"copies made in {made:.0f} s; described {3 * n + 3 * len(pairs)} thumbnails in {described:.1f} s "
+          f"({1000 * per_image:.2f} ms each, {workers} threads)")
+    header = ["transformation", "side"] + [f">={t}" for t in thresholds]
+    rows = []
+    k = 0
+    for tr in bench_dedup.TRANSFORMS:
+        for d in bench_dedup.DIRECTIONS:
+            p = positives[k:k + n]
+            k += n
+            for label, mask in (("photo-like", photo_like), ("other", ~photo_like)):
+                rows.append([f"{tr} {label}", d] + [f"{np.mean(p[mask] >= t):.3f}" for t in thresholds])
+    bench_dedup._table(header, rows)
+    lookalike = sims[(groups[:, None] == groups[None, :]) & ~np.eye(n, dtype=bool)]
+    print(f"\nunrelated pairs: {negatives.size:,}; false-candidate rate per pair:")
+    bench_dedup._table(["", *[f">={t}" for t in thresholds]], [
+        ["all", *[f"{np.mean(negatives >= t):.2e}" for t in thresholds]],
+        ["lookalike pairs", *[f"{np.mean(lookalike >= t):.2f}" for t in thresholds]]])
+    top = np.sort(negatives)[-5:]
+    print(f"highest unrelated similarities: {', '.join(f'{v:.3f}' for v in top)}")
+    return {"positives": positives, "negatives": negatives}
+
+
+def _generated_job(seed: int) -> np.ndarray:
+    import dedup_scale
+
+    return descriptor.test_inputs(dedup_scale.picture(seed))
+
+
+def measure_scale(weights: str, workers: int, n_train: int, n_test: int,
+                  thresholds=(0.6, 0.7, 0.75, 0.8, 0.85, 0.9)) -> None:
+    """False candidates per pair over n_train x n_test pictures of bench/dedup_scale.py's
+    generator (no two alike): the rate the scale benchmark and 400M x 100k see."""
+    import multiprocessing
+
+    import dedup_scale
+
+    model = descriptor.Descriptor(weights, threads=workers)
+    t = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        train = np.stack(pool.map(_generated_job, [dedup_scale.TRAIN_SEED + i for i in range(n_train)], 64))
+        test = np.stack(pool.map(_generated_job, [dedup_scale.TEST_SEED + i for i in range(n_test)], 64))
+    train_d = model.describe_inputs(train[:, 0])
+    test_d = np.stack([model.describe_inputs(test[:, v]) for v in range(test.shape[1])], 1)
+    counts = np.zeros(len(thresholds), np.int64)
+    top = []
+    for start in range(0, n_train, 4096):
+        block = train_d[start:start + 4096]
+        sims = np.max(np.einsum("tvd,nd->ntv", test_d, block), axis=2)
+        counts += np.array([(sims >= th).sum() for th in thresholds])
+        top.append(np.sort(sims, axis=None)[-20:])
+    pairs = n_train * n_test
+    print(f"\n{n_train:,} x {n_test:,} generated pictures (bench/dedup_scale.py), {pairs:.2e} pairs, "
+          f"{time.perf_counter() - t:.0f} s; false candidates per pair (per test image at 400M):")
+    bench_dedup._table(["", *[f">={th}" for th in thresholds]], [
+        ["per pair", *[f"{c / pairs:.1e}" for c in counts]],
+        ["per test image at 400M", *[f"{c / pairs * 4e8:.0f}" for c in counts]]])
+    print(f"highest: {', '.join(f'{v:.3f}' for v in np.sort(np.concatenate(top))[-8:])}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    tr = commands.add_parser("train")
+    tr.add_argument("--photos", help="a folder of photos to crop training pictures from")
+    tr.add_argument("--per-photo", type=int, default=120)
+    tr.add_argument("--scale", type=int, default=2, help="generated pictures: this many x 1,150")
+    tr.add_argument("--views", type=int, default=6, help="copies made of each picture")
+    tr.add_argument("--steps", type=int, default=1500)
+    tr.add_argument("--batch", type=int, default=256)
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--logit-scale", type=float, default=20.0)
+    tr.add_argument("--similar", type=float, default=0.8, help="the candidate threshold stored with the weights")
+    tr.add_argument("--workers", type=int, default=2)
+    tr.add_argument("--seed", type=int, default=TRAIN_SEED)
+    tr.add_argument("--output", default=descriptor.WEIGHTS)
+    me = commands.add_parser("measure")
+    me.add_argument("--weights", default=descriptor.WEIGHTS)
+    me.add_argument("--workers", type=int, default=2)
+    me.add_argument("--leaves", type=int, default=800)
+    me.add_argument("--scale-train", type=int, default=20_000, help="generated pictures on the training side")
+    me.add_argument("--scale-test", type=int, default=5_000, help="... and on the test side")
+    args = parser.parse_args(argv)
+    if args.command == "measure":
+        measure(args.weights, args.workers, args.leaves)
+        if args.scale_train:
+            measure_scale(args.weights, args.workers, args.scale_train, args.scale_test)
+        return 0
+    import torch
+
+    views, units = make_dataset(args.photos, args.per_photo, args.scale, args.views, args.workers, args.seed)
+    model = train(views, units, args.steps, args.batch, args.lr, args.logit_scale, args.workers, args.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    torch.save({"model": model.state_dict(), "similar": args.similar,
+                "trained": {k: v for k, v in vars(args).items() if k not in ("command", "output")}}, args.output)
+    print(f"weights: {args.output} ({os.path.getsize(args.output) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""A learned copy descriptor: 128 numbers per image whose inner product says "same picture".
+
+CLIP's own duplicate detector (paper section 5) and the copy-detection literature after it (SSCD;
+DataComp's contamination check) embed images with a network trained contrastively on synthetic
+copies and compare the embeddings by cosine: far more selective than a perceptual hash at the
+same recall, which is what a check over 10^13 (test, training) pairs needs (a pHash radius lets
+~1e-2 of unrelated pairs through, each costing tens of ms to reject).
+
+This one is small enough for a CPU: it reads the 64 px thumbnail `clipdata download` stores of
+every image (dedup/thumbs.py, the `thumb` column), ~30 M multiply-adds, ~1 ms per image on one
+core in batches. Its weights (`weights/copy_descriptor.pt`, ~1 MB) were trained here by
+`bench/train_descriptor.py` on copies of freely licensed wallpapers (Debian's mate-backgrounds)
+and generated drawings, logos, texts and dead-leaves images, with the trainer's contrastive loss
+(trainer/loss.ClipLoss, image against image): nothing is fetched at run time.
+
+The descriptor only proposes candidates; what is a copy is still decided by verify.screen on the
+thumbnails and verify.verify on the pixels. SIMILAR (stored with the weights) is the cosine
+from which a pair is a candidate, chosen by measurement (bench/train_descriptor.py prints the
+recall per transformation and the false-candidate rate per pair at it).
+
+Both sides go through the same form: the stored image (img2dataset's resize to 256 with white
+padding to a square) reduced to a thumbnail, padded to a square and resized to INPUT px. The
+layout matters (a red circle on the left is not a red circle on the right), so the head keeps a
+4x4 grid of the last feature map besides its global pooling.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+INPUT = 64
+DIM = 128
+WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "copy_descriptor.pt")
+BATCH = 256
+# A pHash match (dedup/index.py) is a candidate from SIMILAR - HASH_MARGIN: two signals agreeing
+# count for more than one (chosen with bench/train_descriptor.py measure).
+HASH_MARGIN = 0.3
+
+
+def _net(width: int = 32, dim: int = DIM):
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def block(cin, cout, k, stride):
+        return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
+                             nn.ReLU(inplace=True))
+
+    class CopyDescriptor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            w = width
+            self.body = nn.Sequential(block(3, w, 5, 2), block(w, 2 * w, 3, 2), block(2 * w, 2 * w, 3, 1),
+                                      block(2 * w, 4 * w, 3, 2), block(4 * w, 4 * w, 3, 1))
+            self.layout = nn.Conv2d(4 * w, 32, 1)
+            self.head = nn.Linear(4 * w + 32 * 16, dim)
+
+        def forward(self, x):
+            f = self.body(x)                                            # (n, 4w, 8, 8)
+            pooled = f.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1 / 3)   # GeM, p = 3
+            grid = F.adaptive_avg_pool2d(self.layout(f), 4).flatten(1)  # where things are
+            return F.normalize(self.head(torch.cat([pooled, grid], 1)), dim=1)
+
+    return CopyDescriptor()
+
+
+def new_model():
+    """An untrained descriptor network (for training)."""
+    return _net()
+
+
+def to_input(thumb) -> np.ndarray:
+    """A thumbnail (PIL image or uint8 RGB array) as the network's INPUT x INPUT x 3 uint8 array:
+    padded to a square with white (as the stored form is) and resized."""
+    image = thumb if isinstance(thumb, Image.Image) else Image.fromarray(np.asarray(thumb, dtype=np.uint8))
+    image = square(image)
+    if image.size != (INPUT, INPUT):
+        image = image.resize((INPUT, INPUT), Image.BOX if image.width > INPUT else Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+TEST_VIEWS = ("image", "mirror")   # a test image is described as it is and mirrored
+
+
+def square(image: Image.Image) -> Image.Image:
+    """The picture padded to a square with white, centred: the downloader's stored form
+    (img2dataset's `border` resize) before its reduction."""
+    image = image.convert("RGB")
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    out = Image.new("RGB", (side, side), (255, 255, 255))
+    out.paste(image, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+def test_inputs(image: Image.Image) -> np.ndarray:
+    """(len(TEST_VIEWS), INPUT, INPUT, 3) uint8: a test image in the form its training copies are
+    described from (the stored image's thumbnail), as it is and mirrored."""
+    from clipdata.dedup import thumbs
+
+    seen = to_input(thumbs.thumbnail(square(image)))
+    return np.stack([seen, seen[:, ::-1]])
+
+
+def as_tensor(inputs: np.ndarray):
+    """(n, INPUT, INPUT, 3) uint8 -> the network's float input (n, 3, INPUT, INPUT), centred."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(inputs)).permute(0, 3, 1, 2).float().div_(255).sub_(0.5)
+
+
+class Descriptor:
+    """The shipped descriptor, ready to describe thumbnails: `Descriptor().describe([thumb, ...])`."""
+
+    def __init__(self, path: str = WEIGHTS, threads: int | None = 1):
+        import torch
+
+        # one Beam worker per core: no oversubscription (set around each call, so that a process
+        # that trains afterwards, like the demo, keeps its own setting)
+        self.threads = threads
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"the copy descriptor's weights are missing: {path} "
+                                    "(reinstall clipdata, or make them with bench/train_descriptor.py)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.net = _net()
+        self.net.load_state_dict(state["model"])
+        self.net.eval()
+        self.similar = float(state["similar"])
+
+    def describe(self, thumbs: list) -> np.ndarray:
+        """(n, DIM) float32, unit rows, of thumbnails (PIL images or RGB arrays)."""
+        if not thumbs:
+            return np.zeros((0, DIM), np.float32)
+        return self.describe_inputs(np.stack([to_input(t) for t in thumbs]))
+
+    def describe_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        out = []
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(inputs), BATCH):
+                    out.append(self.net(as_tensor(inputs[start:start + BATCH])).numpy())
+        finally:
+            torch.set_num_threads(before)
+        return np.concatenate(out).astype(np.float32)
+
+
+_SHARED: dict[str, Descriptor] = {}
+
+
+def shared(path: str = WEIGHTS) -> Descriptor:
+    """One Descriptor per process (a worker loads the network once, not once per shard)."""
+    if path not in _SHARED:
+        _SHARED[path] = Descriptor(path)
+    return _SHARED[path]

@@ -1,0 +1,159 @@
+"""The learned copy descriptor (dedup/descriptor.py), its index and its part in the search."""
+from __future__ import annotations
+
+import io
+import os
+import random
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+from clipdata.dedup import descriptor, overlap, thumbs
+from clipdata.dedup.index import DescriptorIndex, HashIndex
+from clipdata.pipeline.images import ImageConfig, make_resizer, store_image
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+
+import dedup_scale  # noqa: E402  the scale benchmark's generator: pictures no two alike
+
+
+@pytest.fixture(scope="module")
+def model():
+    return descriptor.Descriptor()
+
+
+def stored_thumb(image: Image.Image) -> np.ndarray:
+    """What the training side holds of an image: the downloader's stored form, its thumbnail."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    config = ImageConfig()
+    stored = store_image(buf.getvalue(), make_resizer(config), config)
+    assert stored.error is None
+    return thumbs.decode(stored.thumb)
+
+
+def copies(image: Image.Image) -> dict[str, Image.Image]:
+    w, h = image.size
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=40)
+    captioned = image.copy()
+    ImageDraw.Draw(captioned).text((w // 10, h // 2), "SALE TODAY", fill=(255, 255, 255))
+    return {
+        "jpeg40": Image.open(io.BytesIO(buf.getvalue())).convert("RGB"),
+        "half size": image.resize((w // 2, h // 2), Image.LANCZOS),
+        "crop 10%": image.crop((w // 20, h // 20, w - w // 20, h - h // 20)),
+        "brighter": ImageEnhance.Brightness(image).enhance(1.2),
+        "mirrored": ImageOps.mirror(image),
+        "caption": captioned,
+    }
+
+
+def test_the_shipped_weights_give_unit_descriptors_the_same_each_time(model):
+    pictures = [dedup_scale.picture(i) for i in range(6)]
+    first = model.describe([stored_thumb(p) for p in pictures])
+    again = model.describe([stored_thumb(p) for p in pictures])
+    assert first.shape == (6, descriptor.DIM) and first.dtype == np.float32
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(first, again)
+    assert 0.3 < model.similar < 1.0
+
+
+def test_test_inputs_are_the_stored_form_and_its_mirror():
+    image = dedup_scale.picture(3).resize((300, 180))
+    inputs = descriptor.test_inputs(image)
+    assert inputs.shape == (len(descriptor.TEST_VIEWS), descriptor.INPUT, descriptor.INPUT, 3)
+    assert np.array_equal(inputs[1], inputs[0][:, ::-1])
+    # padded with white above and below, as the downloader stores a wide picture
+    assert inputs[0][0].min() == 255 and inputs[0][-1].min() == 255
+
+
+def test_copies_are_similar_and_different_pictures_are_not(model):
+    """Through the real stored path: every copy of a picture at or above the shipped cosine,
+    no pair of 60 different pictures (photo-like and drawings) at it."""
+    pictures = [dedup_scale.picture(1000 + i) for i in range(60)]
+    tests = np.stack([descriptor.test_inputs(p) for p in pictures])
+    test_desc = np.stack([model.describe_inputs(tests[:, v]) for v in range(tests.shape[1])], 1)
+    train_desc = model.describe([stored_thumb(p) for p in pictures])
+    sims = np.max(np.einsum("tvd,nd->tnv", test_desc, train_desc), axis=2)
+    assert np.all(np.diag(sims) >= model.similar)
+    off = sims[~np.eye(len(pictures), dtype=bool)]
+    assert off.max() < model.similar, f"{np.sum(off >= model.similar)} different pairs look alike"
+    rng = random.Random(0)
+    for i in rng.sample(range(len(pictures)), 8):
+        names, made = zip(*copies(pictures[i]).items())
+        copy_desc = model.describe([stored_thumb(c) for c in made])
+        cos = np.max(test_desc[i] @ copy_desc.T, axis=0)
+        missed = [f"{n} {c:.2f}" for n, c in zip(names, cos) if c < model.similar]
+        assert not missed, f"picture {i}: {missed}"
+
+
+def test_descriptor_index_finds_exactly_the_pairs_at_or_above_the_cosine():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(300, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    queries = np.concatenate([rows[:20] + rng.normal(0, 0.2, (20, 16)).astype(np.float32),
+                              rng.normal(size=(30, 16)).astype(np.float32)])
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    sims = queries @ rows.T
+    threshold = float(np.sort(sims, axis=None)[-40])      # exactly on a pair's cosine: inclusive
+    q, r, s = DescriptorIndex(rows).similar_pairs(queries, threshold)
+    want = {(int(a), int(b)) for a, b in zip(*np.nonzero(sims >= threshold))}
+    assert set(zip(q.tolist(), r.tolist())) == want and len(want) >= 40
+    assert np.allclose(s, sims[q, r], atol=1e-5)
+    assert list(q) == sorted(q)
+    approx = DescriptorIndex(rows, kind="ivf", nlist=4, nprobe=4)   # every list visited: exact
+    qa, ra, _ = approx.similar_pairs(queries, threshold)
+    assert set(zip(qa.tolist(), ra.tolist())) == want
+
+
+def _side(desc_rows: dict[int, np.ndarray], codes: list[int]) -> overlap.TestSide:
+    """A test side of len(codes) images with one hash each and the given descriptors."""
+    n = len(codes)
+    side = overlap.TestSide(["set"] * n, [f"t{i}" for i in range(n)], [None] * n,
+                            np.array(codes, np.uint64), np.arange(n, dtype=np.int64), np.zeros(n, np.int16),
+                            ["image"])
+    rows, owner = [], []
+    side.desc_row = np.full((n, 2), -1, np.int64)
+    for image, views in desc_rows.items():
+        for v, row in enumerate(views):
+            side.desc_row[image, v] = len(rows)
+            rows.append(row)
+            owner.append(image)
+    side.desc = np.array(rows, np.float32)
+    side.desc_owner = np.array(owner, np.int64)
+    return side
+
+
+def _unit(*values) -> np.ndarray:
+    v = np.array(values, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_search_keeps_alike_hash_matches_and_adds_descriptor_pairs():
+    a, b, c = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
+    mirror_of_c = _unit(0.1, 0, 1)
+    # test 0: described as a; test 1: as b (image) and c (mirror); test 2: no descriptor
+    side = _side({0: [a, a], 1: [b, mirror_of_c]}, [0x0F0F, 0xFFFF0000, 0x1234])
+    train = overlap.TrainHashes(keys=["k0", "k1", "k2", "k3"], urls=[None] * 4, captions=[None] * 4,
+                                codes=np.array([0x0F0F, 0xFFFF0001, 0xFFFF00FF, 0x1234], np.uint64))
+    train.thumbs = [None] * 4
+    desc = np.stack([b, c, a, a])                      # k0 unlike test 0 but the same hash
+    described = np.array([True, True, True, False])    # k3: no thumbnail, no descriptor
+    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.9, hash_similar=0.8, exact=0)
+    found = overlap.search_shard(HashIndex(side.codes), side, train, 8, search, (desc, described))
+    got = {(p["test_index"], p["key"]): (p["distance"], p["view"], p["similarity"]) for p in found.candidates}
+    dropped = found.dissimilar
+    # test 0 / k0: same hash (distance 0 <= exact) though unlike; test 1 / k1: 1 bit and its
+    # mirror view alike; test 1 / k2: 8 bits but unlike: dropped; test 0 / k2 and test 1 / k0:
+    # descriptors alone; test 2 / k3: no descriptor on either side, the hash decides
+    assert got[0, "k0"][:2] == (0, "image")
+    assert got[1, "k1"][0] == 1 and got[1, "k1"][2] == pytest.approx(float(mirror_of_c @ c), abs=1e-4)
+    assert (1, "k2") not in got and dropped == 1
+    assert got[0, "k2"] == (None, "descriptor", 1.0)
+    assert got[1, "k0"] == (None, "descriptor", 1.0)
+    assert got[2, "k3"] == (0, "image", None)
+    assert len(got) == 5
+    # nearest pHash distance per test image within the radius, from the same search
+    assert found.nearest.tolist() == [0, 1, 0]

@@ -110,6 +110,9 @@ def add_report_arguments(parser) -> None:
     parser.add_argument("--similar", type=float, default=None,
                         help="cosine of the copy descriptors from which a pair is a candidate (default: "
                         "the one shipped with the descriptor's weights)")
+    parser.add_argument("--per-image", type=int, default=3,
+                        help="with the descriptor: candidates kept per training image, its most alike test "
+                        "images (bounds the cost per training image; default: %(default)s)")
     parser.add_argument("--index", choices=("flat", "ivf"), default="flat",
                         help="FAISS binary index over the test views (default: %(default)s; ivf for "
                         "millions of test images)")
@@ -170,6 +173,7 @@ def run_dedup_command(args, beam_args: list[str]) -> int:
         columns=testsets.Columns(args.image_col, args.path_col, args.id_col, args.label_col),
         workers=args.workers, embeddings=args.embeddings,
         semantic_threshold=args.semantic_threshold, descriptor=args.descriptor, similar=args.similar,
+        per_image=args.per_image,
     )
     beam_runner.quiet_beam_logs()
     try:

@@ -4,11 +4,17 @@ The small side is indexed, the big side streamed past it, one training shard per
 
     test sets ─► views hashed (driver, process pool) ─► HashIndex built in each worker's setup()
                                                                   │
+    test sets ─► copy descriptors (descriptor.py, as they are and mirrored) ─► DescriptorIndex
     shard list ─Reshuffle─► SearchAndScreen: key, phash and thumb from the parquet (hashed from
-                            the tar when the shard has no phash) ─► range search at --radius
-                            ─► candidates ─► screen each on its stored thumbnail (verify.screen):
+                            the tar when the shard has no phash) ─► range search at --radius,
+                            and each thumbnail's copy descriptor against the DescriptorIndex
+                            ─► candidates: cosine >= --similar, or a hash match at cosine >=
+                            similar - HASH_MARGIN, or identical hashes; at most --per-image per
+                            training image, the most alike
+                            ─► screen each on its stored thumbnail (verify.screen):
                             most unrelated candidates are rejected here, no tar opened
-                                │           └─► nearest distance per test image (k=1) ─► CombineMin
+                                │           └─► nearest pHash distance per test image within the
+                                │               radius (from the same search) ─► CombineMin
                                 └─Reshuffle─► VerifyShard: open the tar once for the candidates the
                                               screen passed (and those of shards written before the
                                               thumbnail: screened on one made from the tar image,
@@ -17,7 +23,8 @@ The small side is indexed, the big side streamed past it, one training shard per
 
 Every shard that cannot be read (missing files, a cut tar, a bad parquet) is counted and named in
 the report; what was read of it before the error still counts. Nothing here decides what a
-duplicate is: hashing.py (views), index.py (search) and verify.py (screen and pixels) do, and
+duplicate is: hashing.py (views), descriptor.py (the copy descriptor), index.py (search) and
+verify.py (screen and pixels) do, and
 this file only moves data between them. Each pair records which stage decided it (`stage`:
 screen, pixels, hash, error) and why in words (`reason`).
 
@@ -48,6 +55,11 @@ from apache_beam.pvalue import TaggedOutput
 from clipdata.dedup import progress, testsets
 from clipdata.pipeline import beam_runner, shards
 
+# With the descriptor, each training image keeps at most this many candidates, its most alike test
+# images: the cost per training image stays bounded however many test images there are (at 100k
+# test images and 4e-4 candidates per pair a training image would otherwise bring ~40). Three, not
+# one: a test set may hold near copies of its own images (CIFAR-10's test set does).
+PER_IMAGE = 3
 EXACT_RADIUS = 0            # with the descriptor: pHash-identical pairs are candidates whatever their cosine
 NO_NEIGHBOUR = 255          # nearest distance of a test image with no training hash within the radius
 THUMB = "_thumb"            # a candidate's stored thumbnail while it moves between steps; never written out
@@ -81,6 +93,7 @@ class OverlapConfig:
     thumbnails: bool = True
     descriptor: bool = True                     # the learned copy descriptor proposes candidates
     similar: float | None = None                # its cosine threshold; None: the shipped one
+    per_image: int = PER_IMAGE                  # candidates kept per training image (descriptor)
 
 
 @dataclass(frozen=True)
@@ -473,6 +486,7 @@ class DescriptorSearch:
     similar: float                 # a pair at or above this cosine is a candidate
     hash_similar: float            # a hash match is a candidate from this cosine
     exact: int = EXACT_RADIUS      # ... or at or below this Hamming distance, whatever the cosine
+    per_image: int = PER_IMAGE     # candidates kept per training image, most alike first
 
 
 def describe_thumbs(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -505,6 +519,7 @@ class ShardSearch:
     dissimilar: int              # pHash matches the descriptor left out
     nearest: np.ndarray          # uint8 per test image: nearest pHash distance within the radius,
                                  # NO_NEIGHBOUR when none is (from the search itself: no second scan)
+    beyond_cap: int = 0          # candidates left out: their training image had per_image more alike
 
 
 def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descriptors: DescriptorSearch | None = None,
@@ -552,6 +567,7 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
                 best[t, j] = sim
         for (t, j), sim in best.items():
             pairs[t, j] = (None, "descriptor", sim)
+    beyond = _cap_per_image(pairs, descriptors) if descriptors is not None and train_desc is not None else 0
     candidates = []
     for (t, j), (distance, view, sim) in pairs.items():
         candidates.append({
@@ -561,7 +577,24 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
             "similarity": None if sim != sim else round(sim, 4),
             THUMB: train.thumbs[j] if j < len(train.thumbs) else None,
         })
-    return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), dropped, nearest)
+    return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), dropped, nearest, beyond)
+
+
+def _cap_per_image(pairs: dict, descriptors: DescriptorSearch) -> int:
+    """Keep at most descriptors.per_image candidates per training image, the highest cosines
+    (ties: the lower test image number); pairs without a cosine (no descriptor) and identical
+    hashes are kept whatever their count. Returns how many were left out."""
+    ranked: dict[int, list] = collections.defaultdict(list)
+    for (t, j), (distance, _, sim) in pairs.items():
+        if sim == sim and not (distance is not None and distance <= descriptors.exact):
+            ranked[j].append((-sim, t))
+    left_out = 0
+    for j, alike in ranked.items():
+        if len(alike) > descriptors.per_image:
+            for _, t in sorted(alike)[descriptors.per_image:]:
+                del pairs[t, j]
+                left_out += 1
+    return left_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -812,11 +845,12 @@ class SearchShardFn(beam.DoFn):
 
     def __init__(self, side: TestSide, radius: int, index_kind: str, semantic: dict | None = None,
                  verify: bool = True, thumbnails: bool = True, work: str | None = None,
-                 similar: tuple[float, float] | None = None):
+                 similar: tuple | None = None):
         self.side, self.radius, self.index_kind, self.semantic = side, radius, index_kind, semantic
         self.verify, self.thumbnails, self.work, self.similar = verify, thumbnails, work, similar
         self.described = Metrics.counter("dedup", "train_described")
         self.hash_dropped = Metrics.counter("dedup", "hash_matches_dissimilar")
+        self.beyond_cap = Metrics.counter("dedup", "candidates_beyond_cap")
         self.search_thumbs_from_tar = Metrics.counter("dedup", "thumbnails_from_tar")
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
         self.shards_read = Metrics.counter("dedup", "shards_read")
@@ -852,6 +886,7 @@ class SearchShardFn(beam.DoFn):
         searched = search_shard(self.index, self.side, train, self.radius, self.descriptors, train_desc)
         candidates = searched.candidates
         self.hash_dropped.inc(searched.dissimilar)
+        self.beyond_cap.inc(searched.beyond_cap)
         if self.embedder is not None and shard.tar:
             candidates += self._semantic_candidates(shard, train, candidates, errors)
         if errors:
@@ -958,7 +993,7 @@ class FindOverlap(beam.PTransform):
     """Training shards -> (checked pairs, nearest distances, shard errors)."""
 
     def __init__(self, side: TestSide, radius: int, index_kind: str, verify: bool, thumbnails: bool,
-                 semantic: dict | None = None, work: str | None = None, similar: tuple[float, float] | None = None):
+                 semantic: dict | None = None, work: str | None = None, similar: tuple | None = None):
         super().__init__()
         self.side, self.radius, self.index_kind = side, radius, index_kind
         self.verify, self.thumbnails, self.semantic, self.work = verify, thumbnails, semantic, work
@@ -1039,6 +1074,10 @@ def resolve_options(config: OverlapConfig) -> tuple[int, tuple[str, ...]]:
         raise OverlapError(f"--views: unknown {', '.join(unknown)}; known: {', '.join(hashing.VIEW_NAMES)}")
     if len(set(views)) != len(views):
         raise OverlapError(f"--views: a view is named twice in {', '.join(views)}")
+    if config.per_image < 1:
+        raise OverlapError(f"--per-image must be at least 1, got {config.per_image}")
+    if config.similar is not None and not -1.0 <= config.similar <= 1.0:
+        raise OverlapError(f"--similar is a cosine, between -1 and 1, got {config.similar}")
     if config.index not in ("flat", "ivf"):
         raise OverlapError(f"--index must be flat or ivf, got {config.index!r}")
     return radius, views
@@ -1102,14 +1141,15 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
                          similar[0] if similar else None)
 
 
-def similar_thresholds(config: OverlapConfig) -> tuple[float, float] | None:
-    """(similar, hash_similar) of the descriptor stage, or None when it is off."""
+def similar_thresholds(config: OverlapConfig) -> tuple[float, float, int, int] | None:
+    """(similar, hash_similar, exact radius, per_image) of the descriptor stage (DescriptorSearch's
+    fields after its index), or None when it is off."""
     from clipdata.dedup import descriptor
 
     if not config.descriptor:
         return None
     similar = descriptor.shared().similar if config.similar is None else float(config.similar)
-    return similar, similar - descriptor.HASH_MARGIN
+    return similar, similar - descriptor.HASH_MARGIN, EXACT_RADIUS, int(config.per_image)
 
 
 def semantic_test_side(config: OverlapConfig, embedder, side: TestSide) -> dict:

@@ -101,6 +101,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             "verify": config.verify, "index": config.index, "embeddings": config.embeddings,
             "semantic_threshold": config.semantic_threshold if config.embeddings else None,
             "descriptor": config.descriptor, "similar": result.similar,
+            "per_image": config.per_image if config.descriptor else None,
         },
         "training": {
             "shards": result.shards,
@@ -112,6 +113,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             # the copy descriptor: training images it described, pHash matches it found too dissimilar
             "train_described": counters.get("train_described", 0),
             "hash_matches_dissimilar": counters.get("hash_matches_dissimilar", 0),
+            "candidates_beyond_cap": counters.get("candidates_beyond_cap", 0),
             # what decided the candidates: the stored thumbnails (no tar opened) or the pixels
             "screened_out": counters.get("pairs_screened_out", 0),
             "checked_on_pixels": counters.get("pairs_checked_on_pixels", 0),
@@ -217,7 +219,9 @@ def _descriptor_words(o: dict, t: dict) -> str:
     if not o.get("descriptor") or o.get("similar") is None:
         return ""
     return (f" and the copy descriptor at cosine &ge; {o['similar']:.2f} ({t.get('train_described', 0):,} training "
-            f"images described; {t.get('hash_matches_dissimilar', 0):,} pHash matches left out as too dissimilar)")
+            f"images described; {t.get('hash_matches_dissimilar', 0):,} pHash matches left out as too dissimilar; "
+            f"at most {o.get('per_image')} candidates per training image, {t.get('candidates_beyond_cap', 0):,} "
+            f"less alike ones left out)")
 
 
 def _options_html(report: dict) -> str:

@@ -518,6 +518,11 @@ def test_cli_errors_are_usage_errors(tmp_path, capsys):
     assert cli.main(["dedup", "--shards", str(tmp_path / "none"), "--test-set", f"a={tmp_path}",
                      "--output", str(tmp_path / "o")]) == 2
     assert "no training shards" in capsys.readouterr().err
+    for flag, value, words in (("--per-image", "0", "--per-image must be at least 1"),
+                               ("--similar", "1.5", "--similar is a cosine")):
+        assert cli.main(["dedup", "--shards", str(tmp_path), "--test-set", f"a={tmp_path}", flag, value,
+                         "--output", str(tmp_path / "o")]) == 2
+        assert words in capsys.readouterr().err
 
 
 def test_semantic_pairs_finds_pairs_above_the_cosine_threshold():

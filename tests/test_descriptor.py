@@ -157,3 +157,31 @@ def test_search_keeps_alike_hash_matches_and_adds_descriptor_pairs():
     assert len(got) == 5
     # nearest pHash distance per test image within the radius, from the same search
     assert found.nearest.tolist() == [0, 1, 0]
+
+
+def test_each_training_image_keeps_its_most_alike_candidates_only():
+    """With many alike test images a training image keeps per_image candidates, the highest
+    cosines; pairs without a cosine and identical hashes are kept besides."""
+    rng = np.random.default_rng(1)
+    base = _unit(*rng.normal(size=8))
+    n = 6
+    views = {}
+    for i in range(n):              # test i: cosine to `base` falling with i
+        v = base + (0.05 * i) * _unit(*rng.normal(size=8))
+        views[i] = [v / np.linalg.norm(v)] * 2
+    side = _side(views, [0xAAAA] + [0xF0F0F0F0 + i for i in range(1, n)] + [0x5555])
+    train = overlap.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
+                                codes=np.array([0xAAAA, 0x5555], np.uint64))
+    train.thumbs = [None] * 2
+    desc = np.stack([base, base])
+    described = np.array([True, False])
+    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.5, hash_similar=0.4, exact=0,
+                                      per_image=2)
+    found = overlap.search_shard(HashIndex(side.codes), side, train, 2, search, (desc, described))
+    got = sorted((p["key"], p["test_index"]) for p in found.candidates)
+    cosines = [float(views[i][0] @ base) for i in range(n)]
+    top = sorted(range(1, n), key=lambda i: -cosines[i])[:2]
+    # k0: identical hash to test 0 (kept whatever its rank), then its 2 most alike others;
+    # k1: no descriptor, its hash match to test 6 stays
+    assert got == sorted([("k0", 0)] + [("k0", i) for i in top] + [("k1", n)])
+    assert found.beyond_cap == (n - 1) - 2

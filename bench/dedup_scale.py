@@ -26,6 +26,7 @@ What it does:
 from __future__ import annotations
 
 import io
+import math
 import multiprocessing
 import os
 import random
@@ -282,22 +283,31 @@ def project(m: dict) -> dict:
     pairs = TARGET_TRAIN * TARGET_TEST
     cand_rate = m["candidates"] / m["pairs"]
     pass_rate = m["checked_on_pixels"] / m["pairs"]
-    per_image = {
+    cap = m.get("per_image") or math.inf
+    per_image = min(cand_rate * TARGET_TEST, cap)              # candidates per training image
+    pass_share = m["checked_on_pixels"] / max(1, m["candidates"])
+    stages = {
         "signature (download)": m["download_signature_ms"],
         "descriptor (thumbnail)": m["describe_ms"],
         "search (hash + descriptor)": m["search_ms"] * TARGET_TEST / m["test_images"],
-        # with the descriptor a training image keeps at most per_image candidates (its most alike)
-        "screen": min(cand_rate * TARGET_TEST, m.get("per_image") or math.inf) * m["screen_ms"],
-        "pixels": min(pass_rate * TARGET_TEST, m.get("per_image") or math.inf) * m["pixel_ms"],
+        # with the descriptor a training image keeps at most per_image candidates (its most alike);
+        # the screen passes the same share of them to the pixels as measured here
+        "screen": per_image * m["screen_ms"],
+        "pixels": per_image * pass_share * m["pixel_ms"],
     }
-    false_rate = m["false_pairs"] / m["pairs"]
-    return {"ms_per_training_image": per_image, "total_ms": sum(per_image.values()),
-            "core_hours": sum(per_image.values()) * TARGET_TRAIN / 3.6e6,
+    # false pairs per training image: the measured rate, but no more than the cap lets through
+    false_share = m["false_pairs"] / max(1, m["candidates"])
+    false_rate = min(m["false_pairs"] / m["pairs"], per_image * false_share / TARGET_TEST)
+    bound_rate = min((m["false_pairs"] or 1) / m["pairs"], per_image * max(false_share, 1 / max(1, m["candidates"]))
+                     / TARGET_TEST)
+    return {"ms_per_training_image": stages, "total_ms": sum(stages.values()),
+            "core_hours": sum(stages.values()) * TARGET_TRAIN / 3.6e6,
+            "candidates_per_training_image": per_image,
             "candidate_rate": cand_rate, "pixel_rate": pass_rate, "false_pair_rate": false_rate,
-            "false_pair_rate_bound": (m["false_pairs"] or 1) / m["pairs"],
+            "false_pair_rate_bound": bound_rate,
             "false_flags_per_test_image": false_rate * TARGET_TRAIN,
-            "false_flags_per_test_image_bound": (m["false_pairs"] or 1) / m["pairs"] * TARGET_TRAIN,
-            "pixel_pairs": pass_rate * pairs}
+            "false_flags_per_test_image_bound": bound_rate * TARGET_TRAIN,
+            "pixel_pairs": min(pass_rate * pairs, per_image * pass_share * TARGET_TRAIN)}
 
 
 def report(m: dict, log=print) -> None:
@@ -315,7 +325,9 @@ def report(m: dict, log=print) -> None:
         f"{m['search_ms']:.3f} ms per training image (descriptor network {m['describe_ms']:.2f} ms) against {m['test_images']:,} test images "
         f"({m['test_views']:,} views); screen {m['screen_ms']:.1f} ms per pair, pixels {m['pixel_ms']:.1f} ms "
         f"per pair ({m['pairs_timed']} pairs timed)")
-    log(f"\nProjection to {TARGET_TRAIN:,} training x {TARGET_TEST:,} test images, CPU-ms per training image:")
+    cap = f" (at most {m['per_image']} kept per training image)" if m.get("per_image") else ""
+    log(f"\nProjection to {TARGET_TRAIN:,} training x {TARGET_TEST:,} test images: "
+        f"{p['candidates_per_training_image']:.3g} candidates per training image{cap}; CPU-ms per training image:")
     for stage, ms in p["ms_per_training_image"].items():
         log(f"  {stage:<22}{ms:>12.3f}")
     log(f"  {'total':<22}{p['total_ms']:>12.3f}   (target <= {TARGET_MS}; {p['core_hours']:,.0f} core-hours)")

@@ -127,12 +127,13 @@ def as_tensor(inputs: np.ndarray):
 class Descriptor:
     """The shipped descriptor, ready to describe thumbnails: `Descriptor().describe([thumb, ...])`."""
 
-    def __init__(self, path: str = WEIGHTS, threads: int | None = 1):
+    def __init__(self, path: str | None = None, threads: int | None = 1):
         import torch
 
         # one Beam worker per core: no oversubscription (set around each call, so that a process
         # that trains afterwards, like the demo, keeps its own setting)
         self.threads = threads
+        path = path or WEIGHTS
         if not os.path.exists(path):
             raise FileNotFoundError(f"the copy descriptor's weights are missing: {path} "
                                     "(reinstall clipdata, or make them with bench/train_descriptor.py)")
@@ -167,8 +168,9 @@ class Descriptor:
 _SHARED: dict[str, Descriptor] = {}
 
 
-def shared(path: str = WEIGHTS) -> Descriptor:
+def shared(path: str | None = None) -> Descriptor:
     """One Descriptor per process (a worker loads the network once, not once per shard)."""
+    path = path or WEIGHTS
     if path not in _SHARED:
         _SHARED[path] = Descriptor(path)
     return _SHARED[path]

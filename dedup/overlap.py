@@ -1092,6 +1092,10 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
         detail = "; ".join(f"{p['shard']}: {p['error']}" for p in shard_problems[:5])
         raise OverlapError(f"no training shards found in {config.shards}" + (f" ({detail})" if detail else ""))
     semantic = None
+    try:  # the descriptor's weights are loaded here first: a missing file fails once, up front
+        similar = similar_thresholds(config)
+    except (OSError, RuntimeError) as err:
+        raise OverlapError(f"{err}; --no-descriptor runs without it") from err
     if config.embeddings:
         embedder = load_embedder(config.embeddings)   # fails early, before any hashing
     try:
@@ -1116,7 +1120,7 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
     pairs, nearest, errors = (
         p | "ShardList" >> beam.Create(shard_inputs)
         | "FindOverlap" >> FindOverlap(side, radius, config.index, config.verify, config.thumbnails, semantic, work,
-                                     similar_thresholds(config))
+                                     similar)
     )
     pairs | "PairsAsJson" >> beam.Map(json.dumps) | "WritePairs" >> beam.io.WriteToText(pairs_prefix, ".jsonl")
     errors | "ErrorsAsJson" >> beam.Map(json.dumps) | "WriteErrors" >> beam.io.WriteToText(errors_prefix, ".jsonl")
@@ -1135,7 +1139,6 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
     nearest_array = _load_npy(nearest_path) if FileSystems.exists(nearest_path) else \
         np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
     _clear(work, remove=True)
-    similar = similar_thresholds(config)
     return OverlapResult(config, radius, list(views), hashed, side, pair_rows, nearest_array,
                          len(shard_inputs), shard_errors, counters, time.time() - started,
                          similar[0] if similar else None)

@@ -185,3 +185,20 @@ def test_each_training_image_keeps_its_most_alike_candidates_only():
     # k1: no descriptor, its hash match to test 6 stays
     assert got == sorted([("k0", 0)] + [("k0", i) for i in top] + [("k1", n)])
     assert found.beyond_cap == (n - 1) - 2
+
+
+def test_missing_weights_fail_once_with_what_to_do(tmp_path, monkeypatch, capsys):
+    from test_dedup import ShardMaker
+
+    from clipdata.pipeline import cli, shards
+
+    monkeypatch.setattr(descriptor, "WEIGHTS", str(tmp_path / "gone.pt"))
+    monkeypatch.setattr(descriptor, "_SHARED", {})
+    (tmp_path / "test").mkdir()
+    dedup_scale.picture(1).save(tmp_path / "test" / "a.png")
+    shards.write_shard(str(tmp_path / "shards"), 0, [ShardMaker().row(0, 0, dedup_scale.picture(2), "c")],
+                       {"start_time": 0.0, "end_time": 1.0})
+    code = cli.main(["dedup", "--shards", str(tmp_path / "shards"), "--test-set", f"t={tmp_path / 'test'}",
+                     "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "weights are missing" in err and "--no-descriptor" in err

@@ -40,6 +40,7 @@ import collections
 import io
 import json
 import os
+import pickle
 import re
 import tarfile
 import time
@@ -1094,8 +1095,8 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
     semantic = None
     try:  # the descriptor's weights are loaded here first: a missing file fails once, up front
         similar = similar_thresholds(config)
-    except (OSError, RuntimeError) as err:
-        raise OverlapError(f"{err}; --no-descriptor runs without it") from err
+    except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as err:  # missing or damaged
+        raise OverlapError(f"the copy descriptor could not be loaded: {err}; --no-descriptor runs without it") from err
     if config.embeddings:
         embedder = load_embedder(config.embeddings)   # fails early, before any hashing
     try:

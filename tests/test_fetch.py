@@ -206,14 +206,15 @@ def test_opt_outs_can_be_ignored(log):
 # -- limits, reuse, streaming ---------------------------------------------------------------------
 
 def test_per_host_concurrency_is_honoured(log):
-    # Each request takes 0.5 s at the server: long beside the stagger of the first four
-    # connections (thread start-up on a busy machine), so all four slots are seen in flight at once.
-    urls = [log.url(f"/slow/0.5?n={i}") for i in range(8)]
+    # Each request takes 1.5 s at the server (under this test's 5 s timeout): long beside the
+    # stagger of the first four connections (thread start-up on a busy machine: at 0.5 s a run
+    # beside another test job saw only 2 in flight), so all four slots are seen in flight at once.
+    urls = [log.url(f"/slow/1.5?n={i}") for i in range(8)]
     started = time.monotonic()
-    results = fetch_all(urls, config(concurrency=64, per_host_concurrency=4))
+    results = fetch_all(urls, config(concurrency=64, per_host_concurrency=4, timeout=5.0))
     assert all(r.error is None for r in results)
     assert log.max_in_flight == 4
-    assert time.monotonic() - started >= 8 / 4 * 0.5
+    assert time.monotonic() - started >= 8 / 4 * 1.5
 
 
 def test_waiting_for_a_busy_host_does_not_count_against_the_deadline(log):

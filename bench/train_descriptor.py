@@ -52,7 +52,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dedup as bench_dedup  # noqa: E402  bench/dedup.py: the generators and the transformations
 
-from clipdata.dedup import descriptor, thumbs  # noqa: E402
+from clipdata.dedup import descriptor, hashing, thumbs  # noqa: E402
 
 TRAIN_SEED = 7          # the generators' seed for training (measurement uses bench/dedup.py's 0)
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".webp")
@@ -163,7 +163,7 @@ def stored_input(image: Image.Image) -> np.ndarray:
     """What the descriptor sees of a copy: padded to a square with white as the downloader's
     resizer stores it, reduced to the thumbnail, as the network's input. (The real path, resize to
     256, JPEG q95, then thumbnail, gives the same 64 px picture but for JPEG noise.)"""
-    return descriptor.to_input(thumbs.thumbnail(descriptor.square(image)))
+    return descriptor.to_input(thumbs.thumbnail(hashing.pad_to_square(image)))
 
 
 def _views_job(job) -> np.ndarray:
@@ -251,7 +251,7 @@ def _measure_job(job):
     i, transform, direction = job
     original = _ORIGINALS[i]
     test, train, _ = bench_dedup.copy_pair(original, i, transform, direction, _STORE)
-    return descriptor.to_input(thumbs.thumbnail(descriptor.square(test))), descriptor.to_input(thumbs.thumbnail(train))
+    return descriptor.to_input(thumbs.thumbnail(hashing.pad_to_square(test))), descriptor.to_input(thumbs.thumbnail(train))
 
 
 _ORIGINALS: list = []

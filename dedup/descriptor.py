@@ -85,8 +85,10 @@ def new_model():
 def to_input(thumb) -> np.ndarray:
     """A thumbnail (PIL image or uint8 RGB array) as the network's INPUT x INPUT x 3 uint8 array:
     padded to a square with white (as the stored form is) and resized."""
+    from clipdata.dedup.hashing import pad_to_square
+
     image = thumb if isinstance(thumb, Image.Image) else Image.fromarray(np.asarray(thumb, dtype=np.uint8))
-    image = square(image)
+    image = pad_to_square(image.convert("RGB"))
     if image.size != (INPUT, INPUT):
         image = image.resize((INPUT, INPUT), Image.BOX if image.width > INPUT else Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
@@ -95,25 +97,14 @@ def to_input(thumb) -> np.ndarray:
 TEST_VIEWS = ("image", "mirror")   # a test image is described as it is and mirrored
 
 
-def square(image: Image.Image) -> Image.Image:
-    """The picture padded to a square with white, centred: the downloader's stored form
-    (img2dataset's `border` resize) before its reduction."""
-    image = image.convert("RGB")
-    w, h = image.size
-    if w == h:
-        return image
-    side = max(w, h)
-    out = Image.new("RGB", (side, side), (255, 255, 255))
-    out.paste(image, ((side - w) // 2, (side - h) // 2))
-    return out
-
-
 def test_inputs(image: Image.Image) -> np.ndarray:
     """(len(TEST_VIEWS), INPUT, INPUT, 3) uint8: a test image in the form its training copies are
     described from (the stored image's thumbnail), as it is and mirrored."""
     from clipdata.dedup import thumbs
+    from clipdata.dedup.hashing import pad_to_square
 
-    seen = to_input(thumbs.thumbnail(square(image)))
+    # padded with white as the downloader's resizer stores it, then reduced to the thumbnail
+    seen = to_input(thumbs.thumbnail(pad_to_square(image.convert("RGB"))))
     return np.stack([seen, seen[:, ::-1]])
 
 

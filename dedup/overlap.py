@@ -428,14 +428,14 @@ class TestSide:
 
     def similarity(self, test: np.ndarray, train_desc: np.ndarray) -> np.ndarray:
         """Per pair (test[k], train_desc[k]): the highest cosine over the test image's described
-        views; -1 where the test image has no descriptor."""
-        best = np.full(len(test), -1.0, np.float32)
+        views; NaN where the test image has no descriptor (any cosine, -1 included, is a value)."""
+        best = np.full(len(test), np.nan, np.float32)
         if self.desc is None or not len(test):
             return best
         for v in range(self.desc_row.shape[1]):
             rows = self.desc_row[test, v]
             ok = rows >= 0
-            best[ok] = np.maximum(best[ok], np.einsum("ij,ij->i", self.desc[rows[ok]], train_desc[ok]))
+            best[ok] = np.fmax(best[ok], np.einsum("ij,ij->i", self.desc[rows[ok]], train_desc[ok]))
         return best
 
 
@@ -455,23 +455,18 @@ def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> Test
     side = TestSide(names, ids, refs, stacked.hashes, stacked.owner, stacked.view.astype(np.int16),
                     list(view_names))
     if all(h.descriptors is not None for h in hashed) and hashed:
-        rows, owner = [], []
-        number = 0
-        for h in hashed:
-            for described in h.descriptors:
-                if described is not None:
-                    rows.append(np.asarray(described, np.float32))
-                    owner += [number] * len(described)
-                number += 1
         from clipdata.dedup import descriptor
 
+        rows, owner = [], []
+        side.desc_row = np.full((side.n_images, len(descriptor.TEST_VIEWS)), -1, np.int64)
+        described = (d for h in hashed for d in h.descriptors)
+        for number, views in enumerate(described):
+            if views is not None:
+                side.desc_row[number, :len(views)] = np.arange(len(owner), len(owner) + len(views))
+                rows.append(np.asarray(views, np.float32))
+                owner += [number] * len(views)
         side.desc = np.concatenate(rows) if rows else np.zeros((0, descriptor.DIM), np.float32)
         side.desc_owner = np.array(owner, dtype=np.int64)
-        side.desc_row = np.full((side.n_images, len(descriptor.TEST_VIEWS)), -1, np.int64)
-        seen = collections.Counter()
-        for row, image in enumerate(owner):
-            side.desc_row[image, seen[image]] = row
-            seen[image] += 1
     return side
 
 
@@ -525,9 +520,10 @@ class ShardSearch:
 
 def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descriptors: DescriptorSearch | None = None,
                  train_desc: tuple[np.ndarray, np.ndarray] | None = None) -> ShardSearch:
-    """The candidate pairs of one shard, one per (test image, training sample). Without `descriptors`: every pHash match within `radius`, at its
-    nearest pair of views (`view` names the test image's view, with " / train centre" when the
-    training image's centre view was the nearer). With them (`train_desc` from describe_thumbs):
+    """The candidate pairs of one shard, one per (test image, training sample). Without
+    `descriptors`: every pHash match within `radius`, at its nearest pair of views (`view` names
+    the test image's view, with " / train centre" when the training image's centre view was the
+    nearer). With them (`train_desc` from describe_thumbs):
     every pair whose copy descriptors agree to `similar` (`view` "descriptor"), and the hash
     matches within `exact` bits or agreeing to `hash_similar`; a pair with no descriptor on
     either side stays a hash candidate. Each pair carries its cosine as `similarity`."""
@@ -545,10 +541,11 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
     similarity = np.full(len(test), np.nan, np.float32)
     dropped = 0
     pairs: dict[tuple[int, int], tuple] = {}
-    if descriptors is not None and train_desc is not None:
+    described_search = descriptors is not None and train_desc is not None
+    if described_search:
         desc, described = train_desc
         similarity = side.similarity(test, desc[row])
-        unknown = ~described[row] | (similarity < -0.5)
+        unknown = ~described[row] | np.isnan(similarity)
         keep = unknown | (found.distance <= descriptors.exact) | (similarity >= descriptors.hash_similar)
         similarity[unknown] = np.nan
         dropped = int((~keep).sum())
@@ -558,8 +555,7 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
         v, tv = int(found.view[k]), int(found.train_view[k])
         view = side.view_names[v] if tv == 0 else f"{side.view_names[v]} / train {TRAIN_VIEWS[tv]}"
         pairs[int(test[k]), int(row[k])] = (int(found.distance[k]), view, float(similarity[k]))
-    if descriptors is not None and train_desc is not None:
-        desc, described = train_desc
+    if described_search:
         rows = np.flatnonzero(described)
         q, r, sims = descriptors.index.similar_pairs(desc[rows], descriptors.similar)
         best: dict[tuple[int, int], float] = {}
@@ -568,7 +564,7 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
                 best[t, j] = sim
         for (t, j), sim in best.items():
             pairs[t, j] = (None, "descriptor", sim)
-    beyond = _cap_per_image(pairs, descriptors) if descriptors is not None and train_desc is not None else 0
+    beyond = _cap_per_image(pairs, descriptors) if described_search else 0
     candidates = []
     for (t, j), (distance, view, sim) in pairs.items():
         candidates.append({

@@ -153,8 +153,7 @@ def filter_shard(shards_dir: str, stats_name: str, blocklist: set[str], output_d
     source, target = shards._storage(shards_dir), shards._storage(output_dir)
     with source.open(source.join(shards_dir, stats_name)) as f:
         stats = json.loads(f.read().decode("utf-8"))
-    prefix = _STATS.match(stats_name).group(1)
-    files = stats.get("files") or {"tar": f"{prefix}.tar", "parquet": f"{prefix}.parquet"}
+    files = shards.data_files(stats_name, stats)   # never a name that leaves the folder
     tar_path, parquet_path = (source.join(shards_dir, files[k]) for k in ("tar", "parquet"))
     with source.open(parquet_path) as f:
         parquet_data = f.read()

@@ -163,6 +163,34 @@ def shard_files(shard_id: int, shard_digits: int = MIN_SHARD_DIGITS) -> dict[str
     return {"tar": f"{name}.tar", "parquet": f"{name}.parquet", "stats": f"{name}_stats.json"}
 
 
+class ShardNameError(ValueError):
+    """A shard's `_stats.json` names data files that are not that shard's own (a crafted or
+    damaged stats file): `stats` the stats file, `kind` tar or parquet, `name` what it gave."""
+
+    def __init__(self, stats: str, kind: str, name, expected: str):
+        self.stats, self.kind, self.name, self.expected = stats, kind, name, expected
+        super().__init__(f"{stats}: names {kind} file {name!r}, but this shard's {kind} is "
+                         f"{expected!r}; refusing a name read from data that is not the shard's own")
+
+
+def data_files(stats_name: str, stats: dict) -> dict[str, str]:
+    """{'tar', 'parquet'}: the data files of the committed shard whose stats file is
+    `stats_name` ("00012_stats.json"). They are always the names the shard writer gives
+    (`shard_files`); a stats file that names anything else — another shard, a path, an absolute
+    name, `..` — is refused with ShardNameError, so no name read from data can lead a reader or
+    a writer out of the shard's folder."""
+    m = _STATS.match(stats_name)
+    if not m:
+        raise ValueError(f"{stats_name!r} is not a shard stats file name (NNNNN_stats.json)")
+    expected = {"tar": f"{m.group(1)}.tar", "parquet": f"{m.group(1)}.parquet"}
+    given = stats.get("files") if isinstance(stats, dict) else None
+    if given is not None:
+        for kind, name in expected.items():
+            if not isinstance(given, dict) or given.get(kind) != name:
+                raise ShardNameError(stats_name, kind, given.get(kind) if isinstance(given, dict) else given, name)
+    return expected
+
+
 def _check_shard_id(shard_id) -> None:
     if not isinstance(shard_id, int) or isinstance(shard_id, bool) or shard_id < 0:
         raise ValueError(f"shard_id must be a non-negative int, got {shard_id!r}")
@@ -551,7 +579,7 @@ def read_shard_table(output_dir: str, shard_id: int, shard_digits: int = MIN_SHA
     """The parquet of a committed shard: every input row with its status, in key order."""
     storage = _storage(output_dir)
     stats = read_shard_stats(output_dir, shard_id, shard_digits)
-    path = storage.join(output_dir, stats["files"]["parquet"])
+    path = storage.join(output_dir, data_files(shard_files(shard_id, shard_digits)["stats"], stats)["parquet"])
     with storage.open(path) as f:
         return pq.read_table(io.BytesIO(f.read()))
 
@@ -576,7 +604,7 @@ def write_manifest(output_dir: str) -> dict:
             continue
         with storage.open(storage.join(output_dir, name)) as f:
             stats = json.loads(f.read().decode("utf-8"))
-        files = stats.get("files") or {"tar": f"{m.group(1)}.tar", "parquet": f"{m.group(1)}.parquet"}
+        files = data_files(name, stats)
         if files["tar"] not in names or files["parquet"] not in names:
             incomplete.append({"shard_id": int(m.group(1)), "stats": name,
                                "missing": sorted(n for n in files.values() if n not in names)})

@@ -135,3 +135,36 @@ def test_reasons_come_from_the_report_beside_the_blocklist(source, tmp_path):
 def test_output_must_be_a_new_folder(source):
     with pytest.raises(blocklist.BlocklistError, match="new folder"):
         blocklist.apply_blocklist(source, ["000000001"], source)
+
+
+@pytest.mark.parametrize("named", ["../victim.tar", "ABS", "00001.tar", "sub/00000.tar"])
+def test_a_stats_file_naming_files_outside_its_shard_is_refused(source, tmp_path, named):
+    """A crafted `_stats.json` names the data files to write: an absolute or `../` name, another
+    shard's file, a sub-folder. Nothing outside the output folder is touched, the shard is named
+    as unreadable with the reason, and the other shards are written."""
+    victim = tmp_path / "victim.tar"
+    victim.write_bytes(b"precious")
+    named = str(victim) if named == "ABS" else named
+    stats_path = os.path.join(source, "00000_stats.json")
+    stats = json.load(open(stats_path))
+    stats["files"]["tar"] = named
+    json.dump(stats, open(stats_path, "w"))
+    out = tmp_path / "clean"
+    summary = blocklist.apply_blocklist(source, ["000000001", "000020000"], str(out))
+    assert victim.read_bytes() == b"precious"
+    assert not (tmp_path / "00000.tar").exists() and not (out / "sub").exists()
+    [bad] = summary["shards_unreadable"]
+    assert bad["shard"] == "00000_stats.json"
+    assert "ShardNameError" in bad["error"] and repr(named) in bad["error"]
+    assert shards.committed_shards(str(out)) == {1, 2}
+    assert open(source + "/00001.tar", "rb").read() == (out / "00001.tar").read_bytes()
+
+
+def test_data_files_are_the_shards_own_names():
+    assert shards.data_files("00012_stats.json", {"files": {"tar": "00012.tar", "parquet": "00012.parquet"}}) \
+        == {"tar": "00012.tar", "parquet": "00012.parquet"}
+    assert shards.data_files("00012_stats.json", {}) == {"tar": "00012.tar", "parquet": "00012.parquet"}
+    for files in ({"tar": "00012.tar", "parquet": "/etc/passwd"}, {"tar": "..", "parquet": "00012.parquet"}, "x"):
+        with pytest.raises(shards.ShardNameError) as err:
+            shards.data_files("00012_stats.json", {"files": files})
+        assert err.value.stats == "00012_stats.json" and err.value.kind in ("tar", "parquet")

@@ -158,9 +158,36 @@ def is_private_address(address: str) -> bool:
     link-local (169.254/16 with the cloud metadata service, fe80::/10), unspecified, multicast,
     reserved, shared (100.64/10) and documentation ranges — anything not globally routable."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL:
+            return True   # RFC 8215's local-use translation prefix: a site's own network
+        embedded = embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded  # an IPv6 form of an IPv4 address reaches that address: judge it
     return ip.is_multicast or not ip.is_global
+
+
+# IPv6 forms that carry an IPv4 address and reach it (through a translator, a tunnel or the
+# host's own stack): each judged as the IPv4 address it carries, so 64:ff9b::7f00:1 is 127.0.0.1.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")             # RFC 6052 well-known prefix
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")     # RFC 8215 local use
+SIIT = ipaddress.ip_network("::ffff:0:0:0/96")           # RFC 2765 IPv4-translated (::ffff:0:a.b.c.d)
+COMPATIBLE = ipaddress.ip_network("::/96")               # deprecated IPv4-compatible (::a.b.c.d)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, or None: IPv4-mapped (::ffff:a.b.c.d),
+    IPv4-translated, IPv4-compatible, NAT64 (64:ff9b::a.b.c.d) and 6to4 (2002:AABB:CCDD::)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in NAT64 or ip in SIIT:
+        return low
+    if ip in COMPATIBLE and int(ip) > 1:   # :: and ::1 are themselves (unspecified, loopback)
+        return low
+    return None
 
 
 def _literal_ip(host: str) -> str | None:

@@ -387,6 +387,11 @@ def test_only_public_addresses_of_a_name_are_connected_to(public_server, monkeyp
     ("::1", True), ("::", True), ("fc00::1", True), ("fd12:3456::1", True), ("fe80::1", True),
     ("fe80::1%eth0", True), ("ff02::1", True), ("::ffff:10.0.0.1", True),
     ("8.8.8.8", False), ("93.184.216.34", False), ("2606:4700:4700::1111", False),
+    # IPv6 forms that carry an IPv4 address are judged as that address (NAT64, 6to4, compatible,
+    # translated), and NAT64's local-use prefix is a site's own network
+    ("64:ff9b::7f00:1", True), ("64:ff9b::a9fe:a9fe", True), ("2002:7f00:1::", True),
+    ("::127.0.0.1", True), ("::ffff:0:7f00:1", True), ("64:ff9b:1::a00:1", True), ("2002:a00:1::5", True),
+    ("64:ff9b::808:808", False), ("2002:808:808::1", False), ("::ffff:0:808:808", False),
 ])
 def test_is_private_address(address, private):
     assert is_private_address(address) is private

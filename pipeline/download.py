@@ -359,6 +359,10 @@ def run_download(config: DownloadConfig, beam_args: list[str] | None = None) -> 
     """Plan, skip committed shards, download the rest, write the manifest; returns a summary."""
     if config.rows_per_shard < 1:
         raise DownloadError("--rows-per-shard must be at least 1")
+    try:
+        config.image.check()
+    except images.ImageConfigError as err:
+        raise DownloadError(str(err)) from err
     if not FileSystems.exists(config.output):
         FileSystems.mkdirs(config.output)
     plan_path = FileSystems.join(config.output, "_plan.json")

@@ -33,7 +33,8 @@ def add_download_arguments(parser, with_input: bool = True) -> None:
                        help="(default: %(default)s)")
     group.add_argument("--resize-only-if-bigger", action="store_true")
     group.add_argument("--encode-format", default="jpg", choices=["jpg", "png", "webp"], help="(default: %(default)s)")
-    group.add_argument("--encode-quality", type=int, default=95, help="(default: %(default)s)")
+    group.add_argument("--encode-quality", type=int, default=None,
+                       help="jpg/webp: quality 0-100 (default 95); png: compression level 0-9 (default 6)")
     group.add_argument("--min-image-size", type=int, default=0, help="drop images smaller than this (default: 0)")
     group.add_argument("--max-aspect-ratio", type=float, default=float("inf"), help="(default: no limit)")
     group.add_argument("--max-pixels", type=int, default=50_000_000,

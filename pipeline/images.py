@@ -27,16 +27,59 @@ DEFAULT_MAX_PIXELS = 50_000_000
 ENCODE_EXTENSIONS = {"jpg": "jpg", "png": "png", "webp": "webp"}
 
 
+# What --encode-quality means per format, as img2dataset's resizer passes it to OpenCV: JPEG and
+# WebP quality 0-100; PNG's zlib compression level 0-9 (lossless at every level: only size and
+# speed change). The default per format: img2dataset's 95 for the lossy two; 6 for PNG, zlib's own
+# balance of size and speed.
+QUALITY_RANGE = {"jpg": (0, 100), "webp": (0, 100), "png": (0, 9)}
+DEFAULT_QUALITY = {"jpg": 95, "webp": 95, "png": 6}
+RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+
+
+class ImageConfigError(ValueError):
+    """An image option out of its range: `option` (the command-line flag) and `detail`."""
+
+    def __init__(self, option: str, detail: str):
+        self.option, self.detail = option, detail
+        super().__init__(f"{option}: {detail}")
+
+
 @dataclass
 class ImageConfig:
     image_size: int = 256
     resize_mode: str = "border"  # img2dataset's: no, border, keep_ratio, keep_ratio_largest, center_crop
     resize_only_if_bigger: bool = False
     encode_format: str = "jpg"
-    encode_quality: int = 95
+    encode_quality: int | None = None  # None: DEFAULT_QUALITY of the format
     min_image_size: int = 0
     max_aspect_ratio: float = float("inf")
     max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        if self.encode_format in DEFAULT_QUALITY and self.encode_quality is None:
+            self.encode_quality = DEFAULT_QUALITY[self.encode_format]
+
+    def check(self) -> None:
+        """Every option in its range (ImageConfigError naming the flag), before any work starts."""
+        if self.encode_format not in QUALITY_RANGE:
+            raise ImageConfigError("--encode-format", f"one of {', '.join(sorted(QUALITY_RANGE))}, "
+                                   f"not {self.encode_format!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ImageConfigError("--resize-mode", f"one of {', '.join(RESIZE_MODES)}, not {self.resize_mode!r}")
+        lo, hi = QUALITY_RANGE[self.encode_format]
+        what = "a zlib compression level" if self.encode_format == "png" else "a quality"
+        if not isinstance(self.encode_quality, int) or not lo <= self.encode_quality <= hi:
+            raise ImageConfigError("--encode-quality", f"for {self.encode_format} it is {what} from {lo} to {hi} "
+                                   f"(default {DEFAULT_QUALITY[self.encode_format]}), got {self.encode_quality}")
+        if self.image_size < 1:
+            raise ImageConfigError("--image-size", f"the side of the stored images in pixels, at least 1, "
+                                   f"got {self.image_size}")
+        if self.min_image_size < 0:
+            raise ImageConfigError("--min-image-size", f"a side in pixels, 0 or more, got {self.min_image_size}")
+        if not self.max_aspect_ratio > 0:
+            raise ImageConfigError("--max-aspect-ratio", f"a ratio above 0, got {self.max_aspect_ratio}")
+        if self.max_pixels < 1:
+            raise ImageConfigError("--max-pixels", f"a pixel count, at least 1, got {self.max_pixels}")
 
 
 @dataclass
@@ -74,8 +117,7 @@ def make_resizer(config: ImageConfig):
     # off (OpenCV's rare warnings on corrupt images then reach stderr, which is harmless).
     resizer_module.SuppressStdoutStderr = contextlib.nullcontext
 
-    if config.encode_format not in ENCODE_EXTENSIONS:
-        raise ValueError(f"encode format must be one of {sorted(ENCODE_EXTENSIONS)}, not {config.encode_format!r}")
+    config.check()
     return Resizer(
         image_size=config.image_size,
         resize_mode=ResizeMode[config.resize_mode],

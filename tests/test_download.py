@@ -242,3 +242,23 @@ def test_progress_writes_to_stderr_as_it_is_when_the_download_starts(tmp_path, m
     monkeypatch.setattr(sys, "stderr", now)
     with download.Progress(str(tmp_path), total=1, already=set(), shard_digits=5) as progress:
         assert progress.stream is now
+
+
+def test_png_output_gets_a_compression_level_and_bad_image_options_are_refused_up_front(tmp_path, capsys):
+    with FaultServer() as server:
+        write_input(str(tmp_path / "in.parquet"), [server.url("/image/80x60.jpg"), server.url("/image/70x50.png")])
+        args = ["download", "--input", str(tmp_path / "in.parquet"), *FAST]
+        # PNG with the default quality: the format's own default (a compression level), not 95
+        assert cli.main([*args, "--output", str(tmp_path / "png"), "--encode-format", "png"]) == 0
+        samples = list(wds.WebDataset(str(tmp_path / "png" / "00000.tar"), shardshuffle=False).decode("pil"))
+        assert [s["png"].size for s in samples] == [(64, 64), (64, 64)]
+        capsys.readouterr()
+        for bad, flag in ((["--encode-format", "png", "--encode-quality", "95"], "--encode-quality: for png"),
+                          (["--encode-quality", "101"], "--encode-quality: for jpg"),
+                          (["--image-size", "-5"], "--image-size"), (["--min-image-size", "-1"], "--min-image-size"),
+                          (["--max-pixels", "0"], "--max-pixels")):
+            out = tmp_path / f"bad{len(os.listdir(tmp_path))}"
+            assert cli.main([*args, "--output", str(out), *bad]) == 2
+            assert flag in capsys.readouterr().err
+            assert not out.exists() or not os.listdir(out)   # refused before anything is written
+        assert server.hits("/image/80x60.jpg") == 1

@@ -101,6 +101,45 @@ def test_resume_n_steps_then_n_more_equals_2n_straight(setup, tmp_path):
     assert read_log(resumed)[-1]["loss"] == pytest.approx(read_log(straight)[-1]["loss"], rel=1e-6)
 
 
+def test_a_truncated_newest_checkpoint_is_passed_over_and_said(setup, tmp_path, capsys):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train.train(config(setup, straight)) == 0
+    # the run was killed while a disk filled: step 6 half written (not through save_checkpoint)
+    os.makedirs(resumed / "checkpoints")
+    shutil.copy(straight / "checkpoints" / "step_00000003.pt", resumed / "checkpoints")
+    data = (straight / "checkpoints" / "step_00000006.pt").read_bytes()
+    (resumed / "checkpoints" / "step_00000006.pt").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    assert train.train(config(setup, resumed)) == 0
+    out = capsys.readouterr().out
+    assert "skipping checkpoint" in out and "step_00000006.pt: not a readable checkpoint" in out
+    assert "resuming from" in out and "step_00000003.pt" in out
+    a = checkpoint.load_checkpoint(straight / "checkpoints" / "step_00000006.pt")
+    b = checkpoint.load_checkpoint(resumed / "checkpoints" / "step_00000006.pt")  # rewritten whole
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_an_unloadable_checkpoint_is_a_usage_error_not_a_traceback(setup, tmp_path, capsys):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"these are not weights")
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.load_checkpoint(junk)
+    assert err.value.path == junk and "not a readable checkpoint" in err.value.problem
+    torch.save({"format": "someone-else"}, tmp_path / "other.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="not a clipdata checkpoint"):
+        checkpoint.load_checkpoint(tmp_path / "other.pt")
+    capsys.readouterr()
+    for bad in (junk, tmp_path / "other.pt"):
+        assert main_cli.main(["train", "--data", str(setup / "shards"), "--output", str(tmp_path / "run"),
+                              "--model", str(setup / "micro.json"), "--resume", str(bad)]) == 2
+        err_text = capsys.readouterr().err
+        assert f"--resume {bad}: not a" in err_text and "Traceback" not in err_text
+        assert main_cli.main(["train", "eval", "--checkpoint", str(bad), "--data", str(setup / "test")]) == 2
+        err_text = capsys.readouterr().err
+        assert f"--checkpoint {bad}: not a" in err_text and "Traceback" not in err_text
+
+
 class NaNAfterThree(ClipLoss):
     calls = 0
 

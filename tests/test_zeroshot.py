@@ -93,6 +93,14 @@ def test_train_eval_command_on_a_checkpoint(parts, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "step 7: zero-shot top-1" in printed and "1 unreadable" in printed
     assert os.path.exists(tmp_path / "run" / "eval" / "step_00000007_test_predictions.csv")
+    # a newer checkpoint cut short: a run folder gives its newest one that loads, and says so
+    (tmp_path / "run" / "checkpoints" / "step_00000009.pt").write_bytes(
+        (tmp_path / "run" / "checkpoints" / "step_00000007.pt").read_bytes()[:1000])
+    assert main_cli.main(["train", "eval", "--checkpoint", str(tmp_path / "run"),
+                          "--data", str(root / "test"), "--workers", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "step 7: zero-shot top-1" in captured.out
+    assert "skipping checkpoint" in captured.err and "step_00000009.pt: not a readable checkpoint" in captured.err
     assert main_cli.main(["train", "eval", "--checkpoint", str(tmp_path / "none.pt"),
                           "--data", str(root / "test")]) == 2
     (tmp_path / "empty_run").mkdir()

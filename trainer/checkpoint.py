@@ -92,11 +92,41 @@ def resolve_checkpoint(path: str) -> str | None:
     return latest_checkpoint(os.path.join(path, "checkpoints")) or latest_checkpoint(path)
 
 
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: `path` and `problem` (in words, no run-varying text)."""
+
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}")
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a clipdata checkpoint (format {state.get('format')!r})")
+    """The state a checkpoint holds; CheckpointError when the file is missing, truncated, not a
+    file torch saved, or not a clipdata checkpoint."""
+    if not os.path.isfile(path):
+        raise CheckpointError(path, "no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds on a damaged file
+        raise CheckpointError(path, f"not a readable checkpoint: truncated, damaged, or not a file "
+                              f"torch saved ({type(err).__name__})") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(path, f"not a clipdata checkpoint (format {found!r}, expected {FORMAT!r})")
     return state
+
+
+def load_latest(folder: str, map_location="cpu") -> tuple[str | None, dict | None, list[CheckpointError]]:
+    """(path, state, skipped): the newest checkpoint in `folder` that loads, and the newer ones
+    that did not (newest first), so a run resumes from its last good checkpoint and says which
+    it passed over. (None, None, skipped) when none loads."""
+    skipped = []
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            return path, load_checkpoint(path, map_location), skipped
+        except CheckpointError as err:
+            skipped.append(err)
+    return None, None, skipped
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 
 EXAMPLES = """examples:
   one process (CPU, or one GPU):
@@ -136,10 +137,14 @@ def run_training(args) -> int:
     from clipdata.pipeline.cli import UsageError
     from clipdata.trainer import data, train
 
+    from clipdata.trainer import checkpoint
+
     config = config_from_args(args)
     check_config(config)
     try:
         return train.train(config)
+    except checkpoint.CheckpointError as err:
+        raise UsageError(f"--resume {err}") from err
     except data.DataError as err:
         # raised in a DataLoader worker, the message carries the worker's traceback: keep its end
         message = str(err).strip().splitlines()[-1]
@@ -166,6 +171,14 @@ def run_eval_command(args, extra) -> int:
         raise UsageError(f"no checkpoint in {args.checkpoint}")
     if not os.path.exists(path):
         raise UsageError(f"--checkpoint {path}: no such file")
+    if os.path.isdir(args.checkpoint):   # a run folder: its newest checkpoint that loads
+        folder = os.path.dirname(path)
+        found, _, skipped = checkpoint.load_latest(folder)
+        for bad in skipped:
+            print(f"skipping checkpoint {bad.path}: {bad.problem}", file=sys.stderr)
+        if found is None:
+            raise UsageError(f"no checkpoint in {folder} loads (the newest: {skipped[0].problem})")
+        path = found
     predictions = args.predictions
     if not predictions:
         run = os.path.dirname(os.path.dirname(os.path.abspath(path)))
@@ -178,8 +191,8 @@ def run_eval_command(args, extra) -> int:
             path, args.eval_set, device=device, classnames=args.classnames,
             batch_size=args.eval_batch_size, workers=args.eval_workers,
             predictions_csv=predictions)
-    except zeroshot.EvalError as err:
-        raise UsageError(str(err)) from err
+    except (zeroshot.EvalError, checkpoint.CheckpointError) as err:
+        raise UsageError(f"--checkpoint {err}" if isinstance(err, checkpoint.CheckpointError) else str(err)) from err
     print(f"step {result['step']}: zero-shot top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
           f"on {result['n']} images, {result['classes']} classes"
           + (f" ({result['unreadable']} unreadable, left out)" if result["unreadable"] else ""))

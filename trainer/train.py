@@ -145,16 +145,22 @@ def train(config: TrainConfig) -> int:
     os.makedirs(ckpt_dir, exist_ok=True)
 
     # -- the checkpoint to continue from ---------------------------------------------------------
-    resume_path = None
+    resume_path, ckpt = None, None
     if config.resume == "auto":
-        resume_path = checkpoint.latest_checkpoint(ckpt_dir)
+        # the newest checkpoint that loads: a damaged newer one is passed over, and said
+        resume_path, ckpt, skipped = checkpoint.load_latest(ckpt_dir)
+        for bad in skipped:
+            distributed.print0(f"skipping checkpoint {bad.path}: {bad.problem}")
+        if skipped:
+            distributed.print0(f"resuming from {resume_path}" if resume_path
+                               else "no checkpoint loads: starting from scratch")
     elif config.resume == "none":
         if checkpoint.latest_checkpoint(ckpt_dir):
             raise ValueError(f"{ckpt_dir} holds checkpoints and --resume is none: use --resume "
                              "auto to continue, or another --output")
     else:
         resume_path = config.resume
-    ckpt = checkpoint.load_checkpoint(resume_path) if resume_path else None
+        ckpt = checkpoint.load_checkpoint(resume_path)
     if ckpt:
         changed = {k: (v, getattr(config, k)) for k, v in ckpt["config"].items()
                    if k in {f.name for f in fields(config)} - {"output", "resume"}

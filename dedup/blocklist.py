@@ -35,7 +35,7 @@ import tarfile
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from clipdata.pipeline import beam_runner, shards
+from clipdata.pipeline import beam_runner, folder_lock, shards
 
 BLOCKED = "blocked"
 _STATS = re.compile(r"^(\d+)_stats\.json$")
@@ -298,7 +298,12 @@ def apply_blocklist(shards_dir: str, blocklist, output_dir: str, reasons: dict[s
     if not stats_names:
         raise BlocklistError(f"{shards_dir}: no committed shards (*_stats.json) found")
     shards._storage(str(output_dir)).makedirs(str(output_dir))
+    with folder_lock.writer_lock(str(output_dir), "dedup apply-blocklist"):   # one writer per folder
+        return _apply(shards_dir, stats_names, keys, reasons, blocklist_path, str(output_dir), beam_args)
 
+
+def _apply(shards_dir, stats_names: list[str], keys: set[str], reasons: dict[str, str], blocklist_path,
+           output_dir: str, beam_args) -> dict:
     results_prefix = shards._storage(str(output_dir)).join(str(output_dir), "_blocklist_results")
     p = beam_runner.make_pipeline(beam_args)
     out = (p | "StatsFiles" >> beam.Create(stats_names)

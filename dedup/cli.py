@@ -148,7 +148,7 @@ def _named_paths(values: list[str], flag: str) -> list[tuple[str, str]]:
 
 def run_dedup_command(args, beam_args: list[str]) -> int:
     from clipdata.dedup import overlap, report, significance, testsets
-    from clipdata.pipeline import beam_runner
+    from clipdata.pipeline import beam_runner, folder_lock
     from clipdata.pipeline.cli import UsageError
 
     missing = [flag for flag, value in (("--shards", args.shards), ("--test-set", args.test_set),
@@ -176,11 +176,12 @@ def run_dedup_command(args, beam_args: list[str]) -> int:
         per_image=args.per_image,
     )
     beam_runner.quiet_beam_logs()
-    try:
-        result = overlap.run_overlap(config, beam_args)
-    except (overlap.OverlapError, testsets.TestSetError) as err:
-        raise UsageError(str(err)) from err
-    written = report.write_report(result, args.output, predictions)
+    with folder_lock.writer_lock(args.output, "dedup"):   # one writer per folder
+        try:
+            result = overlap.run_overlap(config, beam_args)
+        except (overlap.OverlapError, testsets.TestSetError) as err:
+            raise UsageError(str(err)) from err
+        written = report.write_report(result, args.output, predictions)
     print(report.summary_table(written, args.output))
     return 0
 

@@ -65,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "beam", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from clipdata.pipeline.folder_lock import FolderBusy
+
     try:
         return int(args.handler(args, extra) or 0)
-    except UsageError as err:
+    except (UsageError, FolderBusy) as err:
         print(f"clipdata {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -50,7 +50,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 from apache_beam.utils import shared
 
-from clipdata.pipeline import balance, beam_runner, pair_dedup, pool, text, work_files
+from clipdata.pipeline import balance, beam_runner, folder_lock, pair_dedup, pool, text, work_files
 from clipdata.query_lists import entries as query_entries
 
 DROPPED_SCHEMA = pa.schema(
@@ -569,6 +569,11 @@ def run_curate(config: CurateConfig, beam_args: list[str] | None = None) -> dict
     if not files:
         raise CurateError(f"no pool files in {config.pool}")
     preflight(config, files)
+    with folder_lock.writer_lock(config.output, "curate"):   # one writer per folder
+        return _run_curate(config, files, beam_args)
+
+
+def _run_curate(config: CurateConfig, files: list[str], beam_args: list[str] | None) -> dict:
     options = beam_runner.pipeline_options(beam_args)
     partitions = config.partitions or max(16, len(files))
     curated_dir = FileSystems.join(config.output, "curated")

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from clipdata.pipeline import beam_runner, fetch, images, pool, shards
+from clipdata.pipeline import beam_runner, fetch, folder_lock, images, pool, shards
 
 # Columns a curated input carries that the shards keep (parquet and per-sample json).
 PASSTHROUGH = {"uid": pa.string(), "source_file": pa.string(), "source_row": pa.int64(), "page_url": pa.string()}
@@ -363,6 +363,11 @@ def run_download(config: DownloadConfig, beam_args: list[str] | None = None) -> 
         config.image.check()
     except images.ImageConfigError as err:
         raise DownloadError(str(err)) from err
+    with folder_lock.writer_lock(config.output, "download"):   # one writer per folder
+        return _run_download(config, beam_args)
+
+
+def _run_download(config: DownloadConfig, beam_args: list[str] | None) -> dict:
     if not FileSystems.exists(config.output):
         FileSystems.mkdirs(config.output)
     plan_path = FileSystems.join(config.output, "_plan.json")

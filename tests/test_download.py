@@ -262,3 +262,27 @@ def test_png_output_gets_a_compression_level_and_bad_image_options_are_refused_u
             assert flag in capsys.readouterr().err
             assert not out.exists() or not os.listdir(out)   # refused before anything is written
         assert server.hits("/image/80x60.jpg") == 1
+
+
+def test_a_second_download_into_a_live_runs_folder_is_refused_naming_it(tmp_path, capsys):
+    with FaultServer() as server:
+        urls = [server.url(f"/slow/1?n={i}") for i in range(30)]
+        write_input(str(tmp_path / "in.parquet"), urls)
+        out = tmp_path / "out"
+        args = ["download", "--input", str(tmp_path / "in.parquet"), "--rows-per-shard", "5", "--concurrency", "1",
+                *FAST, "--output", str(out)]
+        first = subprocess.Popen([CLIPDATA, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+        try:
+            deadline = time.time() + 60
+            while server.hits("/slow/1") == 0:   # the first run holds the folder and is downloading
+                assert time.time() < deadline and first.poll() is None
+                time.sleep(0.05)
+            listed = sorted(os.listdir(out))
+            assert cli.main(args) == 2
+            assert f"being written by another clipdata download (pid {first.pid}" in capsys.readouterr().err
+            assert sorted(os.listdir(out)) == listed     # the refused run touched nothing
+            assert first.poll() is None
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()

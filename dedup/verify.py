@@ -568,11 +568,21 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
     coloured = coloured_a | coloured_b
     n_col = int(coloured.sum())
     colour_agree = float(colour_ok[coloured].mean()) if n_col >= MIN_COLOURED * int(mask.sum()) else 1.0
+    # hue: where both pictures have a colour, how far apart their hues are on average (weighted by
+    # the weaker chroma, so blended edges count little); a copy keeps its hues, a lookalike in a
+    # neighbouring colour (red and orange) shifts every one of them by the same angle
+    both = coloured_a & coloured_b
+    if int(both.sum()) >= max(16, MIN_COLOURED * int(mask.sum())):
+        angle = np.degrees(np.arccos(np.clip(cos_hue[both], -1.0, 1.0)))
+        weight = np.minimum(chroma_a[both], chroma_b[both])
+        hue_shift = float((angle * weight).sum() / max(float(weight.sum()), 1e-6))
+    else:
+        hue_shift = 0.0
     diff = np.hypot(oa[..., 0] - ob[..., 0], oa[..., 1] - ob[..., 1])[mask]
     k = min(len(diff) - 1, int(len(diff) * (1 - TRIM)))
     colour_diff = float(np.partition(diff, k)[:k + 1].mean())
     return {"flat": False, "ncc_trim": ncc_trim, "agree": max(shares) if shares else 0.0,
-            "colour_agree": colour_agree, "colour_diff": colour_diff,
+            "colour_agree": colour_agree, "colour_diff": colour_diff, "hue_shift": hue_shift,
             # the costliest test, only where every other one passes
             "tone": None,
             "agree_a": float(agree[structured_a | coloured_a].mean()) if n_a else 1.0,

@@ -51,6 +51,7 @@ class BuildConfig:
     wikipedia_index: list[str] = field(default_factory=list)
     pageviews: list[str] = field(default_factory=list)
     wordnet: str | None = None
+    wordnet_full_names: bool = False   # True: whole lemmas; False: MetaCLIP's cut at the first dot
     sources: tuple[str, ...] = assemble.DEFAULT_SOURCES
     max_entries: int = assemble.DEFAULT_MAX_ENTRIES
     dedup: bool = True
@@ -405,7 +406,7 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
 
     candidates: dict[str, list[str]] = {"digits": assemble.digit_entries()}
     if "wordnet" in config.sources:
-        candidates["wordnet"] = wordnet.head_lemmas(config.wordnet)
+        candidates["wordnet"] = wordnet.head_lemmas(config.wordnet, truncate_at_dot=not config.wordnet_full_names)
     if "unigrams" in config.sources:
         words = _ranked(_read_lines(FileSystems.join(out, "words")), 1)
         candidates["unigrams"] = [w for w, _ in sorted(words, key=lambda r: (-r[1], r[0]))]
@@ -444,6 +445,7 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
             "pageviews": config.pageviews,
             "wordnet": config.wordnet,
         },
+        "wordnet_names": "full" if config.wordnet_full_names else "metaclip (cut at the first dot)",
         "wikipedia_words": int(total_lines[0]) if total_lines else 0,
         "counters": counters,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

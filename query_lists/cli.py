@@ -35,6 +35,9 @@ def add_commands(subparsers) -> None:
     build.add_argument("--wordnet", metavar="DIR",
                        help="a WordNet 3.0 database folder with data.noun/verb/adj/adv "
                        "(Debian's wordnet-base installs /usr/share/wordnet)")
+    build.add_argument("--wordnet-full-names", action="store_true",
+                       help="keep WordNet names whole ('st. petersburg', 'ph.d.'); default: MetaCLIP's list, "
+                       "each name cut at its first dot ('st', 'ph')")
     build.add_argument("--sources", default=",".join(DEFAULT_SOURCES),
                        help="sources in the order they fill the list (default: %(default)s, MetaCLIP's)")
     build.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES,
@@ -75,6 +78,7 @@ def run_build_command(args, beam_args: list[str]) -> int:
         wikipedia_index=args.wikipedia_index,
         pageviews=args.pageviews,
         wordnet=args.wordnet,
+        wordnet_full_names=args.wordnet_full_names,
         sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
         max_entries=args.max_entries,
         dedup=args.dedup,

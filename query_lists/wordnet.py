@@ -11,10 +11,12 @@ database files (`data.noun`, `data.verb`, `data.adj`, `data.adv`, as in Debian's
 at /usr/share/wordnet or a WordNet 3.0 `dict/` folder) directly, so NLTK and its downloader are
 not needed.
 
-One difference from MetaCLIP, on purpose: `name[:name.find('.')]` cuts a lemma at its first dot,
-so `ph.d.` becomes `ph`, `st._petersburg` becomes `st` and `.22_caliber` becomes the empty string.
-We keep the whole lemma by default (86,571 distinct heads on WordNet 3.0); `truncate_at_dot=True`
-reproduces MetaCLIP's cut (86,555 distinct, the empty string dropped and counted).
+MetaCLIP's `name[:name.find('.')]` cuts a lemma at its first dot, so `ph.d.` becomes `ph`,
+`st._petersburg` becomes `st` and `.22_caliber` becomes the empty string. That is the default
+here (`truncate_at_dot=True`; 86,554 distinct heads on WordNet 3.0, the empty string dropped and
+counted), so the list equals MetaCLIP's and users can compare with its published metadata.
+`truncate_at_dot=False` (`clipdata queries build --wordnet-full-names`) keeps the whole lemma
+instead (86,571 distinct: `st. petersburg`, `ph.d.`, `.22 caliber` rather than `st`, `ph`).
 
 Data file line format (wndb(5WN)):
 
@@ -111,7 +113,7 @@ def check_folder(folder):
                            f"{', '.join(DATA_FILES)}); {INSTALL_HINT}")
 
 
-def head_lemmas_and_stats(folder, *, truncate_at_dot=False):
+def head_lemmas_and_stats(folder, *, truncate_at_dot=True):
     """All distinct synset head lemmas of a WordNet folder, and stats for the sidecar JSON.
 
     Entries come in file order noun, verb, adj, adv, each at its first occurrence, with
@@ -161,7 +163,7 @@ def head_lemmas_and_stats(folder, *, truncate_at_dot=False):
     return entries, stats
 
 
-def head_lemmas(folder, *, truncate_at_dot=False):
+def head_lemmas(folder, *, truncate_at_dot=True):
     """All distinct synset head lemmas of a WordNet folder (see head_lemmas_and_stats)."""
     return head_lemmas_and_stats(folder, truncate_at_dot=truncate_at_dot)[0]
 
@@ -172,8 +174,8 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description="Print WordNet synset head lemmas, one per line.")
     parser.add_argument("folder", help="WordNet 3.0 dict/ folder (e.g. /usr/share/wordnet)")
-    parser.add_argument("--truncate-at-dot", action="store_true",
-                        help="cut each head at its first dot, as MetaCLIP's NLTK code does")
+    parser.add_argument("--full-names", dest="truncate_at_dot", action="store_false",
+                        help="keep each head whole (default: cut at its first dot, as MetaCLIP's NLTK code does)")
     args = parser.parse_args(argv)
     try:
         entries, stats = head_lemmas_and_stats(args.folder, truncate_at_dot=args.truncate_at_dot)

@@ -151,3 +151,16 @@ def test_cli_runs_on_two_local_worker_processes(tmp_path):
     args = build_args(str(tmp_path), dump, index, output) + ["--direct_num_workers", "2"]
     assert cli.main(args) == 0
     assert entries.load_entries(os.path.join(output, "queries.txt")) == EXPECTED_ENTRIES
+
+
+def test_wordnet_names_are_metaclips_unless_full_names_are_asked_for(tmp_path):
+    synthetic.write_wordnet(str(tmp_path / "wordnet"), SYNSETS + [dict(pos="n", words=["St._Petersburg"], gloss="a city")])
+    lists = {}
+    for name, extra in (("metaclip", []), ("full", ["--wordnet-full-names"])):
+        out = str(tmp_path / name)
+        assert cli.main(["queries", "build", "--output", out, "--wordnet", str(tmp_path / "wordnet"),
+                         "--sources", "digits,wordnet", *extra]) == 0
+        lists[name] = entries.load_entries(os.path.join(out, "queries.txt"))[100:]
+        assert json.load(open(os.path.join(out, "queries.json")))["wordnet_names"].startswith(name)
+    assert lists["metaclip"] == ["dog", "red fox", "fox", "st", "run", "blue", "quickly"]   # nouns first
+    assert lists["full"] == ["dog", "red fox", "fox", "st. petersburg", "run", "blue", "quickly"]

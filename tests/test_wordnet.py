@@ -49,7 +49,7 @@ def write_folder(folder, files=FILES, header=HEADER):
 
 def test_head_lemmas_of_hand_written_files(tmp_path):
     folder = write_folder(tmp_path)
-    assert wordnet.head_lemmas(folder) == [
+    assert wordnet.head_lemmas(folder, truncate_at_dot=False) == [
         "entity", "abstraction", "dog", "united states", "ph.d.", ".22 caliber",  # noun
         "breathe",  # verb ("dog" already there)
         "able", "asleep", "elect", "new",  # adj: markers removed, lower-cased
@@ -57,9 +57,9 @@ def test_head_lemmas_of_hand_written_files(tmp_path):
     ]
 
 
-def test_metaclip_dot_truncation(tmp_path):
+def test_metaclip_dot_truncation_is_the_default(tmp_path):
     folder = write_folder(tmp_path)
-    entries, stats = wordnet.head_lemmas_and_stats(folder, truncate_at_dot=True)
+    entries, stats = wordnet.head_lemmas_and_stats(folder)
     # ph.d. -> "ph", .22_caliber -> "" (dropped), i.e. -> "i"
     assert entries == ["entity", "abstraction", "dog", "united states", "ph", "breathe", "able",
                        "asleep", "elect", "new", "i"]
@@ -68,7 +68,7 @@ def test_metaclip_dot_truncation(tmp_path):
 
 
 def test_stats(tmp_path):
-    entries, stats = wordnet.head_lemmas_and_stats(write_folder(tmp_path))
+    entries, stats = wordnet.head_lemmas_and_stats(write_folder(tmp_path), truncate_at_dot=False)
     assert stats["synsets"] == {"data.noun": 6, "data.verb": 2, "data.adj": 4, "data.adv": 2}
     assert stats["synsets_total"] == 14
     assert stats["markers_removed"] == 3
@@ -144,7 +144,7 @@ REAL = "/usr/share/wordnet"
 @pytest.mark.skipif(not os.path.exists(os.path.join(REAL, "data.noun")),
                     reason="WordNet 3.0 not installed (apt-get install wordnet-base; CI installs it)")
 def test_real_wordnet_against_independent_count():
-    entries, stats = wordnet.head_lemmas_and_stats(REAL)
+    entries, stats = wordnet.head_lemmas_and_stats(REAL, truncate_at_dot=False)
     # Independently: the fifth space-separated field of every line that starts with a digit,
     # any trailing "(...)" removed, lower-cased, "_" -> " ".
     word = re.compile(r"^\d{8} \d\d [nvasr] [0-9a-f]{2} (\S+?)(?:\([a-z]+\))? ", re.MULTILINE)
@@ -159,4 +159,9 @@ def test_real_wordnet_against_independent_count():
     # MetaCLIP's cut at the first dot, the empty string among them).
     assert stats["synsets_total"] == 117659
     assert len(entries) == 86571
-    assert len(wordnet.head_lemmas(REAL, truncate_at_dot=True)) == 86554
+    metaclip = wordnet.head_lemmas(REAL)   # the default: MetaCLIP's names
+    assert len(metaclip) == 86554
+    # MetaCLIP's NLTK code (`name[:name.find('.')]`) has these and not their whole forms
+    assert {"st", "mr", "et al", "lake st", "ph"} <= set(metaclip)
+    assert not {"st. petersburg", "ph.d.", ".22 caliber", ""} & set(metaclip)
+    assert {"st. petersburg", "ph.d.", ".22 caliber"} <= set(entries)

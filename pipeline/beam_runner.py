@@ -98,3 +98,45 @@ def quiet_beam_logs() -> None:
     """Beam logs optional-dependency warnings (apitools, bigquery) that mean nothing locally."""
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------------------------------------
+# A job service that is not there
+
+ENDPOINT_TIMEOUT_S = 5.0
+# runners that hand the job to a job service at --job_endpoint (Flink and Spark start their own
+# when none is given)
+_ENDPOINT_RUNNERS = ("PortableRunner", "FlinkRunner", "SparkRunner")
+
+
+class EndpointUnreachable(Exception):
+    """`--job_endpoint` names a job service nothing answers at: `endpoint` and `problem`."""
+
+    def __init__(self, endpoint: str, problem: str):
+        self.endpoint, self.problem = endpoint, problem
+        super().__init__(f"no Beam job service answers at --job_endpoint {endpoint} ({problem}); start it "
+                         "(e.g. Flink's or Spark's job server), correct the address, or leave out --runner to "
+                         "run on this machine")
+
+
+def check_job_endpoint(beam_args: list[str] | None, timeout: float = ENDPOINT_TIMEOUT_S) -> None:
+    """Before a job writes anything: the job service `--job_endpoint` names accepts a connection
+    (Beam itself waits 300 s and then fails with a gRPC traceback that never names it, after
+    the stage has begun its outputs). "embed" and no endpoint need nothing."""
+    import socket
+
+    options = PipelineOptions(beam_args or [])
+    runner = options.view_as(StandardOptions).runner or ""
+    endpoint = options.get_all_options().get("job_endpoint")
+    if not endpoint or endpoint == "embed" or not any(runner.endswith(r) for r in _ENDPOINT_RUNNERS):
+        return
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]") or "localhost"
+    if not port.isdigit():
+        raise EndpointUnreachable(endpoint, "expected HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise EndpointUnreachable(endpoint, err.strerror or type(err).__name__) from None
+

@@ -65,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "beam", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from clipdata.pipeline.beam_runner import EndpointUnreachable, check_job_endpoint
     from clipdata.pipeline.folder_lock import FolderBusy
 
     try:
+        if getattr(args, "beam", False):
+            check_job_endpoint(extra)   # before a stage writes anything
         return int(args.handler(args, extra) or 0)
-    except (UsageError, FolderBusy) as err:
+    except (UsageError, FolderBusy, EndpointUnreachable) as err:
         print(f"clipdata {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -72,3 +72,25 @@ def test_worker_threads_lose_no_output(monkeypatch):
     result.wait_until_finish()
     counts = beam_runner.counters(result)
     assert counts["emitted"] > 1000 and counts["received"] == counts["emitted"]
+
+
+def test_a_job_endpoint_nothing_answers_at_fails_at_once_naming_it(tmp_path, capsys):
+    import socket
+    import time
+
+    from clipdata.pipeline import cli
+
+    with socket.socket() as s:   # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"127.0.0.1:{port}"
+    started = time.time()
+    for command in (["download", "--input", str(tmp_path / "pairs.parquet")],
+                    ["curate", "--pool", str(tmp_path / "pool.parquet"), "--queries", str(tmp_path / "q.txt")]):
+        out = tmp_path / command[0]
+        assert cli.main([*command, "--output", str(out), "--runner", "PortableRunner",
+                         "--job_endpoint", endpoint, "--environment_type", "LOOPBACK"]) == 2
+        err = capsys.readouterr().err
+        assert f"no Beam job service answers at --job_endpoint {endpoint}" in err and "Traceback" not in err
+        assert not out.exists()   # nothing half-written
+    assert time.time() - started < 30   # not Beam's 300 s wait

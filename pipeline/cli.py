@@ -23,19 +23,6 @@ class UsageError(Exception):
     """A problem the user can fix from the command line; printed without a traceback."""
 
 
-def add_not_built(subparsers, name: str, help_text: str, issue: int) -> None:
-    """A subcommand whose stage is not built yet: it says so and exits 2, never pretends."""
-    parser = subparsers.add_parser(name, help=f"{help_text} (not built yet)", add_help=True)
-
-    def handler(args, extra):
-        raise UsageError(
-            f"`clipdata {name}` is not built yet (tracked in issue #{issue}); "
-            "see README.md for the stages that work today."
-        )
-
-    parser.set_defaults(handler=handler, beam=False)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from clipdata.dedup import cli as dedup_cli
     from clipdata.pipeline import curate_cli, download_cli, inspect_key, shard_check

@@ -33,8 +33,9 @@ def test_build_from_sources_with_a_test_set_runs_every_stage_and_resumes(tmp_pat
         capsys.readouterr()
         assert cli.main(args) == 0  # every stage's outputs exist: each is skipped or resumes
         out = capsys.readouterr().out
-        for name in ("queries", "curate", "dedup", "blocklist"):
-            assert f"{name}: " in out and "skipped" in out
+        lines = out.splitlines()
+        for name in ("queries", "curate", "dedup", "blocklist"):   # each stage's own line says it
+            assert [line for line in lines if f"] {name}: " in line and "exists, skipped" in line], (name, out)
     assert planted["images"]
 
 

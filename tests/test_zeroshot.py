@@ -75,8 +75,12 @@ def test_labelled_shards_with_class_names(parts, tmp_path):
     names.write_text(json.dumps(["red circle", "red square", "blue star"]))
     result = zeroshot.evaluate(model, tokenizer, str(tmp_path / "00000.tar"),
                                classnames=str(names), predictions_csv=str(tmp_path / "p.csv"))
-    assert result["n"] == 6 and result["classes"] == 3 and 0 <= result["top1"] <= 1
-    assert [r["id"] for r in csv.DictReader(open(tmp_path / "p.csv"))] == [f"{i:09d}" for i in range(6)]
+    assert result["n"] == 6 and result["classes"] == 3
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert [r["id"] for r in rows] == [f"{i:09d}" for i in range(6)]
+    assert [r["label"] for r in rows] == ["0", "1"] * 3   # the .cls numbers, as the shards give them
+    assert all(r["correct"] == str(int(r["label"] == r["predicted"])) for r in rows)
+    assert result["top1"] == pytest.approx(sum(int(r["correct"]) for r in rows) / 6)
     with pytest.raises(zeroshot.EvalError, match="labels are numbers"):
         zeroshot.evaluate(model, tokenizer, str(tmp_path / "00000.tar"))
 

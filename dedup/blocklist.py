@@ -36,6 +36,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from clipdata.pipeline import beam_runner, folder_lock, shards
+from clipdata.pipeline import failures
 
 BLOCKED = "blocked"
 _STATS = re.compile(r"^(\d+)_stats\.json$")
@@ -257,7 +258,7 @@ class FilterShardFn(beam.DoFn):
             done = filter_shard(self.shards_dir, stats_name, self.blocklist, self.output_dir, self.reasons)
         except Exception as err:  # noqa: BLE001 - a bad shard is named, the others go on
             self.errors.inc()
-            yield beam.pvalue.TaggedOutput("shard_errors", {"shard": stats_name, "error": f"{type(err).__name__}: {err}"})
+            yield beam.pvalue.TaggedOutput("shard_errors", {"shard": stats_name, "error": failures.describe(err)})
             return
         (self.rewritten if done["rewritten"] else self.copied).inc()
         self.samples_blocked.inc(len(done["blocked"]))

@@ -29,6 +29,8 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
+from clipdata.pipeline import failures
+
 # Chosen by measurement (bench/dedup.py quality, see there for the tables):
 # - "image" and "mirror": the picture as it is and flipped (a flip moves a pHash 27-40 bits);
 # - "border": padded to a square with white, as img2dataset's default `border` resize stores it
@@ -110,7 +112,7 @@ def open_image(data: bytes) -> Image.Image:
                 image.load()
                 return to_rgb(image)
         except Exception as err:  # noqa: BLE001 - PIL raises many types for non-images
-            raise ValueError(f"not an image: {type(err).__name__}: {err}") from err
+            raise ValueError(f"not an image: {failures.describe(err)}") from err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from clipdata.pipeline import failures
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm",
                     "jfif", "jpe")
@@ -424,7 +425,7 @@ def _hash_chunk(refs: list[ImageRef], views: tuple[str, ...] | None, family: str
         except ValueError as err:  # hashing.open_image: not an image
             out.append((None, str(err)))
         except Exception as err:  # noqa: BLE001 - any unreadable image is recorded, never fatal
-            out.append((None, f"{type(err).__name__}: {err}"))
+            out.append((None, failures.describe(err)))
     described = iter(descriptor.shared().describe_inputs(np.concatenate(inputs)).reshape(
         len(inputs), len(descriptor.TEST_VIEWS), -1) if inputs else [])
     return [(v, next(described) if describe and v is not None else None, e) for v, e in out]

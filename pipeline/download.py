@@ -166,7 +166,7 @@ def download_rows(table: pa.Table, keys: list[str], config: DownloadConfig, resi
         common = dict(base(i), sha256=image.sha256, original_width=image.original_width,
                       original_height=image.original_height)
         if image.error:
-            return shards.ShardRow(status="failed", error_message=image.error, **common)
+            return shards.ShardRow(status="failed", error_message=image.error, error_kind=image.error_kind, **common)
         return shards.ShardRow(status="success", width=image.width, height=image.height, phash=image.phash,
                                phash_centre=image.phash_centre, thumb=image.thumb, image=image.data, **common)
 
@@ -175,7 +175,8 @@ def download_rows(table: pa.Table, keys: list[str], config: DownloadConfig, resi
         pending: dict = {}
         for result in fetch.fetch_many(urls, config.fetch):
             if result.error is not None:
-                rows[result.index] = shards.ShardRow(status="failed", error_message=result.error, **base(result.index))
+                rows[result.index] = shards.ShardRow(status="failed", error_message=result.error,
+                                                     error_kind=result.error_kind, **base(result.index))
             else:
                 future = executor.submit(images.store_image, result.body, resizer, config.image)
                 pending[future] = result.index
@@ -191,20 +192,12 @@ def download_rows(table: pa.Table, keys: list[str], config: DownloadConfig, resi
     return rows  # type: ignore[return-value]
 
 
-def error_kind(row: shards.ShardRow) -> str:
-    """fetch's kinds for download failures, images' kinds for what went wrong after."""
-    message = row.error_message or ""
-    if message.split(":", 1)[0] in images.IMAGE_ERROR_KINDS:
-        return message.split(":", 1)[0]
-    return fetch.error_kind(message)
-
-
 def shard_stats(rows: list[shards.ShardRow], started: float) -> dict:
     errors: dict[str, int] = {}
     failed_to_resize = 0
     for row in rows:
         if row.status != "success":
-            kind = error_kind(row)
+            kind = row.error_kind or "unknown"   # fetch's kinds, then images' (set where they failed)
             errors[kind] = errors.get(kind, 0) + 1
             failed_to_resize += kind in images.IMAGE_ERROR_KINDS
     return {"start_time": started, "end_time": time.time(), "errors": errors,

@@ -1,12 +1,12 @@
 """The HTTP layer of `clipdata download`: fetch a shard's image URLs with one pooled client.
 
-    from clipdata.pipeline.fetch import FetchConfig, fetch_many, error_kind
+    from clipdata.pipeline.fetch import FetchConfig, fetch_many
 
     for result in fetch_many(urls, FetchConfig(timeout=20)):   # as they complete
         if result.error is None:
             resize(result.body)
         else:
-            counts[error_kind(result.error)] += 1
+            counts[result.error_kind] += 1
 
 Plain Python: `fetch_many` runs an asyncio event loop (aiohttp) in a background thread of its own
 and hands results to the calling thread as they complete, so a Beam DoFn can call it once per
@@ -26,8 +26,8 @@ What it gets right that img2dataset users ask for:
   resolution inside the connector, so the address actually connected to is checked, on every
   redirect hop and on every (re)resolution — a redirect or a DNS rebinding to one is refused too.
 
-Every row ends in a FetchResult whose `error` is None or a short string with a stable prefix;
-`error_kind` maps it to a countable kind ("http-404", "deadline", "too-large", ...).
+Every row ends in a FetchResult whose `error` is None or a short description, and whose
+`error_kind` is its countable kind ("http-404", "deadline", "too-large", ...), set where it failed.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 import aiohttp
+from clipdata.pipeline import failures
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
@@ -70,50 +71,24 @@ class FetchResult:
     index: int  # position in the input list
     url: str
     body: bytes | None  # None unless error is None
-    error: str | None  # None on success, else "<stable prefix> <detail>" (see error_kind)
+    error: str | None  # None on success, else what went wrong, in words
     http_status: int | None  # status of the last response received, if any
     final_url: str | None  # the URL after redirects (of the last hop tried on error)
     content_type: str | None
     attempts: int
     seconds: float  # from the first request of the row to its result, retry waits included
+    error_kind: str | None = None  # None on success, else its countable kind: "http-404", "deadline",
+                                   # "too-large", ... (one of ERROR_KINDS or http-<status>), set
+                                   # where the failure happens, never read back from `error`
 
 
 # -- errors ---------------------------------------------------------------------------------------
 
-# Prefix of an error string -> its kind. "http <status>" is handled apart ("http-404").
-ERROR_KINDS = {
-    "deadline exceeded": "deadline",
-    "connect timeout": "connect-timeout",
-    "body over": "too-large",
-    "opted out": "opt-out",
-    "private address": "private-address",
-    "redirect loop": "redirect-loop",
-    "too many redirects": "too-many-redirects",
-    "retry-after": "retry-after",
-    "connection refused": "connection",
-    "connection reset": "connection",
-    "connection closed": "connection",
-    "connection error": "connection",
-    "truncated body": "truncated",
-    "invalid url": "invalid-url",
-    "dns failure": "dns",
-    "tls error": "tls",
-    "bad response": "bad-response",
-    "internal error": "internal",
-}
-
-
-def error_kind(error: str | None) -> str:
-    """The countable kind of an error string: "ok" for None, "http-<status>" for HTTP statuses,
-    one of ERROR_KINDS' values otherwise ("other" for a string this module did not write)."""
-    if error is None:
-        return "ok"
-    if error.startswith("http "):
-        return "http-" + error.split()[1]
-    for prefix, kind in ERROR_KINDS.items():
-        if error.startswith(prefix):
-            return kind
-    return "other"
+# The countable kinds a failed FetchResult has (`error_kind`), besides "http-<status>". Each is set
+# where the failure happens; nothing reads a kind back from the message text.
+ERROR_KINDS = ("deadline", "connect-timeout", "too-large", "opt-out", "private-address", "redirect-loop",
+               "too-many-redirects", "retry-after", "connection", "truncated", "invalid-url", "dns", "tls",
+               "bad-response", "internal")
 
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -233,6 +208,7 @@ class _Outcome:
     final_url: str
     body: bytes | None = None
     error: str | None = None
+    kind: str | None = None  # the error's countable kind (FetchResult.error_kind), set with it
     http_status: int | None = None
     content_type: str | None = None
     retryable: bool = False
@@ -325,7 +301,7 @@ class _Batch:
         try:
             url = _parse_url(raw_url)
             if url is None:
-                outcome = _Outcome(final_url=str(raw_url), error=f"invalid url {str(raw_url)[:200]!r}")
+                outcome = _Outcome(final_url=str(raw_url), kind="invalid-url", error=f"invalid url {str(raw_url)[:200]!r}")
             else:
                 while True:
                     attempts += 1
@@ -337,6 +313,7 @@ class _Batch:
                         if outcome.retry_after > config.max_retry_after:
                             outcome.error = (f"retry-after {outcome.retry_after:g} s over the "
                                              f"{config.max_retry_after:g} s cap ({outcome.error})")
+                            outcome.kind = "retry-after"
                             break
                         delay = outcome.retry_after
                     else:
@@ -346,9 +323,9 @@ class _Batch:
                 if outcome.error is not None and attempts > 1 and outcome.retryable:
                     outcome.error += f" after {attempts} attempts"
         except Exception as exc:  # a bug here must cost one row, never hang the caller
-            outcome = _Outcome(final_url=str(raw_url), error=f"internal error {type(exc).__name__}: {exc}")
+            outcome = _Outcome(final_url=str(raw_url), kind="internal", error=f"internal error {failures.describe(exc)}")
         self.deliver(FetchResult(
-            index=index, url=raw_url, body=outcome.body, error=outcome.error,
+            index=index, url=raw_url, body=outcome.body, error=outcome.error, error_kind=outcome.kind,
             http_status=outcome.http_status, final_url=outcome.final_url,
             content_type=outcome.content_type, attempts=attempts,
             seconds=time.monotonic() - started if started is not None else 0.0,
@@ -364,7 +341,7 @@ class _Batch:
         for _hop in range(config.max_redirects + 1):
             refusal = self._refusal(url)
             if refusal is not None:
-                return _Outcome(final_url=str(url), error=refusal, started=started)
+                return _Outcome(final_url=str(url), kind="private-address", error=refusal, started=started)
             # Host slot first, then a body slot: a request waiting for a busy host holds no body
             # slot that requests to other hosts could use. Both are let go between hops, so a
             # redirect never waits for a slot while holding one (no deadlock across hosts).
@@ -377,10 +354,10 @@ class _Batch:
                     async with asyncio.timeout_at(deadline):
                         outcome = await self._request(url)
                 except aiohttp.ServerTimeoutError:  # the connect timeout (a TimeoutError too)
-                    outcome = _Outcome(final_url=str(url), error=f"connect timeout ({config.connect_timeout:g} s)",
+                    outcome = _Outcome(final_url=str(url), kind="connect-timeout", error=f"connect timeout ({config.connect_timeout:g} s)",
                                        retryable=True)
                 except TimeoutError:
-                    outcome = _Outcome(final_url=str(url), error=f"deadline exceeded ({config.timeout:g} s)",
+                    outcome = _Outcome(final_url=str(url), kind="deadline", error=f"deadline exceeded ({config.timeout:g} s)",
                                        retryable=True)
                 except aiohttp.ClientError as exc:
                     outcome = _client_error(url, exc)
@@ -396,13 +373,13 @@ class _Batch:
                 target = None
             if target is None:
                 return _Outcome(final_url=str(url), http_status=outcome.http_status, started=started,
-                                error=f"invalid url in redirect {outcome.location[:200]!r}")
+                                kind="invalid-url", error=f"invalid url in redirect {outcome.location[:200]!r}")
             if str(target) in visited:
                 return _Outcome(final_url=str(target), http_status=outcome.http_status, started=started,
-                                error="redirect loop")
+                                kind="redirect-loop", error="redirect loop")
             visited.add(str(target))
             url = target
-        return _Outcome(final_url=str(url), started=started, error=f"too many redirects ({config.max_redirects})")
+        return _Outcome(final_url=str(url), started=started, kind="too-many-redirects", error=f"too many redirects ({config.max_redirects})")
 
     def _refusal(self, url: URL) -> str | None:
         """Literal IP hosts skip the resolver, so they are checked here, before connecting."""
@@ -423,37 +400,37 @@ class _Batch:
             if status in REDIRECT_STATUSES:
                 location = response.headers.get("Location")
                 if not location:
-                    return _Outcome(final_url=str(url), http_status=status, error=f"http {status} without location")
+                    return _Outcome(final_url=str(url), http_status=status, kind=f"http-{status}", error=f"http {status} without location")
                 return _Outcome(final_url=str(url), http_status=status, location=location)
             if not 200 <= status < 300:
                 retry_after = None
                 if status in RETRY_AFTER_STATUSES:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                return _Outcome(final_url=str(url), http_status=status, error=f"http {status}",
+                return _Outcome(final_url=str(url), http_status=status, kind=f"http-{status}", error=f"http {status}",
                                 retryable=status in RETRY_STATUSES, retry_after=retry_after)
 
             done = dict(final_url=str(url), http_status=status, content_type=response.headers.get("Content-Type"))
             if config.respect_opt_outs:
                 directive = opt_out_directive(response.headers.getall("X-Robots-Tag", []), config.user_agent)
                 if directive is not None:
-                    return _Outcome(**done, error=f"opted out: X-Robots-Tag {directive}")
+                    return _Outcome(**done, kind="opt-out", error=f"opted out: X-Robots-Tag {directive}")
             announced = response.content_length
             if announced is not None and announced > config.max_body_bytes:
-                return _Outcome(**done, error=f"body over {config.max_body_bytes} bytes (Content-Length {announced})")
+                return _Outcome(**done, kind="too-large", error=f"body over {config.max_body_bytes} bytes (Content-Length {announced})")
             chunks, size = [], 0
             try:
                 async for chunk in response.content.iter_any():
                     size += len(chunk)
                     if size > config.max_body_bytes:
-                        return _Outcome(**done, error=f"body over {config.max_body_bytes} bytes")
+                        return _Outcome(**done, kind="too-large", error=f"body over {config.max_body_bytes} bytes")
                     chunks.append(chunk)
             except aiohttp.ClientPayloadError as exc:
                 # aiohttp says "payload not completed" both for a close and for a reset; only its
                 # message tells them apart.
                 if "ConnectionResetError" in str(exc):
-                    return _Outcome(**done, error=f"connection reset (after {size} bytes)", retryable=True)
+                    return _Outcome(**done, kind="connection", error=f"connection reset (after {size} bytes)", retryable=True)
                 of = f"of {announced} bytes" if announced is not None else "bytes, chunked"
-                return _Outcome(**done, error=f"truncated body (got {size} {of})", retryable=True)
+                return _Outcome(**done, kind="truncated", error=f"truncated body (got {size} {of})", retryable=True)
             return _Outcome(**done, body=b"".join(chunks))
 
 
@@ -474,25 +451,25 @@ def _client_error(url: URL, exc: aiohttp.ClientError) -> _Outcome:
     if isinstance(exc, aiohttp.ClientConnectorError):
         os_error = exc.os_error
         if isinstance(os_error, PrivateAddressError):
-            return _Outcome(final_url=where, error=f"private address {os_error.address} refused")
+            return _Outcome(final_url=where, kind="private-address", error=f"private address {os_error.address} refused")
         if isinstance(exc, aiohttp.ClientConnectorDNSError):
             # Not retried: a name that does not resolve now will not a second later.
-            return _Outcome(final_url=where, error=f"dns failure {url.host}: {os_error}")
+            return _Outcome(final_url=where, kind="dns", error=f"dns failure {url.host}: {os_error}")
         if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
-            return _Outcome(final_url=where, error=f"tls error {exc}")
+            return _Outcome(final_url=where, kind="tls", error=f"tls error {exc}")
         if isinstance(os_error, ConnectionRefusedError):
-            return _Outcome(final_url=where, error=f"connection refused {url.host}:{url.port}", retryable=True)
-        return _Outcome(final_url=where, error=f"connection error {os_error}", retryable=True)
+            return _Outcome(final_url=where, kind="connection", error=f"connection refused {url.host}:{url.port}", retryable=True)
+        return _Outcome(final_url=where, kind="connection", error=f"connection error {os_error}", retryable=True)
     if isinstance(exc, aiohttp.InvalidURL):
-        return _Outcome(final_url=where, error=f"invalid url {exc}")
+        return _Outcome(final_url=where, kind="invalid-url", error=f"invalid url {exc}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return _Outcome(final_url=where, error="connection closed before the response", retryable=True)
+        return _Outcome(final_url=where, kind="connection", error="connection closed before the response", retryable=True)
     if isinstance(exc, aiohttp.ClientConnectionResetError) or (
             isinstance(exc, aiohttp.ClientOSError) and exc.errno == errno.ECONNRESET):
-        return _Outcome(final_url=where, error="connection reset", retryable=True)
+        return _Outcome(final_url=where, kind="connection", error="connection reset", retryable=True)
     if isinstance(exc, aiohttp.ClientResponseError):  # a malformed status line or headers
-        return _Outcome(final_url=where, error=f"bad response {exc.message}")
-    return _Outcome(final_url=where, error=f"connection error {type(exc).__name__}: {exc}", retryable=True)
+        return _Outcome(final_url=where, kind="bad-response", error=f"bad response {exc.message}")
+    return _Outcome(final_url=where, kind="connection", error=f"connection error {failures.describe(exc)}", retryable=True)
 
 
 # -- the synchronous API --------------------------------------------------------------------------

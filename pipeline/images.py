@@ -22,6 +22,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks 
 
 from PIL import Image  # noqa: E402
 
+from clipdata.pipeline import failures  # noqa: E402
+
 # About 7,000 x 7,000: decoded RGBA that size is ~200 MB, a bound a worker can afford per thread.
 DEFAULT_MAX_PIXELS = 50_000_000
 ENCODE_EXTENSIONS = {"jpg": "jpg", "png": "png", "webp": "webp"}
@@ -92,17 +94,19 @@ class StoredImage:
     original_height: int | None
     sha256: str
     phash: str | None
-    error: str | None  # None, or "<kind>: detail" with kind in IMAGE_ERROR_KINDS
+    error: str | None  # None, or "<kind>: detail", in words
     phash_centre: str | None = None
     thumb: bytes | None = None  # dedup.thumbs: the stored image in small, for the contamination check
+    error_kind: str | None = None  # None, or one of IMAGE_ERROR_KINDS, set where it failed
 
 
 IMAGE_ERROR_KINDS = ("not-an-image", "too-many-pixels", "decode", "too-small", "aspect-ratio", "resize")
 
 
-def image_error_kind(error: str) -> str:
-    kind = error.split(":", 1)[0]
-    return kind if kind in IMAGE_ERROR_KINDS else "resize"
+# img2dataset's resizer returns its failures as text, not types: the exact messages it writes
+# (img2dataset/resizer.py), by kind; any other (an exception's text) is a resize failure.
+RESIZER_ERRORS = {"image too small": "too-small", "aspect ratio too large": "aspect-ratio",
+                  "image area too large": "too-many-pixels", "Image decoding error": "decode"}
 
 
 def make_resizer(config: ImageConfig):
@@ -140,7 +144,7 @@ def header_size(body: bytes) -> tuple[int, int]:
         except Image.DecompressionBombError as err:  # PIL's own cap, above ours: still an answer
             raise OverflowError(str(err)) from err
         except Exception as err:  # noqa: BLE001 - PIL raises many types for non-images
-            raise ValueError(f"{type(err).__name__}: {err}") from err
+            raise ValueError(failures.describe(err)) from err
 
 
 def phash_hex(encoded: bytes) -> str:
@@ -170,24 +174,23 @@ def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
     sha256 = hashlib.sha256(body).hexdigest()
     ext = ENCODE_EXTENSIONS[config.encode_format]
 
-    def failed(error: str, width=None, height=None) -> StoredImage:
-        return StoredImage(None, ext, None, None, width, height, sha256, None, error)
+    def failed(kind: str, detail: str, width=None, height=None) -> StoredImage:
+        return StoredImage(None, ext, None, None, width, height, sha256, None, f"{kind}: {failures.plain(detail)}",
+                           error_kind=kind)
 
     try:
         width, height = header_size(body)
     except OverflowError as err:
-        return failed(f"too-many-pixels: {err}")
+        return failed("too-many-pixels", str(err))
     except ValueError as err:
-        return failed(f"not-an-image: {err}")
+        return failed("not-an-image", str(err))
     if width * height > config.max_pixels:
-        return failed(f"too-many-pixels: {width}x{height} is over the cap of {config.max_pixels:,}", width, height)
+        return failed("too-many-pixels", f"{width}x{height} is over the cap of {config.max_pixels:,}", width, height)
     encoded, out_w, out_h, orig_w, orig_h, error = resizer(io.BytesIO(body))
     if error is not None:
-        kind = {"image too small": "too-small", "aspect ratio too large": "aspect-ratio",
-                "image area too large": "too-many-pixels"}.get(error, "decode" if "decod" in error.lower() else "resize")
-        return failed(f"{kind}: {error}", width, height)
+        return failed(RESIZER_ERRORS.get(error, "resize"), error, width, height)
     try:
         phash, phash_centre, thumb = train_signature(encoded)
     except Exception as err:  # noqa: BLE001 - an encoder output PIL cannot read is a resize failure
-        return failed(f"resize: encoded image unreadable ({err})", width, height)
+        return failed("resize", f"encoded image unreadable ({failures.describe(err)})", width, height)
     return StoredImage(encoded, ext, out_w, out_h, orig_w, orig_h, sha256, phash, None, phash_centre, thumb)

@@ -38,6 +38,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from clipdata.pipeline import failures
+
 POOL_SCHEMA = pa.schema([
     pa.field("url", pa.string()),
     pa.field("caption", pa.string()),
@@ -221,7 +223,7 @@ def _describe(err: Exception) -> str:
         return f"corrupt gzip data ({err})"
     if isinstance(err, EOFError):
         return str(err)
-    return f"{type(err).__name__}: {err}"
+    return failures.describe(err)
 
 
 def pool_batch(urls, captions, path: str, source_rows, page_urls=None) -> pa.RecordBatch:

@@ -109,6 +109,7 @@ class ShardRow:
     caption: str | None
     status: str  # "success" | "failed"
     error_message: str | None = None
+    error_kind: str | None = None  # the failure's countable kind (stats' `errors`); not a column
     width: int | None = None
     height: int | None = None
     original_width: int | None = None
@@ -336,7 +337,7 @@ def write_shard(output_dir: str, shard_id: int, rows: list[ShardRow], stats: dic
 
     `rows` are every input row of the shard, in any order (written in key order). `stats` holds what
     only the caller knows: `start_time`/`end_time` (epoch seconds; or `duration`), `errors`
-    ({kind: count} over the failed rows; default: failed rows counted by error_message),
+    ({kind: count} over the failed rows; default: failed rows counted by error_kind, else message),
     `failed_to_download`/`failed_to_resize` (img2dataset's two failure counts; default: every
     failure is a download failure), and any other JSON-able fields, copied as they are. Counts the
     writer computes itself (count, successes, ...) must agree with the rows if given.
@@ -502,7 +503,7 @@ def _shard_stats(shard_id: int, rows: list[ShardRow], given: dict, names: dict) 
         "success" if r.status == "success" else (r.error_message or "failed") for r in rows)
     errors = given.pop("errors", None)
     if errors is None:
-        errors = collections.Counter(r.error_message or "unknown" for r in rows if r.status != "success")
+        errors = collections.Counter(r.error_kind or r.error_message or "unknown" for r in rows if r.status != "success")
     errors = {str(k): int(v) for k, v in sorted(dict(errors).items())}
     if sum(errors.values()) != failed:
         raise ValueError(f"shard {shard_id}: errors {errors} add up to {sum(errors.values())}, "

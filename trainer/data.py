@@ -65,6 +65,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
+from clipdata.pipeline import failures
 from clipdata.trainer.model import IMAGE_MEAN, IMAGE_STD
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ def read_shard(url: str, counter: SkipCounter, suffixes: set[str] | None = None
 
     def handler(exn: Exception) -> bool:
         # webdataset's handler= for errors inside this shard; True = go on with what is readable
-        errors.append(f"{type(exn).__name__}: {exn}")
+        errors.append(failures.describe(exn))
         return True
 
     select = None
@@ -355,7 +356,7 @@ class ShardStream(IterableDataset):
                 offset = _mix(self.spec.seed, stream, group, index) / 2.0**64
             pixels = square_crop(image, self.image_size, offset)
         except Exception as exn:  # noqa: BLE001 - any decoder failure is a bad sample, not a crash
-            counter.skip("image_undecodable", f"{key}.{ext}: {type(exn).__name__}: {exn}")
+            counter.skip("image_undecodable", f"{key}.{ext}: {failures.describe(exn)}")
             return None
         return pixels, caption
 

@@ -55,6 +55,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from clipdata.dedup import progress, testsets
 from clipdata.pipeline import beam_runner, shards
+from clipdata.pipeline import failures
 
 # With the descriptor, each training image keeps at most this many candidates, its most alike test
 # images: the cost per training image stays bounded however many test images there are (at 100k
@@ -290,7 +291,7 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
                 else:  # no phash (img2dataset's parquet), or not one we can read
                     to_hash.add(key)
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
-            out.errors.append(f"parquet unreadable ({type(err).__name__}: {err}); hashed the tar instead")
+            out.errors.append(f"parquet unreadable ({failures.describe(err)}); hashed the tar instead")
             out.keys, out.urls, out.captions, codes, meta, to_hash = [], [], [], [], {}, None
             centre, has_centre, out.thumbs = [], [], []
     if to_hash is None or to_hash:
@@ -317,7 +318,7 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
                     out.hashed_from_tar += 1
             except (OSError, tarfile.TarError, EOFError, ValueError) as err:
                 out.errors.append(f"tar unreadable after {out.hashed_from_tar} images "
-                                  f"({type(err).__name__}: {err})")
+                                  f"({failures.describe(err)})")
     if need_thumbs and shard.tar and any(t is None for t in out.thumbs):
         _thumbs_from_tar(shard.tar, out)
     out.codes = np.array(codes, dtype=np.uint64)
@@ -341,7 +342,7 @@ def _thumbs_from_tar(tar_path: str, out: TrainHashes) -> None:
                 out.unreadable_images += 1
     except (OSError, tarfile.TarError, EOFError, ValueError) as err:
         out.errors.append(f"tar unreadable after {out.thumbs_from_tar} thumbnails "
-                          f"({type(err).__name__}: {err})")
+                          f"({failures.describe(err)})")
 
 
 def _tar_samples(tar_path: str, wanted: set[str] | None):
@@ -572,6 +573,8 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
             "key": train.keys[j], "url": train.urls[j], "caption": train.captions[j],
             "train_phash": hex64(train.codes[j]), "distance": distance, "view": view,
             "similarity": None if sim != sim else round(sim, 4),
+            # the descriptor's own verdict: an unalike pair needs more of the pixels (verify.py)
+            "alike": None if sim != sim or not described_search else bool(sim >= descriptors.similar),
             THUMB: train.thumbs[j] if j < len(train.thumbs) else None,
         })
     return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), dropped, nearest, beyond)
@@ -630,7 +633,7 @@ class TestImages:
         try:
             entry = {"image": testsets.decode(self.side.refs[number].read()), "error": None}
         except Exception as err:  # noqa: BLE001 - an unreadable test image is recorded per pair
-            entry = {"image": None, "error": f"{type(err).__name__}: {err}"}
+            entry = {"image": None, "error": failures.describe(err)}
         self.cache[number] = entry
         if len(self.cache) > self.size:
             self.cache.popitem(last=False)
@@ -649,13 +652,14 @@ class TestImages:
             entry["reduced"] = verify.reduce_for_screen(entry["image"])
         return entry["reduced"]
 
-    def screen(self, number: int, thumb: np.ndarray):
+    def screen(self, number: int, thumb: np.ndarray, alike: bool | None = None):
         """verify.screen of the test image against a thumbnail, the test image's reductions kept
-        for its next candidates."""
+        for its next candidates; stricter when the descriptor found the pair unalike."""
         from clipdata.dedup import verify
 
         reduced = self.reduced(number)
-        return verify.screen(reduced, thumb, pyramid=self.cache[number].setdefault("pyramid", {}))
+        thresholds = verify.SCREEN_UNALIKE_THRESHOLDS if alike is False else verify.SCREEN_THRESHOLDS
+        return verify.screen(reduced, thumb, thresholds, pyramid=self.cache[number].setdefault("pyramid", {}))
 
     def thumb(self, number: int) -> str | None:
         entry = self._entry(number)
@@ -691,7 +695,7 @@ def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: boo
             to_pixels.append(c)
             continue
         try:
-            verdict = tests.screen(c["test_index"], thumbs.decode(stored))
+            verdict = tests.screen(c["test_index"], thumbs.decode(stored), c.get("alike"))
         except Exception:  # noqa: BLE001 - an unreadable thumbnail: the pixels decide
             to_pixels.append(c)
             continue
@@ -721,7 +725,7 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
         try:
             train_images = read_train_images(shard.tar, {c["key"] for c in candidates})
         except (OSError, tarfile.TarError, EOFError, ValueError) as err:
-            errors.append(f"tar unreadable while verifying ({type(err).__name__}: {err})")
+            errors.append(f"tar unreadable while verifying ({failures.describe(err)})")
     elif not shard.tar:
         errors.append("no tar: candidates cannot be verified or shown")
     out, made = [], 0
@@ -735,7 +739,7 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
             try:
                 train_image = testsets.decode(train_images[c["key"]])
             except Exception as err:  # noqa: BLE001 - an undecodable image is recorded
-                problem = f"training image undecodable ({type(err).__name__}: {err})"
+                problem = f"training image undecodable ({failures.describe(err)})"
         if test_error:
             problem = problem or f"test image unreadable ({test_error})"
         if not verify:
@@ -750,13 +754,15 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
                 verdict = None
                 if c.get(THUMB) is None and "screen_score" not in c:
                     made += 1   # the pixels of the thumbnail it would have stored (PNG is lossless)
-                    verdict = tests.screen(c["test_index"], np.asarray(thumbs.thumbnail(train_image)))
+                    verdict = tests.screen(c["test_index"], np.asarray(thumbs.thumbnail(train_image)), c.get("alike"))
                     stage = "screen"
                 if verdict is None or verdict.duplicate:
-                    verdict, stage = verify_module.verify(test_image, train_image), "pixels"
+                    thresholds = (verify_module.UNALIKE_THRESHOLDS if c.get("alike") is False
+                                  else verify_module.THRESHOLDS)
+                    verdict, stage = verify_module.verify(test_image, train_image, thresholds), "pixels"
                 pair = _decided(c, verdict, stage)
             except Exception as err:  # noqa: BLE001 - one odd pair must not end the job
-                pair = _failed(c, f"verification failed ({type(err).__name__}: {err})")
+                pair = _failed(c, f"verification failed ({failures.describe(err)})")
         if thumbnails:
             pair["test_thumb"] = tests.thumb(c["test_index"])
             pair["train_thumb"] = None if train_image is None else thumbnail(train_image)
@@ -914,7 +920,7 @@ class SearchShardFn(beam.DoFn):
                                                          embed_in_batches(self.embedder, decoded),
                                                          self.semantic["threshold"])
         except Exception as err:  # noqa: BLE001 - the hash candidates stand
-            errors.append(f"semantic stage failed ({type(err).__name__}: {err})")
+            errors.append(f"semantic stage failed ({failures.describe(err)})")
             return []
         seen = {(c["test_index"], c["key"]) for c in candidates}
         position = {k: i for i, k in enumerate(train.keys)}

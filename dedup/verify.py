@@ -27,7 +27,9 @@ How:
    - colour: the coloured pixels of either picture agree in hue and saturation (`colour_agree`:
      a small shape of another colour is a minority of the structured pixels, not of the coloured
      ones), and the opponent colours differ little over the best 85% of the overlap
-     (`colour_diff`: the same drawing on another background tint).
+     (`colour_diff`: the same drawing on another background tint); where both have a colour,
+     the mean hue shift is small (`hue`: a copy keeps its hues, a shape in a neighbouring
+     colour, red for orange, shifts them all alike though each pixel alone is near enough).
    - tone: over the pixels that are smooth in both pictures (backgrounds, the insides of shapes),
      the colours agree once one brightness change (a gain, with a small offset, clipping at
      white) is allowed for, tried both ways (`tone_residual`): the same drawing on another
@@ -100,6 +102,9 @@ class Thresholds:
                                 # leaves 0.26 on thin coloured lines; a recoloured shape 0-0.11)
     colour_diff: float = 0.10   # mean opponent-colour difference over the best 85% of the overlap, at most
                                 # (copies: 99% under 0.075, JPEG q30 of a photo up to 0.095)
+    hue: float = 15.0           # degrees: mean hue shift where both pictures have a colour, at most (copies
+                                # on bench/dedup.py's originals: 99% under 7, all under 12.5 incl. JPEG q30
+                                # and clipping brightenings; red against orange ~35)
     coverage: float = 0.50      # overlap / the larger picture's area, at least
     tone: float = 6.0           # levels (0..255): RMS colour residual of the smooth pixels after a brightness
                                 # change, at most (JPEG q30 of grainy dead-leaves pictures: 3-5.7; the demo's
@@ -108,6 +113,13 @@ class Thresholds:
 
 
 THRESHOLDS = Thresholds()
+# A pair the copy descriptor finds unalike (cosine under --similar; overlap.py) needs more of the
+# pixels: a copy is far likelier among the pairs it finds alike, so the pixels must carry more of
+# the evidence. Measured on bench/dedup.py's originals (every copy whose cosine is under 0.80,
+# and every unrelated pair from cosine 0.50, both directions): agree >= 0.90 accepts 16 instead
+# of 57 of 9,659 unrelated pairs, and loses 20 of 2,284 20% crops and 15 of 1,320 captions on
+# low-entropy pictures (~1% each; the other transformations lose 2 of ~26,000).
+UNALIKE_THRESHOLDS = Thresholds(agree=0.90)
 
 
 # The tests by name, in the words a report gives a reader when one of them fails.
@@ -117,6 +129,7 @@ TEST_WORDS = {
     "coverage": "the two pictures overlap too little",
     "colour_agree": "the colours differ",
     "colour_diff": "the background or colour cast differs",
+    "hue": "the colours are other hues",
     "tone": "the background or the shapes' shading differs",
     "precheck": "no placement lines the pictures up",
     "flat": "one-colour pictures of different colours",
@@ -595,6 +608,7 @@ def _margins(values: dict, coverage: float, t: Thresholds) -> dict[str, float]:
     return {"agree": values["agree"] - t.agree, "ncc": values["ncc_trim"] - t.ncc,
             "coverage": coverage - t.coverage, "colour_agree": values["colour_agree"] - t.colour_agree,
             "colour_diff": t.colour_diff - values["colour_diff"],
+            "hue": (t.hue - values.get("hue_shift", 0.0)) / 90,   # degrees -> ~0..1 scale
             "tone": 1.0 if values["tone"] is None else (t.tone - values["tone"]) / 25}  # levels -> ~0..1 scale
 
 
@@ -660,7 +674,7 @@ def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid
                        f"one-colour picture(s), mean colours {values['colour']:.3f} apart; {where}",
                        None if same else "flat", measures)
     margin = _margin(values, aligned.coverage, thresholds)
-    for name in ("agree", "ncc_trim", "colour_agree", "colour_diff", "tone"):
+    for name in ("agree", "ncc_trim", "colour_agree", "colour_diff", "hue_shift", "tone"):
         if values.get(name) is not None:
             measures[name] = round(float(values[name]), 4)
     if values.get("precheck"):
@@ -669,7 +683,8 @@ def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid
         detail = (f"{where}; agree {values['agree']:.3f} (>= {thresholds.agree}), trimmed ncc "
                   f"{values['ncc_trim']:.3f} (>= {thresholds.ncc}), colours agree {values['colour_agree']:.3f} "
                   f"(>= {thresholds.colour_agree}), colour difference {values['colour_diff']:.3f} "
-                  f"(<= {thresholds.colour_diff}), tone residual "
+                  f"(<= {thresholds.colour_diff}), hue shift {values.get('hue_shift', 0.0):.1f} deg "
+                  f"(<= {thresholds.hue}), tone residual "
                   f"{'not needed' if values['tone'] is None else format(values['tone'], '.1f')} (<= {thresholds.tone}), "
                   f"coverage >= {thresholds.coverage}")
     return Verdict(margin >= 0, float(np.clip(0.5 + margin, 0.0, 1.0)), "align", detail,
@@ -682,7 +697,8 @@ def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid
 SCREEN_TEST_SIDE = 192   # the test image is reduced to this first: the thumbnail is 64 px
 # The screen must not lose a copy the pixels accept, so it is looser than verify(): at 64 px the
 # padding bars blur into the picture (coverage reads low) and fine detail agrees less.
-SCREEN_THRESHOLDS = Thresholds(agree=0.75, ncc=0.75, coverage=0.40, tone=8.0)
+SCREEN_THRESHOLDS = Thresholds(agree=0.75, ncc=0.75, coverage=0.40, tone=8.0, hue=20.0)
+SCREEN_UNALIKE_THRESHOLDS = Thresholds(agree=0.85, ncc=0.75, coverage=0.40, tone=8.0, hue=20.0)
 
 
 def reduce_for_screen(test_image) -> np.ndarray:

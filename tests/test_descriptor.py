@@ -155,6 +155,9 @@ def test_search_keeps_alike_hash_matches_and_adds_descriptor_pairs():
     assert got[1, "k0"] == (None, "descriptor", 1.0)
     assert got[2, "k3"] == (0, "image", None)
     assert len(got) == 5
+    # the descriptor's own verdict rides along: below `similar` a pair is unalike (stricter pixels)
+    alike = {(p["test_index"], p["key"]): p["alike"] for p in found.candidates}
+    assert alike == {(0, "k0"): False, (1, "k1"): True, (0, "k2"): True, (1, "k0"): True, (2, "k3"): None}
     # nearest pHash distance per test image within the radius, from the same search
     assert found.nearest.tolist() == [0, 1, 0]
 
@@ -202,3 +205,41 @@ def test_missing_weights_fail_once_with_what_to_do(tmp_path, monkeypatch, capsys
                      "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "weights are missing" in err and "--no-descriptor" in err
+
+
+def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeypatch):
+    """The screen and the pixels take verify's UNALIKE thresholds for a pair the descriptor found
+    unalike, the usual ones otherwise (alike, or no descriptor)."""
+    import io
+    import tarfile
+    import types
+
+    from clipdata.dedup import verify
+
+    used = []
+
+    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None):
+        used.append(thresholds)
+        return verify.Verdict(True, 1.0, "align", "", None, {})
+
+    monkeypatch.setattr(verify, "verify", fake_verify)
+    png = io.BytesIO()
+    dedup_scale.picture(3).save(png, "PNG")
+    side = types.SimpleNamespace(refs=[types.SimpleNamespace(read=lambda: png.getvalue())])
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        jpg = io.BytesIO()
+        dedup_scale.picture(4).save(jpg, "JPEG")
+        info = tarfile.TarInfo("k0.jpg")
+        info.size = len(jpg.getvalue())
+        tar.addfile(info, io.BytesIO(jpg.getvalue()))
+    shard = overlap.ShardInput("00000", str(tmp_path / "00000.tar"), None)
+    for alike, expected in ((False, [verify.SCREEN_UNALIKE_THRESHOLDS, verify.UNALIKE_THRESHOLDS]),
+                            (True, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS]),
+                            (None, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS])):
+        used.clear()
+        candidate = {"key": "k0", "test_index": 0, "distance": 4, "alike": alike, overlap.THUMB: None}
+        [pair], errors, made = overlap.check_candidates(shard, [candidate], overlap.TestImages(side), True, False)
+        assert (errors, made, pair["stage"]) == ([], 1, "pixels")   # screened on its thumbnail, then pixels
+        assert used == expected, alike
+    assert verify.UNALIKE_THRESHOLDS.agree > verify.THRESHOLDS.agree
+    assert verify.SCREEN_UNALIKE_THRESHOLDS.agree > verify.SCREEN_THRESHOLDS.agree

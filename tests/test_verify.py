@@ -5,12 +5,13 @@ JPEG q95), as `clipdata dedup` sees it. The rates over thousands of pairs are be
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from clipdata.dedup import verify
 
@@ -101,31 +102,57 @@ def test_copies_of_a_drawing_are_accepted(store):
         assert verdict.duplicate, verdict.detail
 
 
-@pytest.mark.parametrize("name, other", [
-    ("the same strokes moved", drawing(shift=(45, 15))),
-    ("the same strokes in red", drawing(colour=(220, 30, 30))),
+STRUCTURE = {"agree", "ncc", "precheck", "coverage"}   # the tests a different layout fails
+COLOUR = {"agree", "colour_agree", "colour_diff", "tone", "hue"}   # ... and a different colour
+
+
+@pytest.mark.parametrize("name, other, failed", [
+    ("the same strokes moved", drawing(shift=(45, 15)), STRUCTURE),
+    ("the same strokes in red", drawing(colour=(220, 30, 30)), COLOUR),
 ])
-def test_lookalike_drawings_are_rejected(store, name, other):
+def test_lookalike_drawings_are_rejected(store, name, other, failed):
     verdict = verify.verify(drawing(), store(other))
-    assert not verdict.duplicate, f"{name}: {verdict.detail}"
+    assert not verdict.duplicate and verdict.failed in failed, f"{name}: {verdict.failed} ({verdict.detail})"
 
 
 def test_another_text_in_the_same_layout_is_rejected(store):
     page, other = text("tomorrow we ride/at dawn to the sea"), text("yesterday they sold/all the old boats")
     verdict = verify.verify(page, store(other))
-    assert not verdict.duplicate, verdict.detail
+    assert not verdict.duplicate and verdict.failed in STRUCTURE, verdict.detail
 
 
 def test_unrelated_photos_are_rejected(store):
     verdict = verify.verify(photo(1), store(photo(2)))
-    assert not verdict.duplicate
+    assert not verdict.duplicate and verdict.failed in STRUCTURE, verdict.detail
     assert 0.0 <= verdict.score < 0.5
 
 
 def test_a_flat_picture_matches_only_its_colour(store):
     grey = Image.new("RGB", (100, 80), (128, 128, 128))
     assert verify.verify(grey, store(grey)).duplicate
-    assert not verify.verify(grey, store(Image.new("RGB", (100, 80), (30, 90, 200)))).duplicate
+    verdict = verify.verify(grey, store(Image.new("RGB", (100, 80), (30, 90, 200))))
+    assert not verdict.duplicate and (verdict.method, verdict.failed) == ("flat", "flat")
+
+
+def ring(colour, size=(120, 120)) -> Image.Image:
+    image = Image.new("RGB", size, (255, 255, 255))
+    ImageDraw.Draw(image).ellipse((10, 10, 110, 110), outline=colour, width=10)
+    return image
+
+
+def test_the_same_shape_in_a_neighbouring_hue_is_rejected_by_the_hue_test(store):
+    red, orange = (230, 40, 50), (255, 110, 0)   # ~27 degrees apart: each pixel alone is near enough
+    verdict = verify.verify(ring(red), store(ring(orange)))
+    assert not verdict.duplicate and verdict.failed == "hue", verdict.detail
+    # every other test passes it: without the hue test it would be a copy
+    assert verify.verify(ring(red), store(ring(orange)), dataclasses.replace(verify.THRESHOLDS, hue=180)).duplicate
+    assert verdict.values["hue_shift"] > verify.THRESHOLDS.hue
+    assert verdict.reason == "the colours are other hues"
+    for copy in (ring(red), ImageEnhance.Brightness(ring(red)).enhance(1.2)):   # a copy keeps its hues
+        kept = verify.verify(ring(red), store(copy))
+        assert kept.duplicate and kept.values["hue_shift"] < 5, kept.detail
+
+
 
 
 def test_tiny_or_odd_inputs_give_a_verdict():

@@ -135,12 +135,16 @@ def test_corrupt_samples_and_shards_are_skipped_and_counted(shards, tmp_path, ca
     assert "skipped (image_undecodable)" in caplog.text and "00003.tar" in caplog.text
 
 
-def test_no_usable_sample_at_all_is_an_error_not_a_hang(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_no_usable_sample_at_all_is_an_error_not_a_hang(tmp_path, workers):
     for i in range(2):
         (tmp_path / f"0000{i}.tar").write_bytes(b"not a tar")
-    loader = data.ShardLoader(data.resolve_shards(str(tmp_path)), batch_size=2, image_size=16)
-    with pytest.raises(data.DataError, match="no usable sample in any of the 2 shards"):
+    loader = data.ShardLoader(data.resolve_shards(str(tmp_path)), batch_size=2, image_size=16, num_workers=workers)
+    with pytest.raises(data.DataError) as err:
         next(iter(loader))
+    # the message as it was raised, from a worker process too (not its traceback in text)
+    assert str(err.value).startswith("stream 0: no usable sample in any of the 2 shards")
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("world_size,workers", [(2, 0), (2, 2)])

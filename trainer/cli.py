@@ -146,9 +146,7 @@ def run_training(args) -> int:
     except checkpoint.CheckpointError as err:
         raise UsageError(f"--resume {err}") from err
     except data.DataError as err:
-        # raised in a DataLoader worker, the message carries the worker's traceback: keep its end
-        message = str(err).strip().splitlines()[-1]
-        raise UsageError(message.split("DataError: ", 1)[-1]) from err
+        raise UsageError(str(err)) from err
 
 
 def run_train_command(args, extra) -> int:

@@ -369,18 +369,25 @@ class ShardStream(IterableDataset):
         batch_size = self.spec.batch_size
         images, texts, keys = [], [], []
         position = self.positions.get(stream, (0, 0))
-        for group, index, sample in self.raw_stream(stream, counter):
-            position = (group, index + 1)
-            decoded = self.decode(stream, group, index, sample, counter)
-            if decoded is None:
-                continue
-            self.good += 1
-            images.append(decoded[0])
-            texts.append(decoded[1])
-            keys.append(sample.get("__key__", ""))
-            if len(images) == batch_size:
-                yield self._batch(images, texts, keys, stream, position, counter)
-                images, texts, keys = [], [], []
+        try:
+            for group, index, sample in self.raw_stream(stream, counter):
+                position = (group, index + 1)
+                decoded = self.decode(stream, group, index, sample, counter)
+                if decoded is None:
+                    continue
+                self.good += 1
+                images.append(decoded[0])
+                texts.append(decoded[1])
+                keys.append(sample.get("__key__", ""))
+                if len(images) == batch_size:
+                    yield self._batch(images, texts, keys, stream, position, counter)
+                    images, texts, keys = [], [], []
+        except DataError as err:
+            # Raised in a DataLoader worker, the exception would reach the trainer as the
+            # worker's traceback in text; handed over as a field instead, ShardLoader raises
+            # it again as it was.
+            yield {"data_error": str(err), "stream": stream, "position": position, "skips": dict(counter.counts)}
+            return
         if images or counter.counts:  # the end of an epoch stream: a last, smaller batch
             yield self._batch(images, texts, keys, stream, position, counter)
 
@@ -435,6 +442,8 @@ class ShardLoader:
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                             pin_memory=self.pin_memory, prefetch_factor=4 if workers else None)
         for batch in loader:
+            if "data_error" in batch:
+                raise DataError(batch["data_error"])
             self.positions[batch.pop("stream")] = tuple(batch.pop("position"))
             self.skips.update(batch.pop("skips"))
             if len(batch["texts"]):

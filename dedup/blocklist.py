@@ -35,8 +35,8 @@ import tarfile
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from clipdata.pipeline import beam_runner, folder_lock, shards
-from clipdata.pipeline import failures
+from clipdata.pipeline import beam_runner, failures, folder_lock, shards
+from clipdata.pipeline.storage import atomic_write, storage_for, write_temp
 
 BLOCKED = "blocked"
 _STATS = re.compile(r"^(\d+)_stats\.json$")
@@ -63,7 +63,7 @@ def parse_blocklist(text: str) -> set[str]:
 
 
 def read_blocklist(path: str) -> set[str]:
-    storage = shards._storage(path)
+    storage = storage_for(path)
     if not storage.exists(path):
         raise BlocklistError(f"blocklist {path} does not exist")
     with storage.open(path) as f:
@@ -99,7 +99,7 @@ def reasons_beside(blocklist_path: str) -> dict[str, str]:
 
 def list_committed(shards_dir: str) -> list[str]:
     """Stats file names of the committed shards of a folder, in shard order."""
-    names = shards._storage(shards_dir).list(shards_dir)
+    names = storage_for(shards_dir).list(shards_dir)
     return sorted((n for n in names if _STATS.match(n)), key=lambda n: (len(n), n))
 
 
@@ -151,7 +151,7 @@ def filter_shard(shards_dir: str, stats_name: str, blocklist: set[str], output_d
     import pyarrow.compute as pc
 
     reasons = reasons or {}
-    source, target = shards._storage(shards_dir), shards._storage(output_dir)
+    source, target = storage_for(shards_dir), storage_for(output_dir)
     with source.open(source.join(shards_dir, stats_name)) as f:
         stats = json.loads(f.read().decode("utf-8"))
     files = shards.data_files(stats_name, stats)   # never a name that leaves the folder
@@ -171,9 +171,9 @@ def filter_shard(shards_dir: str, stats_name: str, blocklist: set[str], output_d
         if not blocked:
             # Nothing to drop: the three files as they are.
             with source.open(tar_path) as src:
-                temps["tar"], _ = shards._write_temp(target, output_dir, files["tar"],
+                temps["tar"], _ = write_temp(target, output_dir, files["tar"],
                                                      lambda out: _copy_stream(src, out))
-            temps["parquet"], _ = shards._write_temp(target, output_dir, files["parquet"],
+            temps["parquet"], _ = write_temp(target, output_dir, files["parquet"],
                                                      lambda out: out.write(parquet_data))
             new_stats = stats
         else:
@@ -187,7 +187,7 @@ def filter_shard(shards_dir: str, stats_name: str, blocklist: set[str], output_d
                                  "parquet but have no members in the tar")
             kept = [(start, end) for key, start, end in ranges if key not in blocked_set]
             with source.open(tar_path) as src:
-                temps["tar"], tar_info = shards._write_temp(target, output_dir, files["tar"],
+                temps["tar"], tar_info = write_temp(target, output_dir, files["tar"],
                                                             lambda out: _copy_ranges(src, out, kept))
             is_blocked = pa.array([k in blocked_set and s == "success" for k, s in zip(keys, status)])
             messages = [reasons.get(k, "contamination: in blocklist") if k in blocked_set and s == "success"
@@ -196,12 +196,12 @@ def filter_shard(shards_dir: str, stats_name: str, blocklist: set[str], output_d
                                      pc.if_else(is_blocked, BLOCKED, table.column("status")))
             table = table.set_column(table.schema.get_field_index("error_message"), "error_message",
                                      pa.array(messages, pa.string()))
-            parquet_bytes = shards._parquet_bytes(table)
-            temps["parquet"], parquet_info = shards._write_temp(target, output_dir, files["parquet"],
+            parquet_bytes = shards.parquet_bytes(table)
+            temps["parquet"], parquet_info = write_temp(target, output_dir, files["parquet"],
                                                                 lambda out: out.write(parquet_bytes))
             new_stats = blocked_stats(stats, len(blocked), tar_info, parquet_info)
         stats_bytes = (json.dumps(new_stats, indent=4) + "\n").encode("utf-8")
-        temps["stats"], _ = shards._write_temp(target, output_dir, stats_name, lambda out: out.write(stats_bytes))
+        temps["stats"], _ = write_temp(target, output_dir, stats_name, lambda out: out.write(stats_bytes))
         stats_path = target.join(output_dir, stats_name)
         if target.exists(stats_path):  # uncommit an earlier run's shard before its files change
             target.delete(stats_path)
@@ -298,14 +298,14 @@ def apply_blocklist(shards_dir: str, blocklist, output_dir: str, reasons: dict[s
     stats_names = list_committed(str(shards_dir))
     if not stats_names:
         raise BlocklistError(f"{shards_dir}: no committed shards (*_stats.json) found")
-    shards._storage(str(output_dir)).makedirs(str(output_dir))
+    storage_for(str(output_dir)).makedirs(str(output_dir))
     with folder_lock.writer_lock(str(output_dir), "dedup apply-blocklist"):   # one writer per folder
         return _apply(shards_dir, stats_names, keys, reasons, blocklist_path, str(output_dir), beam_args)
 
 
 def _apply(shards_dir, stats_names: list[str], keys: set[str], reasons: dict[str, str], blocklist_path,
            output_dir: str, beam_args) -> dict:
-    results_prefix = shards._storage(str(output_dir)).join(str(output_dir), "_blocklist_results")
+    results_prefix = storage_for(str(output_dir)).join(str(output_dir), "_blocklist_results")
     p = beam_runner.make_pipeline(beam_args)
     out = (p | "StatsFiles" >> beam.Create(stats_names)
            | "FilterShards" >> FilterShards(str(shards_dir), keys, str(output_dir), reasons))
@@ -333,10 +333,9 @@ def _apply(shards_dir, stats_names: list[str], keys: set[str], reasons: dict[str
         "shards_unreadable": errors,
         "totals": manifest["totals"],
     }
-    storage = shards._storage(str(output_dir))
-    data = (json.dumps(summary, indent=2) + "\n").encode("utf-8")
-    temp, _ = shards._write_temp(storage, str(output_dir), "blocklist_applied.json", lambda f: f.write(data))
-    storage.replace(temp, storage.join(str(output_dir), "blocklist_applied.json"))
+    storage = storage_for(str(output_dir))
+    atomic_write(storage.join(str(output_dir), "blocklist_applied.json"),
+                 (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return summary
 
 

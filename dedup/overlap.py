@@ -54,8 +54,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from clipdata.dedup import progress, testsets
-from clipdata.pipeline import beam_runner, shards
-from clipdata.pipeline import failures
+from clipdata.pipeline import beam_runner, failures, shards
+from clipdata.pipeline.storage import storage_for
 
 # With the descriptor, each training image keeps at most this many candidates, its most alike test
 # images: the cost per training image stays bounded however many test images there are (at 100k
@@ -162,7 +162,7 @@ def _is_folder(path: str) -> bool:
 
 
 def _add_folder(folder: str, found: dict, problems: list) -> None:
-    storage = shards._storage(folder)
+    storage = storage_for(folder)
     names = [n for n in storage.list(folder) if not n.startswith(".")]
     stats = [n for n in names if n.endswith("_stats.json")]
     data = [n for n in names if n.endswith((".tar", ".parquet"))]
@@ -190,7 +190,7 @@ def _add_folder(folder: str, found: dict, problems: list) -> None:
 
 
 def _add_file(path: str, found: dict, problems: list) -> None:
-    storage = shards._storage(path)
+    storage = storage_for(path)
     if not path.endswith((".tar", ".parquet")):
         problems.append({"shard": path, "error": "not a .tar or .parquet file"})
         return
@@ -238,7 +238,7 @@ class TrainHashes:
 
 
 def _open(path: str):
-    return shards._storage(path).open(path)
+    return storage_for(path).open(path)
 
 
 def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHashes:

@@ -30,6 +30,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from clipdata.dedup import significance
+from clipdata.pipeline.storage import atomic_write
 
 THUMBS_PER_SET = 200
 STAGE_WORDS = {"screen": "the stored thumbnail", "pixels": "the pixels", "hash": "the hash alone",
@@ -159,10 +160,7 @@ def write_report(result, output: str, predictions: dict[str, dict[str, bool]] | 
 
 
 def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with FileSystems.create(tmp) as handle:
-        handle.write(text.encode("utf-8"))
-    FileSystems.rename([tmp], [path])
+    atomic_write(path, text.encode("utf-8"))
 
 
 def pairs_csv(pairs: list[dict]) -> str:

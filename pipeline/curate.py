@@ -51,6 +51,7 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 from apache_beam.utils import shared
 
 from clipdata.pipeline import balance, beam_runner, folder_lock, pair_dedup, pool, text, work_files
+from clipdata.pipeline.storage import atomic_write
 from clipdata.query_lists import entries as query_entries
 
 DROPPED_SCHEMA = pa.schema(
@@ -291,10 +292,10 @@ class MatchPieceFn(beam.DoFn):
         except (pool.PoolReadError, pool.MissingColumnError) as err:
             _count(self.counters, "files_unreadable", 1)
             error = {"file": path, "rows_read": read, "error": str(err)}
-            write_atomically(FileSystems.join(self.errors_dir, f"{name}.json"), json.dumps(error).encode("utf-8"))
+            atomic_write(FileSystems.join(self.errors_dir, f"{name}.json"), json.dumps(error).encode("utf-8"))
         for reason, n in stats.drops.items():
             _count(self.counters, f"wat_links_{reason}", n)
-        write_atomically(FileSystems.join(self.dropped_dir, f"read-{name}.parquet"),
+        atomic_write(FileSystems.join(self.dropped_dir, f"read-{name}.parquet"),
                          parquet_bytes(pa.concat_tables(drops) if drops else DROPPED_SCHEMA.empty_table()))
         for partition, ref in sorted(writer.close().items()):
             yield partition, (path, ref)
@@ -315,7 +316,7 @@ class KeepFirstCopyFn(beam.DoFn):
         first, duplicates = keep_first_copies(rows)
         if duplicates.num_rows:
             self.duplicates.inc(duplicates.num_rows)
-            write_atomically(FileSystems.join(self.dropped_dir, f"duplicate-{partition:05d}.parquet"),
+            atomic_write(FileSystems.join(self.dropped_dir, f"duplicate-{partition:05d}.parquet"),
                              parquet_bytes(duplicates))
         yield TaggedOutput("counts", entry_counts(rows, first))
         # The rows stay in their work files: the next step reads them again (memory-mapped).
@@ -364,20 +365,12 @@ class BalanceAndWriteFn(beam.DoFn):
         kept, out = balance_partition(rows, distinct, counts, self.config.max_per_entry, self.config.seed)
         if out.num_rows:
             self.balanced_out.inc(out.num_rows)
-            write_atomically(FileSystems.join(self.dropped_dir, f"balanced-out-{partition:05d}.parquet"),
+            atomic_write(FileSystems.join(self.dropped_dir, f"balanced-out-{partition:05d}.parquet"),
                              parquet_bytes(out))
         name = f"part-{partition:05d}-of-{self.partitions:05d}.parquet"
-        write_atomically(FileSystems.join(self.curated_dir, name), parquet_bytes(curated_table(kept)))
+        atomic_write(FileSystems.join(self.curated_dir, name), parquet_bytes(curated_table(kept)))
         self.kept.inc(kept.num_rows)
         yield entry_counts(kept)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with FileSystems.create(tmp) as handle:
-        handle.write(data)
-    FileSystems.rename([tmp], [path])
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -457,7 +450,7 @@ class BalanceEntries(beam.PTransform):
 def _write_counts(counts: np.ndarray, path: str) -> None:
     sink = io.BytesIO()
     np.save(sink, counts)
-    write_atomically(path, sink.getvalue())
+    atomic_write(path, sink.getvalue())
 
 
 def _read_counts(path: str) -> np.ndarray:
@@ -492,14 +485,6 @@ def default_cache_dir() -> str:
     return os.environ.get("CLIPDATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "clipdata")
 
 
-def _write_local_atomically(path: str, write) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as handle:
-        write(handle)
-    os.replace(tmp, path)
-
-
 def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, str, bool]:
     """(entries as an Arrow array, matcher file for the workers, whether that file is this run's own,
     to delete).
@@ -529,7 +514,7 @@ def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, 
         matcher = match.Matcher(entries, lowercase=config.lowercase)
         queries = pa.array(entries, pa.string())
         if config.matcher_cache:
-            _write_local_atomically(path, lambda handle: match.write_matcher_file(handle, matcher, queries))
+            atomic_write(path, lambda handle: match.write_matcher_file(handle, matcher, queries))
         else:
             with FileSystems.create(path) as handle:
                 match.write_matcher_file(handle, matcher, queries)
@@ -556,7 +541,7 @@ def fast_path_patterns(cache_dir: str | None) -> tuple[str, str]:
         with open(path, encoding="utf-8") as handle:
             return tuple(json.load(handle))
     patterns = text.fast_path_patterns()
-    _write_local_atomically(path, lambda handle: handle.write(json.dumps(patterns).encode("utf-8")))
+    atomic_write(path, lambda handle: handle.write(json.dumps(patterns).encode("utf-8")))
     return patterns
 
 
@@ -626,7 +611,7 @@ def finish(config, queries, counters, matched_path, kept_path, errors_dir, parti
         "matched": pa.array(matched, pa.int64()),
         "kept": pa.array(kept, pa.int64()),
     })
-    write_atomically(FileSystems.join(config.output, "entry_counts.parquet"), parquet_bytes(entry_table))
+    atomic_write(FileSystems.join(config.output, "entry_counts.parquet"), parquet_bytes(entry_table))
 
     file_errors = []
     for match in FileSystems.match([FileSystems.join(errors_dir, "*.json")])[0].metadata_list:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import hashlib
 import io
 import json
 import math
@@ -41,12 +40,13 @@ import os
 import re
 import tarfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from clipdata.pipeline.storage import TEMP_NAME, atomic_write, storage_for, write_temp
 
 IMAGE_EXTS = ("jpg", "png", "webp")
 STATUSES = ("success", "failed")
@@ -89,7 +89,6 @@ PARQUET_OPTIONS = dict(
 TAR_MTIME = 0
 TAR_MODE = 0o644
 
-_TEMP = re.compile(r"^\..+\.tmp-[0-9a-f]+$")
 _STATS = re.compile(r"^(\d+)_stats\.json$")
 _DATA = re.compile(r"^(\d+)\.(tar|parquet)$")
 _DIGITS = re.compile(r"^[0-9]+$")
@@ -198,135 +197,6 @@ def _check_shard_id(shard_id) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Storage: the local file system directly, anything else through Beam's FileSystems
-
-
-class _LocalStorage:
-    durable = True
-
-    def join(self, folder: str, name: str) -> str:
-        return os.path.join(folder, name)
-
-    def makedirs(self, folder: str) -> None:
-        os.makedirs(folder, exist_ok=True)
-
-    def create(self, path: str):
-        return open(path, "xb")
-
-    def close_durably(self, f) -> None:
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-
-    def open(self, path: str):
-        return open(path, "rb")
-
-    def replace(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
-
-    def sync_folder(self, folder: str) -> None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def list(self, folder: str) -> list[str]:
-        try:
-            return sorted(os.listdir(folder))
-        except FileNotFoundError:
-            return []
-
-    def exists(self, path: str) -> bool:
-        return os.path.exists(path)
-
-    def delete(self, path: str) -> None:
-        os.remove(path)
-
-
-class _BeamStorage:
-    """gs://, s3://, hdfs://, ...: Beam's FileSystems (imported only when such a path is used)."""
-
-    durable = False
-
-    def __init__(self):
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
-        self.fs, self.raw = FileSystems, CompressionTypes.UNCOMPRESSED
-
-    def join(self, folder: str, name: str) -> str:
-        return self.fs.join(folder, name)
-
-    def makedirs(self, folder: str) -> None:
-        try:
-            self.fs.mkdirs(folder)
-        except IOError:
-            pass  # exists already (object stores have no folders: mkdirs is a no-op there)
-
-    def create(self, path: str):
-        return self.fs.create(path, compression_type=self.raw)
-
-    def close_durably(self, f) -> None:
-        f.close()
-
-    def open(self, path: str):
-        return self.fs.open(path, compression_type=self.raw)
-
-    def replace(self, src: str, dst: str) -> None:
-        self.fs.rename([src], [dst])
-
-    def sync_folder(self, folder: str) -> None:
-        pass
-
-    def list(self, folder: str) -> list[str]:
-        pattern = self.fs.join(folder, "*")
-        found = self.fs.match([pattern])[0].metadata_list
-        return sorted(m.path.rstrip("/").rsplit("/", 1)[-1] for m in found)
-
-    def exists(self, path: str) -> bool:
-        return self.fs.exists(path)
-
-    def delete(self, path: str) -> None:
-        self.fs.delete([path])
-
-
-def _storage(path: str):
-    return _BeamStorage() if "://" in str(path) else _LocalStorage()
-
-
-class _HashingWriter:
-    """A write-only file that counts and hashes what goes through it (tarfile's stream target)."""
-
-    def __init__(self, f):
-        self.f, self.size, self.sha256 = f, 0, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.f.write(data)
-        self.size += len(data)
-        self.sha256.update(data)
-        return len(data)
-
-
-def _write_temp(storage, folder: str, name: str, write) -> tuple[str, dict]:
-    """Write a file under a temporary name next to `name`; returns the temp path and write()'s info."""
-    temp = storage.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:16]}")
-    f = storage.create(temp)
-    try:
-        out = _HashingWriter(f)
-        write(out)
-        storage.close_durably(f)
-    except BaseException:
-        f.close()
-        try:
-            storage.delete(temp)
-        except Exception:  # noqa: BLE001 - the original error is the one to raise
-            pass
-        raise
-    return temp, {"bytes": out.size, "sha256": out.sha256.hexdigest()}
-
-
-# ---------------------------------------------------------------------------------------------
 # Writing a shard
 
 
@@ -357,19 +227,19 @@ def write_shard(output_dir: str, shard_id: int, rows: list[ShardRow], stats: dic
     extra_columns = _extra_columns(rows, extra_types or {})
     final_stats = _shard_stats(shard_id, rows, dict(stats or {}), names)
 
-    storage = _storage(output_dir)
+    storage = storage_for(output_dir)
     storage.makedirs(output_dir)
     temps = {}
     try:
-        temps["tar"], tar_info = _write_temp(storage, output_dir, names["tar"],
+        temps["tar"], tar_info = write_temp(storage, output_dir, names["tar"],
                                              lambda f: _write_tar(f, rows))
-        parquet_bytes = _parquet_bytes(_parquet_table(rows, extra_columns, extra_types or {}))
-        temps["parquet"], parquet_info = _write_temp(storage, output_dir, names["parquet"],
-                                                     lambda f: f.write(parquet_bytes))
+        parquet_data = parquet_bytes(_parquet_table(rows, extra_columns, extra_types or {}))
+        temps["parquet"], parquet_info = write_temp(storage, output_dir, names["parquet"],
+                                                     lambda f: f.write(parquet_data))
         final_stats.update(tar_bytes=tar_info["bytes"], tar_sha256=tar_info["sha256"],
                            parquet_bytes=parquet_info["bytes"])
         stats_bytes = (json.dumps(final_stats, indent=4) + "\n").encode("utf-8")
-        temps["stats"], _ = _write_temp(storage, output_dir, names["stats"],
+        temps["stats"], _ = write_temp(storage, output_dir, names["stats"],
                                         lambda f: f.write(stats_bytes))
 
         # Uncommit an earlier run's shard before its files change, then commit: stats last.
@@ -487,7 +357,7 @@ def _parquet_table(rows: list[ShardRow], extra_columns: list[str], extra_types: 
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
     # In memory first: a shard's metadata is a few MB, and pyarrow then needs no file-like wrapper.
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=max(1, table.num_rows), **PARQUET_OPTIONS)
@@ -543,7 +413,7 @@ def _shard_stats(shard_id: int, rows: list[ShardRow], given: dict, names: dict) 
 
 def committed_shards(output_dir: str) -> set[int]:
     """Ids of the shards whose `_stats.json` exists: the committed ones."""
-    return {int(m.group(1)) for name in _storage(output_dir).list(output_dir)
+    return {int(m.group(1)) for name in storage_for(output_dir).list(output_dir)
             if (m := _STATS.match(name))}
 
 
@@ -553,13 +423,13 @@ def remove_partial(output_dir: str) -> list[str]:
     Returns the deleted paths. Run it when no writer is running on the folder (before a download
     starts): a live writer's temporary files look the same as a dead one's.
     """
-    storage = _storage(output_dir)
+    storage = storage_for(output_dir)
     names = storage.list(output_dir)
     committed = {int(m.group(1)) for name in names if (m := _STATS.match(name))}
     removed = []
     for name in names:
         data = _DATA.match(name)
-        if _TEMP.match(name) or (data and int(data.group(1)) not in committed):
+        if TEMP_NAME.match(name) or (data and int(data.group(1)) not in committed):
             path = storage.join(output_dir, name)
             storage.delete(path)
             removed.append(path)
@@ -568,7 +438,7 @@ def remove_partial(output_dir: str) -> list[str]:
 
 def read_shard_stats(output_dir: str, shard_id: int, shard_digits: int = MIN_SHARD_DIGITS) -> dict:
     """The `_stats.json` of a committed shard (FileNotFoundError if it is not committed)."""
-    storage = _storage(output_dir)
+    storage = storage_for(output_dir)
     path = storage.join(output_dir, shard_files(shard_id, shard_digits)["stats"])
     if not storage.exists(path):
         raise FileNotFoundError(f"shard {shard_id} is not committed: {path} does not exist")
@@ -578,7 +448,7 @@ def read_shard_stats(output_dir: str, shard_id: int, shard_digits: int = MIN_SHA
 
 def read_shard_table(output_dir: str, shard_id: int, shard_digits: int = MIN_SHARD_DIGITS) -> pa.Table:
     """The parquet of a committed shard: every input row with its status, in key order."""
-    storage = _storage(output_dir)
+    storage = storage_for(output_dir)
     stats = read_shard_stats(output_dir, shard_id, shard_digits)
     path = storage.join(output_dir, data_files(shard_files(shard_id, shard_digits)["stats"], stats)["parquet"])
     with storage.open(path) as f:
@@ -596,7 +466,7 @@ def write_manifest(output_dir: str) -> dict:
     pattern per run of consecutive shards, joined by `::`, which webdataset and OpenCLIP expand)
     and `--train-num-samples` (the total of successful samples).
     """
-    storage = _storage(output_dir)
+    storage = storage_for(output_dir)
     names = set(storage.list(output_dir))
     shards, incomplete = [], []
     for name in sorted(names, key=lambda n: (len(n), n)):
@@ -645,8 +515,7 @@ def write_manifest(output_dir: str) -> dict:
         "incomplete": incomplete,
     }
     data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
-    temp, _ = _write_temp(storage, output_dir, MANIFEST, lambda f: f.write(data))
-    storage.replace(temp, storage.join(output_dir, MANIFEST))
+    atomic_write(storage.join(output_dir, MANIFEST), data)
     storage.sync_folder(output_dir)
     return manifest
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from clipdata.pipeline import shards
+from clipdata.pipeline import shards, storage
 from clipdata.pipeline.shards import ShardRow, sample_key
 
 
@@ -277,7 +277,7 @@ def test_openclip_stages_read_the_manifest_pattern(tmp_path):
 
 def test_beam_file_systems_path(tmp_path, monkeypatch):
     """The FileSystems code path (used for gs://, s3://, ...), run on a local folder."""
-    monkeypatch.setattr(shards, "_storage", lambda path: shards._BeamStorage())
+    monkeypatch.setattr(shards, "storage_for", lambda path: storage.BeamStorage())
     out = str(tmp_path / "shards")
     shards.write_shard(out, 7, make_rows())
     assert shards.committed_shards(out) == {7}

@@ -5,8 +5,9 @@
                                            "optimizer", "ranks" [per rank: {"loader", "rng"}],
                                            "world_size", "metrics", "format"}
 
-`save_checkpoint` writes a temporary file in the same folder (`.step_00001000.pt.tmp-<hex>`),
-fsyncs it, renames it into place and fsyncs the folder, so a kill at any moment leaves either the
+`save_checkpoint` writes it with the project's one atomic write (pipeline/storage.py: a temporary
+file in the same folder, `.step_00001000.pt.tmp-<hex>`, fsynced, renamed into place, the folder
+fsynced), so a kill at any moment leaves either the
 complete new checkpoint or none: `latest_checkpoint` never sees a partial one. Only the master
 process writes; the per-rank parts (loader position, RNG states) are gathered to it first.
 Everything stored is a tensor or plain Python data, so `load_checkpoint` uses torch's safe
@@ -21,10 +22,11 @@ from __future__ import annotations
 import os
 import random
 import re
-import uuid
 
 import numpy as np
 import torch
+
+from clipdata.pipeline.storage import atomic_write
 
 FORMAT = "clipdata-checkpoint-1"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -43,29 +45,11 @@ def save_checkpoint(folder: str, step: int, state: dict, keep_last: int = 0) -> 
         if _TEMP.match(name):
             os.remove(os.path.join(folder, name))
     path = os.path.join(folder, checkpoint_name(step))
-    temp = os.path.join(folder, f".{checkpoint_name(step)}.tmp-{uuid.uuid4().hex[:16]}")
-    try:
-        with open(temp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-    _sync_folder(folder)
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
     if keep_last > 0:
         for old in list_checkpoints(folder)[:-keep_last]:
             os.remove(old)
     return path
-
-
-def _sync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(folder: str) -> list[str]:

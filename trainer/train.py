@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.distributed as dist
 
+from clipdata.pipeline.storage import atomic_write
 from clipdata.trainer import checkpoint, data, distributed, model as clip_model, schedule
 from clipdata.trainer.loss import ClipLoss
 from clipdata.trainer.tokenizer import Tokenizer
@@ -381,10 +382,7 @@ def prepare_tokenizer(config: TrainConfig, shards: list[str], ckpt: dict | None,
             print(f"learned a tokenizer of {tokenizer.vocab_size} tokens from "
                   f"{len(captions):,} captions", flush=True)
             text = _tokenizer_json(tokenizer, path)
-        temp = f"{path}.tmp-{os.getpid()}"
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temp, path)
+        atomic_write(path, text.encode("utf-8"))
     distributed.barrier()
     return Tokenizer.load(path)
 

@@ -21,6 +21,7 @@ left out of the accuracy and the CSV.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from clipdata.pipeline.storage import atomic_write
 from clipdata.trainer import data
 
 # CLIP's ImageNet prompts, the few that fit any object category.
@@ -151,13 +153,11 @@ def evaluate(model, tokenizer, path: str, device="cpu", classnames: str | None =
         model.train(was_training)
     n = len(rows)
     if predictions_csv:
-        os.makedirs(os.path.dirname(os.path.abspath(predictions_csv)), exist_ok=True)
-        temp = predictions_csv + ".tmp"
-        with open(temp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["id", "correct", "label", "predicted"])
-            writer.writerows(rows)
-        os.replace(temp, predictions_csv)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["id", "correct", "label", "predicted"])
+        writer.writerows(rows)
+        atomic_write(predictions_csv, text.getvalue().encode("utf-8"))
     return {"top1": top1 / n if n else 0.0, "top5": top5 / n if n else 0.0, "n": n,
             "unreadable": unreadable, "classes": len(labels)}
 

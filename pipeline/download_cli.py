@@ -200,7 +200,7 @@ def run_build_command(args, beam_args: list[str]) -> int:
         clean = os.path.join(run, "shards_clean")
         if stage("blocklist", clean, os.path.exists(os.path.join(clean, "manifest.json"))):
             code = cli.main(["dedup", "apply-blocklist", "--shards", shards_dir, "--blocklist",
-                             os.path.join(dedup_dir, "blocklist.txt"), "--output", clean])
+                             os.path.join(dedup_dir, "blocklist.txt"), "--output", clean, *beam_args])
             if code:
                 return code
     return 0

@@ -6,7 +6,8 @@ stage's rate, and the projection to CLIP's scale (400M training images x 100k te
 
 What it does:
 1. Generates the test set: photo-like pictures (smooth colour fields with shapes and grain) and
-   drawings (synthetic_web's shapes on their backgrounds), --test in all, as a folder of PNGs;
+   drawings (synthetic_web's shapes on their backgrounds, more shapes of any hue over them),
+   --test in all, as a folder of PNGs;
    the first --planted of them get a transformed copy in the training data, none of the others
    has one (every image is drawn from its own random seed).
 2. Generates the training shards the way `clipdata download` writes them: each image encoded as
@@ -25,6 +26,7 @@ What it does:
 """
 from __future__ import annotations
 
+import colorsys
 import io
 import math
 import multiprocessing
@@ -71,11 +73,35 @@ CLASSES = synthetic_web.make_classes()
 
 
 def drawing(seed: int) -> Image.Image:
+    """Clip art: one of synthetic_web's class drawings (a shape of a named colour on a plain,
+    tinted or noisy background) with 2-4 more shapes in colours of any hue drawn over it. The
+    extra shapes keep two drawings from being the same picture: with the class drawing alone,
+    80 classes over thousands of images gave many pairs such as two pink diamonds on white,
+    which are one clip art however they were made (and were counted as false flags)."""
     rng = random.Random(seed)
     shape, colour = rng.choice(CLASSES)
     spec = synthetic_web.make_spec(shape, colour, rng, rng.randint(120, 320), rng.randint(120, 320),
                                    distractor_classes=CLASSES)
-    return synthetic_web.to_rgb(synthetic_web.draw_image(spec))
+    image = synthetic_web.to_rgb(synthetic_web.draw_image(spec))
+    draw = ImageDraw.Draw(image)
+    w, h = image.size
+    for _ in range(rng.randint(2, 4)):
+        r = rng.uniform(0.05, 0.18) * min(w, h)
+        x, y = rng.uniform(r, w - r), rng.uniform(r, h - r)
+        hue, sat, val = rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.35, 1.0)
+        fill = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, sat, val))
+        kind = rng.randrange(4)
+        if kind == 0:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+        elif kind == 1:
+            draw.rectangle((x - r, y - r * rng.uniform(0.4, 1.0), x + r, y + r), fill=fill)
+        elif kind == 2:
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=fill, width=max(2, int(r / 3)))
+        else:
+            points = [(x + r * math.cos(a), y + r * math.sin(a))
+                      for a in sorted(rng.uniform(0, 2 * math.pi) for _ in range(rng.randint(3, 6)))]
+            draw.polygon(points, fill=fill)
+    return image
 
 
 def picture(seed: int) -> Image.Image:

@@ -55,7 +55,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from clipdata.dedup import progress, testsets
 from clipdata.pipeline import beam_runner, failures, shards
-from clipdata.pipeline.storage import storage_for
+from clipdata.pipeline.storage import clear_folder, storage_for
 
 # With the descriptor, each training image keeps at most this many candidates, its most alike test
 # images: the cost per training image stays bounded however many test images there are (at 100k
@@ -1115,7 +1115,7 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
         semantic = semantic_test_side(config, embedder, side)
 
     work = FileSystems.join(config.output, "_work")
-    _clear(work)
+    clear_folder(work)
     pairs_prefix, errors_prefix = FileSystems.join(work, "pairs"), FileSystems.join(work, "shard_errors")
     nearest_path = FileSystems.join(work, "nearest.npy")
 
@@ -1141,7 +1141,7 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
                     for p_ in shard_problems] + shard_errors
     nearest_array = _load_npy(nearest_path) if FileSystems.exists(nearest_path) else \
         np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
-    _clear(work, remove=True)
+    clear_folder(work, remove=True)
     return OverlapResult(config, radius, list(views), hashed, side, pair_rows, nearest_array,
                          len(shard_inputs), shard_errors, counters, time.time() - started,
                          similar[0] if similar else None)
@@ -1164,17 +1164,6 @@ def semantic_test_side(config: OverlapConfig, embedder, side: TestSide) -> dict:
     images = [testsets.decode(side.refs[i].read()) for i in numbers]
     return {"checkpoint": config.embeddings, "threshold": config.semantic_threshold,
             "test_embeddings": embed_in_batches(embedder, images), "numbers": numbers}
-
-
-def _clear(folder: str, remove: bool = False) -> None:
-    if FileSystems.exists(folder):
-        stale = [m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
-        if stale:
-            FileSystems.delete(stale)
-        if remove and "://" not in folder:
-            os.rmdir(folder)
-    elif not remove:
-        FileSystems.mkdirs(folder)
 
 
 def _save_npy(array: np.ndarray, path: str) -> None:

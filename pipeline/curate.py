@@ -51,7 +51,7 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 from apache_beam.utils import shared
 
 from clipdata.pipeline import balance, beam_runner, folder_lock, pair_dedup, pool, text, work_files
-from clipdata.pipeline.storage import atomic_write
+from clipdata.pipeline.storage import atomic_write, clear_folder
 from clipdata.query_lists import entries as query_entries
 
 DROPPED_SCHEMA = pa.schema(
@@ -458,15 +458,6 @@ def _read_counts(path: str) -> np.ndarray:
         return np.load(io.BytesIO(handle.read()))
 
 
-def _clear_folder(folder: str) -> None:
-    if FileSystems.exists(folder):
-        stale = [m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list]
-        if stale:
-            FileSystems.delete(stale)
-    else:
-        FileSystems.mkdirs(folder)
-
-
 def preflight(config: CurateConfig, files: list[str]) -> None:
     """Fail before the job starts on what would fail every file: a wrong column name."""
     first = next((f for f in files if pool.pool_format(f) != "wat"), None)
@@ -565,7 +556,7 @@ def _run_curate(config: CurateConfig, files: list[str], beam_args: list[str] | N
     dropped_dir = FileSystems.join(config.output, "dropped")
     errors_dir = FileSystems.join(config.output, "_file_errors")
     for folder in (curated_dir, dropped_dir, errors_dir):
-        _clear_folder(folder)
+        clear_folder(folder)
     # A finished run's summary goes first: a run that fails must not leave one behind that makes
     # the emptied folders look complete (`clipdata build` resumes by it).
     for name in ("curate_stats.json", "entry_counts.parquet"):

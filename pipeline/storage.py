@@ -174,3 +174,27 @@ def atomic_write(path: str, data: bytes | Callable) -> dict:
         raise
     storage.sync_folder(folder)
     return info
+
+
+def delete_matching(prefix: str) -> int:
+    """Delete every file whose path starts with `prefix` (a folder's `name-*` outputs of an
+    earlier run), on any file system; returns how many."""
+    from apache_beam.io.filesystems import FileSystems
+
+    stale = [m.path for m in FileSystems.match([prefix + "*"])[0].metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+    return len(stale)
+
+
+def clear_folder(folder: str, remove: bool = False) -> None:
+    """Empty `folder` (any file system) and leave it there, created when missing; with `remove`,
+    take the emptied folder away too (a local one; object stores have no empty folders)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if FileSystems.exists(folder):
+        delete_matching(FileSystems.join(folder, ""))
+        if remove and "://" not in folder:
+            os.rmdir(folder)
+    elif not remove:
+        FileSystems.mkdirs(folder)

@@ -31,6 +31,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from clipdata.pipeline import beam_runner
+from clipdata.pipeline.storage import delete_matching
 from clipdata.query_lists import assemble, entries, ngrams, wikidump, wordnet
 from clipdata.query_lists import pageviews as pageview_lines
 
@@ -346,18 +347,12 @@ def _read_lines(prefix: str) -> list[str]:
     return lines
 
 
-def _clear(prefix: str) -> None:
-    stale = [m.path for m in FileSystems.match([prefix + "*"])[0].metadata_list]
-    if stale:
-        FileSystems.delete(stale)
-
-
 def run_counts(config: BuildConfig, beam_args: list[str]) -> dict:
     """Run the Beam graph; returns its counters. Writes counts/{words,bigrams,titles,errors}-*."""
     out = counts_dir(config.output)
     prefixes = {name: FileSystems.join(out, name) for name in ("words", "bigrams", "titles", "errors", "view_errors", "total")}
     for prefix in prefixes.values():
-        _clear(prefix)
+        delete_matching(prefix)
     need_wiki = bool({"unigrams", "bigrams"} & set(config.sources))
     need_titles = "titles" in config.sources
     if not (need_wiki or need_titles):

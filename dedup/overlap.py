@@ -54,6 +54,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from clipdata.dedup import progress, testsets
+from clipdata.dedup.hashing import hex64
 from clipdata.pipeline import beam_runner, failures, shards
 from clipdata.pipeline.storage import clear_folder, storage_for
 
@@ -112,10 +113,6 @@ def core_defaults() -> tuple[int, tuple[str, ...]]:
     from clipdata.dedup import hashing, index
 
     return index.DEFAULT_RADIUS, tuple(hashing.DEFAULT_VIEWS)
-
-
-def hex64(code) -> str:
-    return f"{int(code):016x}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -160,7 +160,8 @@ def train_signature(encoded: bytes) -> tuple[str, str, bytes]:
     stage's two training views (dedup.hashing.train_views, 16 hex digits each) and its
     thumbnail (dedup.thumbs)."""
     from clipdata.dedup import thumbs  # noqa: I001 - scipy, as above
-    from clipdata.dedup.hashing import hex64, to_rgb, train_views
+    from clipdata.dedup.hashing import hex64, train_views
+    from clipdata.pipeline.imaging import to_rgb
 
     with Image.open(io.BytesIO(encoded)) as image:
         image.load()

@@ -44,6 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+from clipdata.pipeline.imaging import to_rgb
+
+
 # ---------------------------------------------------------------------------------------------
 # Classes: a class is a (shape, colour) pair, its text "red circle".
 
@@ -812,14 +815,6 @@ def transform(image: Image.Image, name: str, rng: random.Random) -> tuple[Image.
         factor = round(rng.choice([rng.uniform(0.75, 0.9), rng.uniform(1.1, 1.25)]), 3)
         return ImageEnhance.Brightness(image).enhance(factor), {"name": name, "factor": factor}
     raise ValueError(f"unknown transform {name!r}; known: {', '.join(TRANSFORMS)}")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Transparency matted onto white, as img2dataset's resizer does."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
 
 
 NEW_TEST_BACKGROUNDS = ("noise", "photo")

@@ -108,6 +108,17 @@ def test_inputs(image: Image.Image) -> np.ndarray:
     return np.stack([seen, seen[:, ::-1]])
 
 
+def view_input(view: Image.Image) -> np.ndarray:
+    """One of a test image's hash views (hashing.VIEW_FUNCTIONS: a crop window, the mirror, ...)
+    in the form its training copies are described from. A training copy that is a crop of the
+    test image is alike the test view that shows the same window (bench/dedup.py's originals:
+    20% crops at >= 0.80 with the best of the 23 views, 0.97-1.00; with the whole picture 0.56)."""
+    from clipdata.dedup import thumbs
+    from clipdata.dedup.hashing import pad_to_square
+
+    return to_input(thumbs.thumbnail(pad_to_square(view.convert("RGB"))))
+
+
 def as_tensor(inputs: np.ndarray):
     """(n, INPUT, INPUT, 3) uint8 -> the network's float input (n, 3, INPUT, INPUT), centred."""
     import torch

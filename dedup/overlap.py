@@ -5,12 +5,14 @@ The small side is indexed, the big side streamed past it, one training shard per
     test sets ─► views hashed (driver, process pool) ─► HashIndex built in each worker's setup()
                                                                   │
     test sets ─► copy descriptors (descriptor.py, as they are and mirrored) ─► DescriptorIndex
+                 and of each hash view (a crop window's, to check a pHash match on it)
     shard list ─Reshuffle─► SearchAndScreen: key, phash and thumb from the parquet (hashed from
                             the tar when the shard has no phash) ─► range search at --radius,
                             and each thumbnail's copy descriptor against the DescriptorIndex
-                            ─► candidates: cosine >= --similar, or a hash match at cosine >=
-                            similar - HASH_MARGIN, or identical hashes; at most --per-image per
-                            training image, the most alike
+                            ─► candidates: cosine >= --similar, or a hash match whose matched
+                            view's cosine with the training image (or its centre, for a match
+                            on the centre view) is >= --similar, or identical hashes; at most
+                            --per-image per training image, the most alike
                             ─► screen each on its stored thumbnail (verify.screen):
                             most unrelated candidates are rejected here, no tar opened
                                 │           └─► nearest pHash distance per test image within the
@@ -419,6 +421,10 @@ class TestSide:
     desc: np.ndarray | None = None        # float32 (rows, DIM)
     desc_owner: np.ndarray | None = None  # int64: the global image number of each row
     desc_row: np.ndarray | None = None    # int64 (n_images, views): each image's rows, -1: none
+    # the copy descriptor of each hash view (a crop window, the mirror, ...): what a pHash match
+    # on that view is checked against; float16 (rows, DIM), row of (image, view) in view_desc_row
+    view_desc: np.ndarray | None = None
+    view_desc_row: np.ndarray | None = None   # int64 (n_images, len(view_names)), -1: none
 
     @property
     def n_images(self) -> int:
@@ -435,6 +441,17 @@ class TestSide:
             ok = rows >= 0
             best[ok] = np.fmax(best[ok], np.einsum("ij,ij->i", self.desc[rows[ok]], train_desc[ok]))
         return best
+
+    def view_similarity(self, test: np.ndarray, view: np.ndarray, train_desc: np.ndarray) -> np.ndarray:
+        """Per pair: the cosine of the test image's hash view `view[k]` (an index into
+        view_names) with the training descriptor; NaN where that view has no descriptor."""
+        out = np.full(len(test), np.nan, np.float32)
+        if self.view_desc is None or not len(test):
+            return out
+        rows = self.view_desc_row[test, view]
+        ok = rows >= 0
+        out[ok] = np.einsum("ij,ij->i", self.view_desc[rows[ok]].astype(np.float32), train_desc[ok])
+        return out
 
 
 def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> TestSide:
@@ -465,6 +482,18 @@ def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> Test
                 owner += [number] * len(views)
         side.desc = np.concatenate(rows) if rows else np.zeros((0, descriptor.DIM), np.float32)
         side.desc_owner = np.array(owner, dtype=np.int64)
+    if hashed and all(h.view_descriptors is not None for h in hashed):
+        from clipdata.dedup import descriptor
+
+        side.view_desc_row = np.full((side.n_images, len(view_names)), -1, np.int64)
+        rows = []
+        per_image = [d for h in hashed for d in h.view_descriptors]
+        for number, by_view in enumerate(per_image):
+            for name, vector in (by_view or {}).items():
+                if name in side.view_names:
+                    side.view_desc_row[number, side.view_names.index(name)] = len(rows)
+                    rows.append(vector)
+        side.view_desc = np.stack(rows).astype(np.float16) if rows else np.zeros((0, descriptor.DIM), np.float16)
     return side
 
 
@@ -505,6 +534,31 @@ def describe_thumbs(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]
     return out, described
 
 
+def describe_centres(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors, described) of the centre view of stored thumbnails: the centre 70% of the
+    picture without its padding bars (hashing.train_views' "centre", whose pHash is
+    `phash_centre`), for the pHash matches made on it (the test image is the cropped one)."""
+    from clipdata.dedup import descriptor, hashing, thumbs
+
+    inputs, rows = [], []
+    for i, data in enumerate(stored):
+        if data is None:
+            continue
+        try:
+            rgb = Image.fromarray(thumbs.decode(data))
+            centre = hashing.pad_to_square(hashing.centre_crop(hashing.stored_content(rgb), hashing.TRAIN_CENTRE_KEEP))
+            inputs.append(descriptor.to_input(centre))
+            rows.append(i)
+        except ValueError:
+            continue
+    out = np.zeros((len(stored), descriptor.DIM), np.float32)
+    described = np.zeros(len(stored), bool)
+    if rows:
+        out[rows] = descriptor.shared().describe_inputs(np.stack(inputs))
+        described[rows] = True
+    return out, described
+
+
 @dataclass
 class ShardSearch:
     """What searching one shard found."""
@@ -523,8 +577,14 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
     the test image's view, with " / train centre" when the training image's centre view was the
     nearer). With them (`train_desc` from describe_thumbs):
     every pair whose copy descriptors agree to `similar` (`view` "descriptor"), and the hash
-    matches within `exact` bits or agreeing to `hash_similar`; a pair with no descriptor on
-    either side stays a hash candidate. Each pair carries its cosine as `similarity`."""
+    matches within `exact` bits or whose descriptors agree: a match on the training image as it
+    is when the matched test view (a crop window, the mirror, ...) or the whole picture agrees to
+    `similar` with it (a crop's copy is alike the window that shows it); a match on the training
+    image's centre view (the test image is the crop) when that centre, described from the stored
+    thumbnail, or the whole picture agrees to `similar` with the matched test view. Without view
+    descriptors (or a thumbnail) a hash match is kept when the whole pictures agree to
+    `hash_similar`. A pair with no descriptor on either side stays a hash candidate. Each pair
+    carries its best cosine as `similarity`."""
     from clipdata.dedup.hashing import TRAIN_VIEWS
     from clipdata.dedup.index import candidate_pairs
 
@@ -544,7 +604,24 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
         desc, described = train_desc
         similarity = side.similarity(test, desc[row])
         unknown = ~described[row] | np.isnan(similarity)
-        keep = unknown | (found.distance <= descriptors.exact) | (similarity >= descriptors.hash_similar)
+        view_similarity = side.view_similarity(test, found.view, desc[row])
+        centre = found.train_view != 0
+        view_similarity[centre] = np.nan
+        if side.view_desc is not None and centre.any():
+            # a match on the training image's centre view: that centre's descriptor against the
+            # matched test view (the test image is the crop: its view shows the same middle)
+            centre_rows = np.unique(row[centre])
+            centre_desc, centre_ok = describe_centres([train.thumbs[j] if j < len(train.thumbs) else None
+                                                        for j in centre_rows.tolist()])
+            at = np.searchsorted(centre_rows, row[centre])
+            sims = side.view_similarity(test[centre], found.view[centre], centre_desc[at])
+            sims[~centre_ok[at]] = np.nan
+            view_similarity[centre] = sims
+        view_similarity[unknown] = np.nan
+        by_view = ~np.isnan(view_similarity)
+        similarity = np.where(by_view, np.fmax(similarity, view_similarity), similarity)
+        agree = np.where(by_view, similarity >= descriptors.similar, similarity >= descriptors.hash_similar)
+        keep = unknown | (found.distance <= descriptors.exact) | agree
         similarity[unknown] = np.nan
         dropped = int((~keep).sum())
     else:

@@ -402,6 +402,8 @@ class HashedTestSet:
     # per image: its copy descriptors (descriptor.TEST_VIEWS x DIM float32), None when unreadable
     # or not asked for
     descriptors: list | None = None
+    # per image: {hash view name: its copy descriptor (DIM float16)}, the same views as `views`
+    view_descriptors: list | None = None
 
     @property
     def readable(self) -> int:
@@ -414,28 +416,42 @@ def _hash_chunk(refs: list[ImageRef], views: tuple[str, ...] | None, family: str
     worker process (the descriptor network is loaded once per process)."""
     from clipdata.dedup import descriptor, hashing
 
-    out, inputs = [], []
+    out, inputs, view_inputs = [], [], []
     for ref in refs:
         try:
             image = decode(ref.read())
             chosen = hashing.views(image, family=family, names=views)
             if describe:
+                rgb = hashing.to_rgb(image)
+                view_inputs.append([descriptor.view_input(hashing.VIEW_FUNCTIONS[name](rgb)) for name in chosen])
                 inputs.append(descriptor.test_inputs(image))
             out.append(({k: int(h) for k, h in chosen.items()}, None))
         except ValueError as err:  # hashing.open_image: not an image
             out.append((None, str(err)))
         except Exception as err:  # noqa: BLE001 - any unreadable image is recorded, never fatal
             out.append((None, failures.describe(err)))
-    described = iter(descriptor.shared().describe_inputs(np.concatenate(inputs)).reshape(
+    if not describe:
+        return [(v, None, None, e) for v, e in out]
+    model = descriptor.shared()
+    described = iter(model.describe_inputs(np.concatenate(inputs)).reshape(
         len(inputs), len(descriptor.TEST_VIEWS), -1) if inputs else [])
-    return [(v, next(described) if describe and v is not None else None, e) for v, e in out]
+    per_view = iter(model.describe_inputs(np.stack([x for xs in view_inputs for x in xs])).astype(np.float16)
+                    if view_inputs else [])
+    results = []
+    for v, e in out:
+        if v is None:
+            results.append((v, None, None, e))
+        else:   # the views in the order hashing.views gave them, each with its descriptor
+            results.append((v, next(described), {name: next(per_view) for name in v}, e))
+    return results
 
 
 def hash_test_set(test_set: TestSet, views: Sequence[str] | None = None, family: str = "phash",
                   workers: int | None = None, chunk: int = 64, progress=None, describe: bool = False
                   ) -> HashedTestSet:
     """Hash every image's views (in `workers` processes), and with `describe` its copy descriptors
-    (dedup/descriptor.py); undecodable images go to `unreadable`. `progress(n)` is called as each
+    (dedup/descriptor.py), of the picture and of each hash view; undecodable images go to
+    `unreadable`. `progress(n)` is called as each
     chunk of n images is done."""
     from clipdata.dedup import hashing
 
@@ -460,10 +476,11 @@ def hash_test_set(test_set: TestSet, views: Sequence[str] | None = None, family:
                                  [describe] * len(chunks)):
                 results += part
                 progress(len(part))
-    hashed, described = [], []
-    for image, (image_views, descriptors, error) in zip(test_set.images, results):
+    hashed, described, view_described = [], [], []
+    for image, (image_views, descriptors, view_descriptors, error) in zip(test_set.images, results):
         if error is not None:
             test_set.unreadable.append({"id": image.id, "error": error})
         hashed.append(image_views)
         described.append(descriptors)
-    return HashedTestSet(test_set, hashed, described if describe else None)
+        view_described.append(view_descriptors)
+    return HashedTestSet(test_set, hashed, described if describe else None, view_described if describe else None)

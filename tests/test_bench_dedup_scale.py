@@ -25,11 +25,14 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert m["checked_on_pixels"] >= m["planted"]
     p = m["projection"]
     stages = p["ms_per_training_image"]
-    assert set(stages) == {"signature (download)", "descriptor (thumbnail)", "search (hash + descriptor)", "screen",
+    assert set(stages) == {"signature (download)", "descriptor (thumbnail)", "centre descriptor", "search (hash + descriptor)", "screen",
                            "pixels"}
-    assert all(math.isfinite(v) and v > 0 for v in stages.values())
+    assert all(math.isfinite(v) and v >= 0 for v in stages.values())
+    assert min(stages["signature (download)"], stages["descriptor (thumbnail)"], stages["search (hash + descriptor)"]) > 0
     assert p["total_ms"] == pytest.approx(sum(stages.values()))
-    assert p["candidate_rate"] == pytest.approx(m["candidates"] / (240 * 24))
+    # the projection counts the candidates that are not planted copies (copies are rare at scale)
+    assert m["unrelated_candidates"] <= m["candidates"] - m["planted"]
+    assert p["candidate_rate"] == pytest.approx(m["unrelated_candidates"] / (240 * 24))
     text = "\n".join(lines)
     assert "Projection to 400,000,000 training x 100,000 test images" in text
     assert "planted copies found: 5 of 5" in text

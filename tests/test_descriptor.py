@@ -162,6 +162,69 @@ def test_search_keeps_alike_hash_matches_and_adds_descriptor_pairs():
     assert found.nearest.tolist() == [0, 1, 0]
 
 
+def test_a_hash_match_is_kept_when_its_own_view_is_alike_though_the_whole_pictures_are_not():
+    """A 20% crop's copy is unlike the whole test picture (cosine ~0.6) but alike the crop window
+    whose pHash matched it: that view's descriptor decides, at `similar`. A match on the training
+    image's centre view (the test image is the crop) keeps the whole-picture rule."""
+    whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
+    # two test images, each with an "image" view and a "border_crop80_l" window view
+    side = overlap.TestSide(["set"] * 2, ["t0", "t1"], [None] * 2,
+                            np.array([0x0F0F, 0xF0F0F0F0, 0xFFFF0000, 0x00FF00FF], np.uint64),
+                            np.array([0, 0, 1, 1], np.int64), np.array([0, 1, 0, 1], np.int16),
+                            ["image", "border_crop80_l"])
+    side.desc_row = np.array([[0, -1], [1, -1]], np.int64)
+    side.desc = np.stack([whole, whole])
+    side.desc_owner = np.array([0, 1], np.int64)
+    side.view_desc = np.stack([whole, window, whole, other]).astype(np.float16)
+    side.view_desc_row = np.array([[0, 1], [2, 3]], np.int64)
+    # k0 matches test 0's window view (1 bit) and is alike that window: kept, similarity 1.0;
+    # k1 matches test 1's window view (1 bit) but is alike neither view: dropped
+    crop_copy = _unit(0.55, 1, 0)                     # cosine with the whole picture ~0.48
+    train = overlap.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
+                                codes=np.array([0xF0F0F0F1, 0x00FF00FE], np.uint64))
+    train.thumbs = [None] * 2
+    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
+    found = overlap.search_shard(HashIndex(side.codes), side, train, 4, search,
+                                 (np.stack([crop_copy, _unit(0.6, 0.8, 0.0)]), np.array([True, True])))
+    got = {(p["test_index"], p["key"]): p for p in found.candidates}
+    assert set(got) == {(0, "k0")} and found.dissimilar == 1
+    assert got[0, "k0"]["view"] == "border_crop80_l"
+    assert got[0, "k0"]["similarity"] == pytest.approx(float(window @ crop_copy), abs=1e-3)
+    assert got[0, "k0"]["alike"] is True
+    # without view descriptors the old rule (whole picture from hash_similar) keeps both
+    side.view_desc = side.view_desc_row = None
+    found = overlap.search_shard(HashIndex(side.codes), side, train, 4, search,
+                                 (np.stack([crop_copy, _unit(0.6, 0.8, 0.0)]), np.array([True, True])))
+    assert {(p["test_index"], p["key"]) for p in found.candidates} == {(0, "k0"), (1, "k1")}
+
+
+def test_a_match_on_the_training_centre_is_checked_with_the_centres_descriptor(monkeypatch):
+    """The test image is the crop: its pHash matched the training image's centre view. The
+    training centre (described from the stored thumbnail) must be alike the matched test view."""
+    whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
+    side = overlap.TestSide(["set"] * 2, ["t0", "t1"], [None] * 2, np.array([0x0F0F, 0xFFFF], np.uint64),
+                            np.array([0, 1], np.int64), np.array([0, 0], np.int16), ["image"])
+    side.desc_row = np.array([[0, -1], [1, -1]], np.int64)
+    side.desc, side.desc_owner = np.stack([whole, whole]), np.array([0, 1], np.int64)
+    side.view_desc, side.view_desc_row = np.stack([window, window]).astype(np.float16), np.array([[0], [1]], np.int64)
+    # both training images: unlike the test pictures as a whole (cosine 0.6 >= hash_similar),
+    # their centre views match the test images' hashes exactly... k0's centre is alike, k1's not
+    train = overlap.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
+                                codes=np.array([0xAAAA0000, 0xBBBB0000], np.uint64),
+                                centre=np.array([0x0F0E, 0xFFFE], np.uint64), has_centre=np.array([True, True]))
+    train.thumbs = [b"k0", b"k1"]
+    centres = {b"k0": window, b"k1": other}
+    monkeypatch.setattr(overlap, "describe_centres", lambda stored: (np.stack([centres[s] for s in stored]),
+                                                                     np.ones(len(stored), bool)))
+    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
+    unlike_whole = _unit(0.6, 0, 0.8)
+    found = overlap.search_shard(HashIndex(side.codes), side, train, 2, search,
+                                 (np.stack([unlike_whole, unlike_whole]), np.array([True, True])))
+    got = {(p["test_index"], p["key"]): p for p in found.candidates}
+    assert set(got) == {(0, "k0")} and found.dissimilar == 1
+    assert got[0, "k0"]["view"] == "image / train centre" and got[0, "k0"]["similarity"] == pytest.approx(1.0, abs=1e-3)
+
+
 def test_each_training_image_keeps_its_most_alike_candidates_only():
     """With many alike test images a training image keeps per_image candidates, the highest
     cosines; pairs without a cosine and identical hashes are kept besides."""

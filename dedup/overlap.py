@@ -512,9 +512,10 @@ class DescriptorSearch:
     per_image: int = PER_IMAGE     # candidates kept per training image, most alike first
 
 
-def describe_thumbs(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-    """(descriptors (n, DIM), described: bool (n,)) of stored thumbnails; a missing or unreadable
-    thumbnail gets a zero row and described False (its pairs are left to the hashes)."""
+def describe_thumbs(stored: list[bytes | None], view=None) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors (n, DIM), described: bool (n,)) of stored thumbnails, or of `view(thumbnail
+    as a PIL image)` of each; a missing or unreadable thumbnail gets a zero row and described
+    False (its pairs are left to the hashes)."""
     from clipdata.dedup import descriptor, thumbs
 
     inputs, rows = [], []
@@ -522,7 +523,8 @@ def describe_thumbs(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]
         if data is None:
             continue
         try:
-            inputs.append(descriptor.to_input(thumbs.decode(data)))
+            pixels = thumbs.decode(data)
+            inputs.append(descriptor.to_input(pixels if view is None else view(Image.fromarray(pixels))))
             rows.append(i)
         except ValueError:
             continue
@@ -535,28 +537,13 @@ def describe_thumbs(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]
 
 
 def describe_centres(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-    """(descriptors, described) of the centre view of stored thumbnails: the centre 70% of the
-    picture without its padding bars (hashing.train_views' "centre", whose pHash is
-    `phash_centre`), for the pHash matches made on it (the test image is the cropped one)."""
-    from clipdata.dedup import descriptor, hashing, thumbs
+    """describe_thumbs of the centre view: the centre 70% of the picture without its padding
+    bars (hashing.train_views' "centre", whose pHash is `phash_centre`), for the pHash matches
+    made on it (the test image is the cropped one)."""
+    from clipdata.dedup import hashing
 
-    inputs, rows = [], []
-    for i, data in enumerate(stored):
-        if data is None:
-            continue
-        try:
-            rgb = Image.fromarray(thumbs.decode(data))
-            centre = hashing.pad_to_square(hashing.centre_crop(hashing.stored_content(rgb), hashing.TRAIN_CENTRE_KEEP))
-            inputs.append(descriptor.to_input(centre))
-            rows.append(i)
-        except ValueError:
-            continue
-    out = np.zeros((len(stored), descriptor.DIM), np.float32)
-    described = np.zeros(len(stored), bool)
-    if rows:
-        out[rows] = descriptor.shared().describe_inputs(np.stack(inputs))
-        described[rows] = True
-    return out, described
+    return describe_thumbs(stored, lambda rgb: hashing.pad_to_square(
+        hashing.centre_crop(hashing.stored_content(rgb), hashing.TRAIN_CENTRE_KEEP)))
 
 
 @dataclass

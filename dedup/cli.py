@@ -131,7 +131,7 @@ def add_report_arguments(parser) -> None:
 
 def _named_paths(values: list[str], flag: str) -> list[tuple[str, str]]:
     from clipdata.dedup import testsets
-    from clipdata.pipeline.cli import UsageError
+    from clipdata.pipeline.errors import UsageError
 
     named = []
     for value in values:
@@ -149,7 +149,7 @@ def _named_paths(values: list[str], flag: str) -> list[tuple[str, str]]:
 def run_dedup_command(args, beam_args: list[str]) -> int:
     from clipdata.dedup import overlap, report, significance, testsets
     from clipdata.pipeline import beam_runner, folder_lock
-    from clipdata.pipeline.cli import UsageError
+    from clipdata.pipeline.errors import UsageError
 
     missing = [flag for flag, value in (("--shards", args.shards), ("--test-set", args.test_set),
                                         ("--output", args.output)) if not value]
@@ -191,7 +191,7 @@ def run_apply_command(args, beam_args: list[str]) -> int:
 
     from clipdata.dedup import blocklist
     from clipdata.pipeline import beam_runner
-    from clipdata.pipeline.cli import UsageError
+    from clipdata.pipeline.errors import UsageError
 
     beam_runner.quiet_beam_logs()
     reasons = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clipdata.pipeline.errors import UsageError
 
 BEAM_OPTIONS_HELP = (
     "Any other --flag is passed to Apache Beam: --direct_num_workers N (local worker processes, "
@@ -19,8 +20,6 @@ BEAM_OPTIONS_HELP = (
 )
 
 
-class UsageError(Exception):
-    """A problem the user can fix from the command line; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

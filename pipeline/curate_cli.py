@@ -65,7 +65,7 @@ def curate_config(args, output: str):
 
 def run_curate_command(args, beam_args: list[str]) -> int:
     from clipdata.pipeline import beam_runner, curate
-    from clipdata.pipeline.cli import UsageError
+    from clipdata.pipeline.errors import UsageError
     from clipdata.query_lists.entries import QueryListError
 
     beam_runner.quiet_beam_logs()

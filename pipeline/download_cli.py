@@ -119,7 +119,7 @@ def add_commands(subparsers) -> None:
 
 def run_download_command(args, beam_args: list[str]) -> int:
     from clipdata.pipeline import beam_runner, download
-    from clipdata.pipeline.cli import UsageError
+    from clipdata.pipeline.errors import UsageError
 
     beam_runner.quiet_beam_logs()
     if not args.input and not args.retry_failed:
@@ -137,7 +137,7 @@ def run_build_command(args, beam_args: list[str]) -> int:
     import os
 
     from clipdata.pipeline import beam_runner, cli, curate, curate_cli, download
-    from clipdata.pipeline.cli import UsageError
+    from clipdata.pipeline.errors import UsageError
     from clipdata.query_lists.entries import QueryListError
 
     beam_runner.quiet_beam_logs()

@@ -68,7 +68,7 @@ def _beam_help() -> str:
 
 def run_build_command(args, beam_args: list[str]) -> int:
     from clipdata.pipeline import beam_runner
-    from clipdata.pipeline.cli import UsageError
+    from clipdata.pipeline.errors import UsageError
     from clipdata.query_lists import build, entries, wikidump, wordnet
 
     beam_runner.quiet_beam_logs()

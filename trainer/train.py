@@ -452,7 +452,7 @@ def _progress_bar(total: int, initial: int):
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m clipdata.trainer.train` (torchrun's entry point): the flags of `clipdata train`."""
-    from clipdata.pipeline.cli import UsageError
+    from clipdata.pipeline.errors import UsageError
     from clipdata.trainer import cli
 
     parser = cli.build_train_parser(prog="python -m clipdata.trainer.train")

@@ -7,11 +7,13 @@ from PIL import Image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """A new 8-bit RGB image: transparency matted on white (as img2dataset stores images), palette,
-    grey+alpha, CMYK, 1-bit, 16- and 32-bit grey and float images converted."""
+    """The picture as 8-bit RGB, its pixels loaded: transparency matted on white (as img2dataset
+    stores images), palette, grey+alpha, CMYK, 1-bit, 16- and 32-bit grey and float images
+    converted; an RGB picture is returned as it is (no copy on the hashing path)."""
     mode = image.mode
     if mode == "RGB":
-        return image.copy()   # loaded and its own: the file it came from may be closed next
+        image.load()   # its pixels read now: the file it came from may be closed next
+        return image
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # PIL's own conversion clips 16-bit values at 255 (an almost white picture); scale instead.
         values = np.asarray(image, dtype=np.uint32 if mode != "I" else np.int64)

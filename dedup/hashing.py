@@ -274,9 +274,9 @@ for _keep in GRID_KEEPS:
 VIEW_NAMES = tuple(VIEW_FUNCTIONS)
 
 
-def views(image: Image.Image, family: str = "phash", names: Sequence[str] | None = None) -> dict[str, int]:
-    """{view name: hash} of a test image, for the views `names` (default DEFAULT_VIEWS)."""
-    fn = hash_function(family)
+def view_images(image: Image.Image, names: Sequence[str] | None = None) -> dict[str, Image.Image]:
+    """{view name: the view's picture} of a test image, for the views `names` (default
+    DEFAULT_VIEWS): what is hashed, and what the copy descriptor describes."""
     names = DEFAULT_VIEWS if names is None else names
     rgb = to_rgb(image)
     out = {}
@@ -285,8 +285,14 @@ def views(image: Image.Image, family: str = "phash", names: Sequence[str] | None
             view = VIEW_FUNCTIONS[name]
         except KeyError:
             raise ValueError(f"unknown view {name!r}; known: {', '.join(VIEW_NAMES)}") from None
-        out[name] = fn(view(rgb))
+        out[name] = view(rgb)
     return out
+
+
+def views(image: Image.Image, family: str = "phash", names: Sequence[str] | None = None) -> dict[str, int]:
+    """{view name: hash} of a test image, for the views `names` (default DEFAULT_VIEWS)."""
+    fn = hash_function(family)
+    return {name: fn(view) for name, view in view_images(image, names).items()}
 
 
 # ---------------------------------------------------------------------------------------------

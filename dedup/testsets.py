@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+
 from clipdata.pipeline import failures
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm",
@@ -412,18 +413,20 @@ class HashedTestSet:
 
 def _hash_chunk(refs: list[ImageRef], views: tuple[str, ...] | None, family: str, describe: bool = False
                 ) -> list[tuple]:
-    """(views dict, descriptors or None, None) or (None, None, error) per reference: runs in a
-    worker process (the descriptor network is loaded once per process)."""
+    """(views dict, descriptors, {view: descriptor}, None) or (None, None, None, error) per
+    reference (the descriptors None without `describe`): runs in a worker process (the
+    descriptor network is loaded once per process)."""
     from clipdata.dedup import descriptor, hashing
 
+    hash_view = hashing.hash_function(family)
     out, inputs, view_inputs = [], [], []
     for ref in refs:
         try:
             image = decode(ref.read())
-            chosen = hashing.views(image, family=family, names=views)
+            pictures = hashing.view_images(image, names=views)   # each view made once: hashed and described
+            chosen = {name: hash_view(picture) for name, picture in pictures.items()}
             if describe:
-                rgb = hashing.to_rgb(image)
-                view_inputs.append([descriptor.view_input(hashing.VIEW_FUNCTIONS[name](rgb)) for name in chosen])
+                view_inputs.append([descriptor.view_input(picture) for picture in pictures.values()])
                 inputs.append(descriptor.test_inputs(image))
             out.append(({k: int(h) for k, h in chosen.items()}, None))
         except ValueError as err:  # hashing.open_image: not an image

@@ -297,8 +297,7 @@ def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers:
     clean_flagged = flagged - {i for i, _ in planted_pairs}
     n_pairs = n_train * n_test
     # at web scale copies are rare: the projection takes the candidates of pairs that are not
-    # planted copies (here the planted ones are 1 in n_train / n_planted... of all pairs, far
-    # more than a real crawl holds)
+    # planted copies (here n_planted of n_train x n_test pairs, far more than a crawl holds)
     unrelated = [p for p in result.pairs if (p["test_index"], key_row.get(p["key"])) not in planted_pairs]
     rates = stage_rates(shards_dir, test_dir, [p for p in result.pairs if p.get("stage") in ("screen", "pixels")])
     out = {

@@ -325,7 +325,10 @@ class _Batch:
         except Exception as exc:  # a bug here must cost one row, never hang the caller
             outcome = _Outcome(final_url=str(raw_url), kind="internal", error=f"internal error {failures.describe(exc)}")
         self.deliver(FetchResult(
-            index=index, url=raw_url, body=outcome.body, error=outcome.error, error_kind=outcome.kind,
+            # every message in words without run-varying text (an exception's text may quote an
+            # object by its address: aiohttp's errors can name an SSL context)
+            index=index, url=raw_url, body=outcome.body, error_kind=outcome.kind,
+            error=None if outcome.error is None else failures.plain(outcome.error),
             http_status=outcome.http_status, final_url=outcome.final_url,
             content_type=outcome.content_type, attempts=attempts,
             seconds=time.monotonic() - started if started is not None else 0.0,

@@ -113,9 +113,10 @@ def add_report_arguments(parser) -> None:
     parser.add_argument("--per-image", type=int, default=3,
                         help="with the descriptor: candidates kept per training image, its most alike test "
                         "images (bounds the cost per training image; default: %(default)s)")
-    parser.add_argument("--index", choices=("flat", "ivf"), default="flat",
-                        help="FAISS binary index over the test views (default: %(default)s; ivf for "
-                        "millions of test images)")
+    parser.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto",
+                        help="FAISS indexes over the test side (default: %(default)s: the pHash index exact, "
+                        "the descriptor index IVF from 10,000 test images; flat: both exact; ivf: both "
+                        "approximate, for millions of test images)")
     parser.add_argument("--image-col", default=None, help="parquet test sets: column of image bytes")
     parser.add_argument("--path-col", default=None, help="parquet test sets: column of image paths")
     parser.add_argument("--id-col", default=None, help="parquet test sets: column of image ids")

@@ -30,6 +30,13 @@ from clipdata.dedup.hashing import as_hashes, hamming, to_codes
 
 BITS = 64
 KINDS = ("flat", "ivf")
+CHOICES = ("auto",) + KINDS   # what `clipdata dedup --index` takes
+# With "auto" the pHash index stays exact (flat: a popcount scan, ~0.7 ns per test view and query)
+# and the descriptor index turns IVF from this many rows (2 per test image): there a flat scan costs
+# ~0.2 ms per training image and grows with the test side, while IVF at nprobe = nlist / 8 visits
+# ~1/8 of the rows, ~5x less (measured on bench/dedup.py scale's 10k test images) and keeps ~0.999
+# of the pairs at or above the threshold (queries: the test images' own crop-window descriptors).
+AUTO_IVF_ROWS = 20_000
 # Chosen with bench/dedup.py quality (radius sweep there): with the default views (23 per test
 # image, 2 per training image), the smallest radius at which every transformation measured there
 # (JPEG q30-90, resize 0.25-2x, brightness +-20%, mirror, 5-20% crops, a caption) is found with
@@ -158,6 +165,25 @@ class HashIndex:
         idx = idx.astype(np.int64)
         dist[idx < 0] = BITS + 1
         return dist, idx
+
+
+def hash_kind(choice: str, n_views: int) -> str:
+    """The pHash index `--index choice` builds over n_views test views."""
+    _check_choice(choice)
+    return "ivf" if choice == "ivf" else "flat"
+
+
+def descriptor_kind(choice: str, n_rows: int) -> str:
+    """The descriptor index `--index choice` builds over n_rows test descriptors."""
+    _check_choice(choice)
+    if choice == "auto":
+        return "ivf" if n_rows >= AUTO_IVF_ROWS else "flat"
+    return choice
+
+
+def _check_choice(choice: str) -> None:
+    if choice not in CHOICES:
+        raise ValueError(f"the index must be one of {', '.join(CHOICES)}, not {choice!r}")
 
 
 def default_nlist(n: int) -> int:

@@ -41,6 +41,7 @@ import base64
 import collections
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -90,7 +91,7 @@ class OverlapConfig:
     radius: int | None = None                   # None: the detection core's default
     views: tuple[str, ...] | None = None        # None: the detection core's default views
     verify: bool = True
-    index: str = "flat"                         # flat | ivf
+    index: str = "auto"                         # auto | flat | ivf (index.CHOICES)
     columns: testsets.Columns = field(default_factory=testsets.Columns)
     workers: int | None = None                  # processes hashing the test sets
     embeddings: str | None = None               # trainer checkpoint for the semantic stage
@@ -430,28 +431,45 @@ class TestSide:
     def n_images(self) -> int:
         return len(self.ids)
 
-    def similarity(self, test: np.ndarray, train_desc: np.ndarray) -> np.ndarray:
-        """Per pair (test[k], train_desc[k]): the highest cosine over the test image's described
-        views; NaN where the test image has no descriptor (any cosine, -1 included, is a value)."""
+    def similarity(self, test: np.ndarray, train_desc: np.ndarray, train_row: np.ndarray) -> np.ndarray:
+        """Per pair (test[k], train_desc[train_row[k]]): the highest cosine over the test image's
+        described views; NaN where the test image has no descriptor (any cosine, -1 included, is
+        a value)."""
         best = np.full(len(test), np.nan, np.float32)
         if self.desc is None or not len(test):
             return best
         for v in range(self.desc_row.shape[1]):
             rows = self.desc_row[test, v]
-            ok = rows >= 0
-            best[ok] = np.fmax(best[ok], np.einsum("ij,ij->i", self.desc[rows[ok]], train_desc[ok]))
+            ok = np.flatnonzero(rows >= 0)
+            best[ok] = np.fmax(best[ok], paired_dots(self.desc, rows[ok], train_desc, train_row[ok]))
         return best
 
-    def view_similarity(self, test: np.ndarray, view: np.ndarray, train_desc: np.ndarray) -> np.ndarray:
+    def view_similarity(self, test: np.ndarray, view: np.ndarray, train_desc: np.ndarray,
+                        train_row: np.ndarray) -> np.ndarray:
         """Per pair: the cosine of the test image's hash view `view[k]` (an index into
-        view_names) with the training descriptor; NaN where that view has no descriptor."""
+        view_names) with train_desc[train_row[k]]; NaN where that view has no descriptor."""
         out = np.full(len(test), np.nan, np.float32)
         if self.view_desc is None or not len(test):
             return out
         rows = self.view_desc_row[test, view]
-        ok = rows >= 0
-        out[ok] = np.einsum("ij,ij->i", self.view_desc[rows[ok]].astype(np.float32), train_desc[ok])
+        ok = np.flatnonzero(rows >= 0)
+        out[ok] = paired_dots(self.view_desc, rows[ok], train_desc, train_row[ok])
         return out
+
+
+DOT_BLOCK = 4096   # pairs per block in paired_dots: two blocks of rows stay in the CPU's cache
+
+
+def paired_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray) -> np.ndarray:
+    """a[a_rows[k]] . b[b_rows[k]] for every k, in float32 (a may be float16), block by block:
+    at 100k test images a training image has ~800 pHash matches to check, so the rows gathered
+    at once stay bounded instead of growing with the matches."""
+    out = np.empty(len(a_rows), np.float32)
+    for start in range(0, len(a_rows), DOT_BLOCK):
+        end = start + DOT_BLOCK
+        out[start:end] = np.einsum("ij,ij->i", a[a_rows[start:end]].astype(np.float32, copy=False),
+                                   b[b_rows[start:end]])
+    return out
 
 
 def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> TestSide:
@@ -557,75 +575,47 @@ class ShardSearch:
     beyond_cap: int = 0          # candidates left out: their training image had per_image more alike
 
 
+SEARCH_CHUNK = 512   # training images searched at a time: bounds the memory of their pHash matches
+                     # (~800 per training image at 100k test images) whatever the shard's size
+
+
 def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descriptors: DescriptorSearch | None = None,
                  train_desc: tuple[np.ndarray, np.ndarray] | None = None) -> ShardSearch:
-    """The candidate pairs of one shard, one per (test image, training sample). Without
-    `descriptors`: every pHash match within `radius`, at its nearest pair of views (`view` names
-    the test image's view, with " / train centre" when the training image's centre view was the
-    nearer). With them (`train_desc` from describe_thumbs):
-    every pair whose copy descriptors agree to `similar` (`view` "descriptor"), and the hash
-    matches within `exact` bits or whose descriptors agree: a match on the training image as it
-    is when the matched test view (a crop window, the mirror, ...) or the whole picture agrees to
-    `similar` with it (a crop's copy is alike the window that shows it); a match on the training
-    image's centre view (the test image is the crop) when that centre, described from the stored
-    thumbnail, or the whole picture agrees to `similar` with the matched test view. Without view
-    descriptors (or a thumbnail) a hash match is kept when the whole pictures agree to
-    `hash_similar`. A pair with no descriptor on either side stays a hash candidate. Each pair
-    carries its best cosine as `similarity`."""
-    from clipdata.dedup.hashing import TRAIN_VIEWS
+    """The candidate pairs of one shard, one per (test image, training sample), searched
+    SEARCH_CHUNK training images at a time. Without `descriptors`: every pHash match within
+    `radius`, at its nearest pair of views (`view` names the test image's view, with
+    " / train centre" when the training image's centre view was the nearer). With them
+    (`train_desc` from describe_thumbs): every pair whose copy descriptors agree to `similar`
+    (`view` "descriptor"), and the hash matches within `exact` bits or whose descriptors agree:
+    a match on the training image as it is when the matched test view (a crop window, the
+    mirror, ...) agrees to `similar` with it (a crop's copy is alike the window that shows it);
+    a match on the training image's centre view (the test image is the crop) when that centre,
+    described from the stored thumbnail, agrees to `similar` with the matched test view. A pair
+    whose whole pictures agree is found by the descriptor search itself and keeps its pHash
+    match's distance and view. Without view descriptors (or a thumbnail) a hash match is kept
+    when the whole pictures agree to `hash_similar`. A pair with no descriptor on either side
+    stays a hash candidate. Each pair carries its best cosine as `similarity`."""
     from clipdata.dedup.index import candidate_pairs
 
     nearest = np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
     if not len(train.codes):
         return ShardSearch([], 0, nearest)
     codes, owner, train_view = train.search_codes()
-    found = candidate_pairs(index, side.owner, codes, radius, view_index=side.view, train_owner=owner,
-                            train_view=train_view)
-    test, row = found.test, found.train
-    np.minimum.at(nearest, test, found.distance.astype(np.uint8))
-    similarity = np.full(len(test), np.nan, np.float32)
-    dropped = 0
-    pairs: dict[tuple[int, int], tuple] = {}
     described_search = descriptors is not None and train_desc is not None
-    if described_search:
-        desc, described = train_desc
-        similarity = side.similarity(test, desc[row])
-        unknown = ~described[row] | np.isnan(similarity)
-        view_similarity = side.view_similarity(test, found.view, desc[row])
-        centre = found.train_view != 0
-        view_similarity[centre] = np.nan
-        if side.view_desc is not None and centre.any():
-            # a match on the training image's centre view: that centre's descriptor against the
-            # matched test view (the test image is the crop: its view shows the same middle)
-            centre_rows = np.unique(row[centre])
-            centre_desc, centre_ok = describe_centres([train.thumbs[j] if j < len(train.thumbs) else None
-                                                        for j in centre_rows.tolist()])
-            at = np.searchsorted(centre_rows, row[centre])
-            sims = side.view_similarity(test[centre], found.view[centre], centre_desc[at])
-            sims[~centre_ok[at]] = np.nan
-            view_similarity[centre] = sims
-        view_similarity[unknown] = np.nan
-        by_view = ~np.isnan(view_similarity)
-        similarity = np.where(by_view, np.fmax(similarity, view_similarity), similarity)
-        agree = np.where(by_view, similarity >= descriptors.similar, similarity >= descriptors.hash_similar)
-        keep = unknown | (found.distance <= descriptors.exact) | agree
-        similarity[unknown] = np.nan
-        dropped = int((~keep).sum())
-    else:
-        keep = np.ones(len(test), bool)
-    for k in np.flatnonzero(keep).tolist():
-        v, tv = int(found.view[k]), int(found.train_view[k])
-        view = side.view_names[v] if tv == 0 else f"{side.view_names[v]} / train {TRAIN_VIEWS[tv]}"
-        pairs[int(test[k]), int(row[k])] = (int(found.distance[k]), view, float(similarity[k]))
-    if described_search:
-        rows = np.flatnonzero(described)
-        q, r, sims = descriptors.index.similar_pairs(desc[rows], descriptors.similar)
-        best: dict[tuple[int, int], float] = {}
-        for j, t, sim in zip(rows[q].tolist(), side.desc_owner[r].tolist(), sims.tolist()):
-            if (t, j) not in pairs and sim > best.get((t, j), -2.0):
-                best[t, j] = sim
-        for (t, j), sim in best.items():
-            pairs[t, j] = (None, "descriptor", sim)
+    pairs: dict[tuple[int, int], tuple] = {}
+    dropped = 0
+    for start in range(0, len(train.codes), SEARCH_CHUNK):
+        part = (owner >= start) & (owner < start + SEARCH_CHUNK)
+        found = candidate_pairs(index, side.owner, codes[part], radius, view_index=side.view,
+                                train_owner=owner[part], train_view=train_view[part])
+        np.minimum.at(nearest, found.test, found.distance.astype(np.uint8))
+        if described_search:
+            dropped += _described_pairs(found, side, train, descriptors, train_desc,
+                                        np.arange(start, min(start + SEARCH_CHUNK, len(train.codes))), pairs)
+        else:
+            for k in range(len(found.test)):
+                pairs[int(found.test[k]), int(found.train[k])] = (
+                    int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]), math.nan)
     beyond = _cap_per_image(pairs, descriptors) if described_search else 0
     candidates = []
     for (t, j), (distance, view, sim) in pairs.items():
@@ -639,6 +629,69 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
             THUMB: train.thumbs[j] if j < len(train.thumbs) else None,
         })
     return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), dropped, nearest, beyond)
+
+
+def _view_name(side: TestSide, view: int, train_view: int) -> str:
+    from clipdata.dedup.hashing import TRAIN_VIEWS
+
+    name = side.view_names[int(view)]
+    return name if train_view == 0 else f"{name} / train {TRAIN_VIEWS[int(train_view)]}"
+
+
+def _described_pairs(found, side: TestSide, train: TrainHashes, descriptors: DescriptorSearch,
+                     train_desc: tuple[np.ndarray, np.ndarray], rows: np.ndarray, pairs: dict) -> int:
+    """search_shard's decision for the pHash matches `found` of the training images `rows`, and
+    their descriptor search; adds the candidates to `pairs`, returns how many matches it left out.
+    Each match costs one cosine (its matched view's), whatever the number of test images."""
+    desc, described = train_desc
+    test, row = found.test, found.train
+    sim = side.view_similarity(test, found.view, desc, row)
+    centre = found.train_view != 0
+    sim[centre] = np.nan
+    if side.view_desc is not None and centre.any():
+        # a match on the training image's centre view: that centre's descriptor against the
+        # matched test view (the test image is the crop: its view shows the same middle)
+        centre_rows = np.unique(row[centre])
+        centre_desc, centre_ok = describe_centres([train.thumbs[j] if j < len(train.thumbs) else None
+                                                    for j in centre_rows.tolist()])
+        at = np.searchsorted(centre_rows, row[centre])
+        sims = side.view_similarity(test[centre], found.view[centre], centre_desc, at)
+        sims[~centre_ok[at]] = np.nan
+        sim[centre] = sims
+    # no descriptor of the matched view: the whole pictures decide, from hash_similar
+    no_view = np.isnan(sim)
+    whole = np.full(len(test), np.nan, np.float32)
+    if no_view.any():
+        k = np.flatnonzero(no_view)
+        whole[k] = side.similarity(test[k], desc, row[k])
+    unknown = ~described[row] | (no_view & np.isnan(whole))
+    agree = np.where(no_view, whole >= descriptors.hash_similar, sim >= descriptors.similar)
+    keep = unknown | (found.distance <= descriptors.exact) | agree
+    similarity = np.where(no_view, whole, sim)
+    similarity[unknown] = np.nan
+    for k in np.flatnonzero(keep).tolist():
+        pairs[int(test[k]), int(row[k])] = (int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]),
+                                            float(similarity[k]))
+    # the descriptor search of the same training images: pairs whose whole pictures agree
+    queries = rows[described[rows]]
+    q, r, sims = descriptors.index.similar_pairs(desc[queries], descriptors.similar)
+    best: dict[tuple[int, int], float] = {}
+    for j, t, s in zip(queries[q].tolist(), side.desc_owner[r].tolist(), sims.tolist()):
+        best[t, j] = max(s, best.get((t, j), -2.0))
+    match_key = row * side.n_images + test          # found is sorted by (training row, test image)
+    rescued = 0                                     # left-out matches the whole pictures bring back
+    for (t, j), s in best.items():
+        if (t, j) in pairs:
+            distance, view, before = pairs[t, j]
+            pairs[t, j] = (distance, view, s if before != before else max(before, s))
+            continue
+        k = int(np.searchsorted(match_key, j * side.n_images + t))
+        if k < len(match_key) and match_key[k] == j * side.n_images + t:   # a pHash match too
+            pairs[t, j] = (int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]), s)
+            rescued += 1
+        else:
+            pairs[t, j] = (None, "descriptor", s)
+    return int((~keep).sum()) - rescued
 
 
 def _cap_per_image(pairs: dict, descriptors: DescriptorSearch) -> int:
@@ -927,11 +980,11 @@ class SearchShardFn(beam.DoFn):
     def setup(self):
         from clipdata.dedup import index
 
-        self.index = index.HashIndex(self.side.codes, kind=self.index_kind)
+        self.index = index.HashIndex(self.side.codes, kind=index.hash_kind(self.index_kind, len(self.side.codes)))
         self.descriptors = None
         if self.side.desc is not None and self.similar is not None:
-            self.descriptors = DescriptorSearch(index.DescriptorIndex(self.side.desc, kind=self.index_kind),
-                                                *self.similar)
+            kind = index.descriptor_kind(self.index_kind, len(self.side.desc))
+            self.descriptors = DescriptorSearch(index.DescriptorIndex(self.side.desc, kind=kind), *self.similar)
         self.embedder = load_embedder(self.semantic["checkpoint"]) if self.semantic else None
         self.tests = TestImages(self.side)
 
@@ -1142,8 +1195,10 @@ def resolve_options(config: OverlapConfig) -> tuple[int, tuple[str, ...]]:
         raise OverlapError(f"--per-image must be at least 1, got {config.per_image}")
     if config.similar is not None and not -1.0 <= config.similar <= 1.0:
         raise OverlapError(f"--similar is a cosine, between -1 and 1, got {config.similar}")
-    if config.index not in ("flat", "ivf"):
-        raise OverlapError(f"--index must be flat or ivf, got {config.index!r}")
+    from clipdata.dedup import index
+
+    if config.index not in index.CHOICES:
+        raise OverlapError(f"--index must be one of {', '.join(index.CHOICES)}, got {config.index!r}")
     return radius, views
 
 
@@ -1169,7 +1224,7 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
     try:  # what every worker's setup() will do: fail here, once, with the reason
         from clipdata.dedup import index
 
-        index.HashIndex(side.codes, kind=config.index)
+        index.HashIndex(side.codes, kind=index.hash_kind(config.index, len(side.codes)))
     except ValueError as err:
         raise OverlapError(f"--index {config.index}: {err}") from err
     if config.embeddings:

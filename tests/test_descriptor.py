@@ -198,6 +198,101 @@ def test_a_hash_match_is_kept_when_its_own_view_is_alike_though_the_whole_pictur
     assert {(p["test_index"], p["key"]) for p in found.candidates} == {(0, "k0"), (1, "k1")}
 
 
+def test_a_hash_match_whose_whole_pictures_agree_keeps_its_distance_and_view():
+    """The matched view is unlike the training image but the whole pictures agree: the descriptor
+    search finds the pair, and it is reported with its pHash match (distance, view), not as a
+    descriptor-only pair."""
+    whole, window = _unit(1, 0, 0), _unit(0, 1, 0)
+    side = overlap.TestSide(["set"], ["t0"], [None], np.array([0x0F0F, 0xF0F0F0F0], np.uint64),
+                            np.array([0, 0], np.int64), np.array([0, 1], np.int16), ["image", "border_crop80_l"])
+    side.desc_row, side.desc, side.desc_owner = np.array([[0, -1]], np.int64), np.stack([whole]), np.array([0])
+    side.view_desc = np.stack([whole, window]).astype(np.float16)
+    side.view_desc_row = np.array([[0, 1]], np.int64)
+    train = overlap.TrainHashes(keys=["k0"], urls=[None], captions=[None], codes=np.array([0xF0F0F0F3], np.uint64))
+    train.thumbs = [None]
+    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
+    found = overlap.search_shard(HashIndex(side.codes), side, train, 4, search, (np.stack([whole]), np.array([True])))
+    assert [(p["distance"], p["view"], p["similarity"]) for p in found.candidates] == [(2, "border_crop80_l", 1.0)]
+    assert found.dissimilar == 0
+
+
+def _random_search_case(seed: int):
+    """A test side of 60 images (3 hash views, descriptors of every view) and 70 training images,
+    a third of them near copies (a few bits off, descriptors close), some alike a test picture
+    with an unrelated hash, the rest random."""
+    rng = np.random.default_rng(seed)
+    n_test, n_train, dim = 60, 70, 16
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    names = ["image", "mirror", "crop90"]
+    codes = rng.integers(0, 2**63, (n_test, 3), dtype=np.uint64)
+    view_desc = unit(rng.normal(size=(n_test, 3, dim)))
+    side = overlap.TestSide(["set"] * n_test, [f"t{i}" for i in range(n_test)], [None] * n_test,
+                            codes.ravel(), np.repeat(np.arange(n_test), 3), np.tile(np.arange(3, dtype=np.int16), n_test),
+                            names)
+    side.desc_row = np.stack([np.arange(n_test) * 2, np.arange(n_test) * 2 + 1], 1)
+    side.desc = view_desc[:, :2].reshape(-1, dim).copy()
+    side.desc_owner = np.repeat(np.arange(n_test), 2)
+    side.view_desc = view_desc.reshape(-1, dim).astype(np.float16)
+    side.view_desc_row = np.arange(n_test * 3).reshape(n_test, 3)
+    train_codes = rng.integers(0, 2**63, n_train, dtype=np.uint64)
+    desc = unit(rng.normal(size=(n_train, dim)))
+    for j in range(0, n_train, 3):                 # near copies of a random view of a random test image
+        t, v = int(rng.integers(n_test)), int(rng.integers(3))
+        flips = np.uint64(sum(1 << int(b) for b in rng.choice(64, int(rng.integers(0, 6)), replace=False)))
+        train_codes[j] = codes[t, v] ^ flips
+        desc[j] = unit(view_desc[t, v] + rng.normal(0, float(rng.uniform(0.05, 0.6)), dim))
+    for j in range(1, n_train, 6):                 # alike a test picture, with an unrelated hash
+        desc[j] = unit(view_desc[int(rng.integers(n_test)), 0] + rng.normal(0, 0.1, dim))
+    train = overlap.TrainHashes(keys=[f"k{j:03d}" for j in range(n_train)], urls=[None] * n_train,
+                                captions=[None] * n_train, codes=train_codes)
+    train.thumbs = [None] * n_train
+    described = rng.random(n_train) > 0.1
+    return side, train, (desc, described)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_searching_a_shard_in_chunks_gives_what_one_pass_gives(monkeypatch, seed):
+    side, train, train_desc = _random_search_case(seed)
+    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.5, exact=0, per_image=2)
+
+    def run(chunk, block):
+        monkeypatch.setattr(overlap, "SEARCH_CHUNK", chunk)
+        monkeypatch.setattr(overlap, "DOT_BLOCK", block)
+        found = overlap.search_shard(HashIndex(side.codes), side, train, 6, search, train_desc)
+        return found.candidates, found.dissimilar, found.nearest.tolist(), found.beyond_cap
+
+    whole = run(10_000, 10_000)
+    assert len(whole[0]) >= 8 and whole[1] > 0           # both kinds of pair, some matches left out
+    assert {c["view"] for c in whole[0]} > {"descriptor"}
+    for chunk, block in [(1, 1), (7, 3), (64, 5)]:
+        assert run(chunk, block) == whole
+
+
+def test_paired_dots_are_the_row_products_in_any_block_size(monkeypatch):
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(50, 8)).astype(np.float16)
+    b = rng.normal(size=(20, 8)).astype(np.float32)
+    a_rows, b_rows = rng.integers(0, 50, 333), rng.integers(0, 20, 333)
+    want = (a[a_rows].astype(np.float32) * b[b_rows]).sum(1)
+    for block in (1, 7, 4096):
+        monkeypatch.setattr(overlap, "DOT_BLOCK", block)
+        assert np.allclose(overlap.paired_dots(a, a_rows, b, b_rows), want, atol=1e-5)
+
+
+def test_the_auto_index_keeps_the_hashes_exact_and_turns_the_descriptors_ivf_when_large():
+    from clipdata.dedup import index
+
+    assert index.hash_kind("auto", 10**9) == "flat" and index.hash_kind("ivf", 10) == "ivf"
+    assert index.descriptor_kind("auto", index.AUTO_IVF_ROWS - 1) == "flat"
+    assert index.descriptor_kind("auto", index.AUTO_IVF_ROWS) == "ivf"
+    assert index.descriptor_kind("flat", 10**9) == "flat" and index.descriptor_kind("ivf", 10) == "ivf"
+    with pytest.raises(ValueError, match="auto, flat, ivf"):
+        index.descriptor_kind("hnsw", 10)
+
+
 def test_a_match_on_the_training_centre_is_checked_with_the_centres_descriptor(monkeypatch):
     """The test image is the crop: its pHash matched the training image's centre view. The
     training centre (described from the stored thumbnail) must be alike the matched test view."""

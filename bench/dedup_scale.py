@@ -27,6 +27,7 @@ What it does:
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import io
 import math
 import multiprocessing
@@ -121,10 +122,20 @@ def jpeg(image: Image.Image, quality: int = 90) -> bytes:
 TEST_SEED, TRAIN_SEED = 10_000_000_000, 20_000_000_000
 
 
-def write_test_set(folder: str, n: int) -> None:
+def _write_test_image(job: tuple[str, int]) -> None:
+    folder, i = job
+    picture(TEST_SEED + i).save(os.path.join(folder, f"{i:07d}.png"))
+
+
+def write_test_set(folder: str, n: int, workers: int = 1) -> None:
     os.makedirs(folder, exist_ok=True)
-    for i in range(n):
-        picture(TEST_SEED + i).save(os.path.join(folder, f"{i:07d}.png"))
+    jobs = [(folder, i) for i in range(n)]
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pool.map(_write_test_image, jobs, chunksize=64)
+    else:
+        for job in jobs:
+            _write_test_image(job)
 
 
 def planting(n_train: int, n_planted: int, seed: int = 0) -> dict[int, tuple[int, str]]:
@@ -193,17 +204,27 @@ def write_training_shards(folder: str, n_train: int, rows_per_shard: int, plante
 # Stage rates on samples of the same data
 
 
-def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int = 60) -> dict:
+def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int = 60, side=None,
+                test_sample: int = 200) -> dict:
     """ms per training image of the hash search (one shard against the test views); ms per pair
-    of the screen and of the pixel check (over up to `sample` candidate pairs of the run)."""
+    of the screen and of the pixel check (over up to `sample` candidate pairs of the run). With
+    `side` (the run's test side) the test views are timed on `test_sample` test images, not
+    made again for all."""
     from clipdata.dedup import descriptor, hashing, overlap, testsets, thumbs, verify
     from clipdata.dedup.index import DEFAULT_RADIUS, DescriptorIndex, HashIndex, descriptor_kind, hash_kind
 
     config = overlap.OverlapConfig(shards=[shards_dir], test_sets=[("gen", test_dir)], output="", workers=1)
     radius, views = overlap.resolve_options(config)
-    t = time.process_time()
-    _, side = overlap.prepare_test_side(config, radius, views)
-    test_ms = 1000 * (time.process_time() - t) / side.n_images
+    if side is None:
+        t = time.process_time()
+        _, side = overlap.prepare_test_side(config, radius, views)
+        test_ms = 1000 * (time.process_time() - t) / side.n_images
+    else:
+        test_set = testsets.load_test_set("gen", test_dir, config.columns)
+        test_set = dataclasses.replace(test_set, images=test_set.images[:test_sample])
+        t = time.process_time()
+        testsets.hash_test_set(test_set, views, workers=1, describe=config.descriptor)
+        test_ms = 1000 * (time.process_time() - t) / len(test_set.images)
     # the indexes `--index auto` builds at the projected size (at 100k test images the descriptor
     # index is IVF: its cost is then ~1/8 of a flat scan plus the list centroids, still linear)
     kinds = {"hash": hash_kind("auto", TARGET_TEST * len(side.view_names)),
@@ -279,7 +300,7 @@ def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers:
     shutil.rmtree(folder, ignore_errors=True)
     test_dir, shards_dir, output = (os.path.join(folder, x) for x in ("test", "shards", "report"))
     t = time.perf_counter()
-    write_test_set(test_dir, n_test)
+    write_test_set(test_dir, n_test, workers)
     planted = planting(n_train, n_planted)
     made = write_training_shards(shards_dir, n_train, rows_per_shard, planted, workers)
     log(f"generated {n_test:,} test images and {made['images']:,} training images ({made['planted']} planted "
@@ -306,7 +327,8 @@ def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers:
     # at web scale copies are rare: the projection takes the candidates of pairs that are not
     # planted copies (here n_planted of n_train x n_test pairs, far more than a crawl holds)
     unrelated = [p for p in result.pairs if (p["test_index"], key_row.get(p["key"])) not in planted_pairs]
-    rates = stage_rates(shards_dir, test_dir, [p for p in result.pairs if p.get("stage") in ("screen", "pixels")])
+    rates = stage_rates(shards_dir, test_dir, [p for p in result.pairs if p.get("stage") in ("screen", "pixels")],
+                        side=result.side)
     out = {
         "train": made["images"], "test": n_test, "planted": len(planted_pairs),
         "recall": len(found & planted_pairs) / max(1, len(planted_pairs)),

@@ -35,12 +35,11 @@ import tarfile
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from clipdata.pipeline import beam_runner, failures, folder_lock, shards
+from clipdata.pipeline import beam_runner, failures, folder_lock, shards, webdataset_tars
 from clipdata.pipeline.storage import atomic_write, storage_for, write_temp
 
 BLOCKED = "blocked"
 _STATS = re.compile(r"^(\d+)_stats\.json$")
-_KEY = re.compile(r"^((?:.*/|)[^./]+)[.]")   # webdataset: the key is the name up to the first dot
 BLOCK = 512
 RECORD = 20 * BLOCK                           # tarfile pads an archive to a multiple of this
 
@@ -103,11 +102,6 @@ def list_committed(shards_dir: str) -> list[str]:
     return sorted((n for n in names if _STATS.match(n)), key=lambda n: (len(n), n))
 
 
-def member_key(name: str) -> str:
-    m = _KEY.match(name)
-    return m.group(1) if m else name
-
-
 def _padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
@@ -117,7 +111,7 @@ def _tar_ranges(handle) -> list[tuple[str, int, int]]:
     ranges = []
     with tarfile.open(fileobj=handle, mode="r:") as tar:
         for member in tar:
-            ranges.append((member_key(member.name), member.offset, member.offset_data + _padded(member.size)))
+            ranges.append((webdataset_tars.member_key(member.name), member.offset, member.offset_data + _padded(member.size)))
     return ranges
 
 

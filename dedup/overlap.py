@@ -58,7 +58,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from clipdata.dedup import progress, testsets
 from clipdata.dedup.hashing import hex64
-from clipdata.pipeline import beam_runner, failures, shards
+from clipdata.pipeline import beam_runner, failures, shards, webdataset_tars
 from clipdata.pipeline.storage import clear_folder, storage_for
 
 # With the descriptor, each training image keeps at most this many candidates, its most alike test
@@ -71,7 +71,6 @@ NO_NEIGHBOUR = 255          # nearest distance of a test image with no training 
 THUMB = "_thumb"            # a candidate's stored thumbnail while it moves between steps; never written out
 TEST_CACHE = 256            # decoded test images a worker keeps (their candidates come together)
 THUMB_SIZE = 96
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$")
 TRAIN_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
@@ -129,23 +128,19 @@ def list_shards(patterns: list[str]) -> tuple[list[ShardInput], list[dict]]:
     skipped); a folder without gives every tar/parquet pair by name. A .tar or .parquet path is
     paired with the file of the other kind beside it, when there is one.
     """
-    import braceexpand
-
     found: dict[str, ShardInput] = {}
     problems: list[dict] = []
-    for pattern in patterns:
-        for part in str(pattern).split("::"):
-            for path in braceexpand.braceexpand(part):
-                if any(c in path for c in "*?["):
-                    matches = _glob(path)
-                    if not matches:
-                        problems.append({"shard": path, "error": "no file matches"})
-                    for match in matches:
-                        _add_file(match, found, problems)
-                elif _is_folder(path):
-                    _add_folder(path, found, problems)
-                else:
-                    _add_file(path, found, problems)
+    for path in webdataset_tars.expand_patterns(patterns):
+        if any(c in path for c in "*?["):
+            matches = _glob(path)
+            if not matches:
+                problems.append({"shard": path, "error": "no file matches"})
+            for match in matches:
+                _add_file(match, found, problems)
+        elif _is_folder(path):
+            _add_folder(path, found, problems)
+        else:
+            _add_file(path, found, problems)
     return sorted(found.values(), key=lambda s: (len(s.name), s.name)), problems
 
 
@@ -348,38 +343,11 @@ def _thumbs_from_tar(tar_path: str, out: TrainHashes) -> None:
 def _tar_samples(tar_path: str, wanted: set[str] | None):
     """(key, image ext, image bytes, {url, caption}) per sample with an image, in tar order;
     only the `wanted` keys when given (reading stops once they are all found)."""
-    left = None if wanted is None else set(wanted)
     with _open(tar_path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        current, sample = None, {}
-
-        def done(sample):
-            ext = next((e for e in TRAIN_IMAGE_EXTS if e in sample), None)
-            return (current, ext, sample[ext], _sample_text(sample)) if ext else None
-
-        for member in tar:
-            if not member.isfile():
-                continue
-            m = _KEY_EXT.match(member.name)
-            if not m:
-                continue
-            key, ext = m.group(1), m.group(2).lower()
-            if key != current:
-                if current is not None and (left is None or current in left):
-                    item = done(sample)
-                    if item:
-                        yield item
-                    if left is not None:
-                        left.discard(current)
-                        if not left:
-                            return
-                current, sample = key, {}
-            if left is None or key in left:
-                if ext in TRAIN_IMAGE_EXTS or ext in ("txt", "json"):
-                    sample[ext] = tar.extractfile(member).read()
-        if current is not None and (left is None or current in left):
-            item = done(sample)
-            if item:
-                yield item
+        for sample in webdataset_tars.samples(tar, read=TRAIN_IMAGE_EXTS + ("txt", "json"), wanted=wanted):
+            ext = next((e for e in TRAIN_IMAGE_EXTS if e in sample.data), None)
+            if ext:
+                yield sample.key, ext, sample.data[ext], _sample_text(sample.data)
 
 
 def _sample_text(sample: dict) -> dict:

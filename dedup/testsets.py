@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clipdata.pipeline import failures
+from clipdata.pipeline import failures, webdataset_tars
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm",
                     "jfif", "jpe")
@@ -45,7 +45,6 @@ LABEL_FIELDS = ("label", "cls", "class", "target", "labels")
 POOL_THRESHOLD = 256
 
 # webdataset's split of a member name into key and extension (tariterators.base_plus_ext).
-_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
 
 class TestSetError(Exception):
@@ -224,15 +223,12 @@ def _classes_beside(folder: str) -> dict[str, str] | None:
 
 
 def _expand_tars(path: str) -> list[str]:
-    import braceexpand  # a webdataset dependency
-
     tars = []
-    for part in path.split("::"):
-        for one in braceexpand.braceexpand(part):
-            if os.path.isdir(one):
-                tars.extend(os.path.join(one, n) for n in _walk(one) if _ext(n) == "tar")
-            else:
-                tars.append(one)
+    for one in webdataset_tars.expand_patterns(path):
+        if os.path.isdir(one):
+            tars.extend(os.path.join(one, n) for n in _walk(one) if _ext(n) == "tar")
+        else:
+            tars.append(one)
     return tars
 
 
@@ -262,22 +258,15 @@ def _list_webdataset(name: str, path: str, tars: list[str]) -> TestSet:
 
 def _scan_tar(tar_path: str, samples: list) -> None:
     with _open(tar_path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        current = None
-        for member in tar:
-            if not member.isfile():
-                continue
-            m = _KEY_EXT.match(member.name)
-            if not m or member.name.rsplit("/", 1)[-1].startswith("__"):  # webdataset skips __meta__
-                continue
-            key, ext = m.group(1), m.group(2).lower()
-            if current is None or current["__key__"] != key:
-                current = {"__key__": key, "members": {}}
-                samples.append((tar_path, current))
-            current["members"][ext] = (member.offset_data, member.size)
-            if ext in ("cls", "json") and "label" not in current:
-                label = _label_of(ext, tar.extractfile(member).read())
+        for sample in webdataset_tars.samples(tar, read=("cls", "json")):
+            entry = {"__key__": sample.key,
+                     "members": {ext: (m.offset_data, m.size) for ext, m in sample.members.items()}}
+            for ext in sample.members:           # the first label, in archive order
+                label = _label_of(ext, sample.data[ext]) if ext in sample.data else None
                 if label is not None:
-                    current["label"] = label
+                    entry["label"] = label
+                    break
+            samples.append((tar_path, entry))
 
 
 def _label_of(ext: str, data: bytes) -> str | None:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from clipdata.pipeline import beam_runner, fetch, folder_lock, images, pool, shards
+from clipdata.pipeline import beam_runner, fetch, folder_lock, images, pool, shards, webdataset_tars
 
 # Columns a curated input carries that the shards keep (parquet and per-sample json).
 PASSTHROUGH = {"uid": pa.string(), "source_file": pa.string(), "source_row": pa.int64(), "page_url": pa.string()}
@@ -214,10 +214,11 @@ def retry_rows(output: str, shard_id: int, shard_digits: int, config: DownloadCo
     images_by_key = {}
     with FileSystems.open(FileSystems.join(output, names["tar"]), compression_type="uncompressed") as handle:
         with tarfile.open(fileobj=handle, mode="r|") as tar:
-            for member in tar:
-                key, ext = member.name.split(".", 1)
-                if ext in images.ENCODE_EXTENSIONS.values():
-                    images_by_key[key] = tar.extractfile(member).read()
+            image_exts = tuple(images.ENCODE_EXTENSIONS.values())
+            for sample in webdataset_tars.samples(tar, read=image_exts):
+                ext = next((e for e in image_exts if e in sample.data), None)
+                if ext:
+                    images_by_key[sample.key] = sample.data[ext]
     records = table.to_pylist()
     failed = [r for r in records if r["status"] != "success"]
     retried = {}

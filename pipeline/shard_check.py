@@ -44,6 +44,8 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 
+from clipdata.pipeline import webdataset_tars
+
 OPENCLIP_IMAGES = ("jpg", "jpeg", "png", "webp")  # open_clip_train: rename(image="jpg;png;jpeg;webp")
 TEXT = "txt"
 HANG_NOTE = ("OpenCLIP drops such samples, and its data workers spin forever without an error when a "
@@ -57,9 +59,6 @@ KNOWN_EXTENSIONS = frozenset(
     "mp4 m4v ogv mjpeg avi mov mkv webm wav flac mp3 m4a ogg opus".split()
 )
 
-# webdataset's tariterators.base_plus_ext, and its rule for metadata members it skips.
-_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
-_META = re.compile(r"__[^/]*__($|/)")
 _COMPRESSED = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
 
 
@@ -131,15 +130,15 @@ def _check_member(info: tarfile.TarInfo, samples: "_SampleTracker", report) -> N
         kind = "directory" if info.isdir() else "link" if info.issym() or info.islnk() else "special file"
         report(name, "not_a_file", f"{kind} member `{name}`: webdataset skips it")
         return
-    if "/" not in name and name.startswith("__") and name.endswith("__") or _META.match(name):
+    if webdataset_tars.is_meta(name):
         return  # webdataset's own metadata members, skipped by readers by design
     base = name.rsplit("/", 1)[-1]
-    match = _KEY_EXT.match(name)
-    if match is None:
+    split = webdataset_tars.split_member(name)
+    if split is None:
         why = "starts with a dot" if base.startswith(".") else "has no extension"
         report(name, "bad_name", f"`{name}` {why}: webdataset finds no key in it and skips it")
         return
-    key, ext = match.groups()
+    key, ext = split
     if base.count(".") >= 2:
         meant = name.rsplit(".", 1)[0]
         samples.dotted(key, meant, name, ext)
@@ -245,10 +244,7 @@ def _check_end_of_archive(path: str, offset: int, last_name: str | None, report,
 
 
 def _key_of(name: str | None) -> str:
-    if not name:
-        return ""
-    match = _KEY_EXT.match(name)
-    return match.group(1) if match else name
+    return webdataset_tars.member_key(name) if name else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,19 +302,15 @@ def _skip(stream, offset: int) -> None:
 
 def expand_paths(paths: list[str]) -> tuple[list[str], list[Problem]]:
     """Shard paths from tars, folders of tars and brace patterns ('{00000..00009}.tar', 'a::b')."""
-    import braceexpand  # a webdataset dependency
-
     shards, problems = [], []
-    for given in paths:
-        for part in str(given).split("::"):
-            for path in braceexpand.braceexpand(part):
-                if _is_folder(path):
-                    found = _tars_in(path)
-                    if not found:
-                        problems.append(Problem(path, "", "not_found", "folder has no .tar files"))
-                    shards.extend(found)
-                else:
-                    shards.append(path)
+    for path in webdataset_tars.expand_patterns(paths):
+        if _is_folder(path):
+            found = _tars_in(path)
+            if not found:
+                problems.append(Problem(path, "", "not_found", "folder has no .tar files"))
+            shards.extend(found)
+        else:
+            shards.append(path)
     return shards, problems
 
 

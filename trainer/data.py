@@ -58,14 +58,13 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterator
 
-import braceexpand
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
-from clipdata.pipeline import failures
+from clipdata.pipeline import failures, webdataset_tars
 from clipdata.trainer.model import IMAGE_MEAN, IMAGE_STD
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def resolve_shards(data: str) -> list[str]:
         shards = sorted(p for p in glob.glob(os.path.join(data, "*.tar"))
                         if not os.path.basename(p).startswith("."))  # skip writers' temp files
     else:
-        shards = [url for part in data.split("::") for url in braceexpand.braceexpand(part)]
+        shards = webdataset_tars.expand_patterns(data)
         local = [u for u in shards if "://" not in u and not u.startswith("pipe:")]
         missing = [u for u in local if not os.path.exists(u)]
         if local and len(missing) == len(shards):

@@ -469,7 +469,8 @@ def _verify_job(job: tuple) -> tuple[bool, float, float, bool]:
     or ("pair", i, j): test original i against the stored original j. `duplicate` is what
     clipdata dedup decides: the screen on the stored image's thumbnail, then the pixels for
     what it passes; `pixels alone` is verify() without the screen."""
-    from clipdata.dedup import thumbs, verify
+    from clipdata.dedup import verify
+    from clipdata.pipeline import thumbs
     originals, store = _WORLD["originals"], _WORLD["store"]
     if job[0] == "copy":
         _, i, transform, direction = job

@@ -210,7 +210,8 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     of the screen and of the pixel check (over up to `sample` candidate pairs of the run). With
     `side` (the run's test side) the test views are timed on `test_sample` test images, not
     made again for all."""
-    from clipdata.dedup import descriptor, hashing, overlap, testsets, thumbs, verify
+    from clipdata.dedup import descriptor, hashing, overlap, testsets, verify
+    from clipdata.pipeline import thumbs
     from clipdata.dedup.index import DEFAULT_RADIUS, DescriptorIndex, HashIndex, descriptor_kind, hash_kind
 
     config = overlap.OverlapConfig(shards=[shards_dir], test_sets=[("gen", test_dir)], output="", workers=1)

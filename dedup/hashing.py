@@ -4,7 +4,8 @@ The training side holds two hashes per image (`train_views()`), computed by `cli
 on the STORED image (img2dataset's resize to 256 with padding to a square, JPEG q95,
 transparency matted on white): the `phash` and `phash_centre` columns of every
 `{shard:05d}.parquet`, 16 hex digits each. `phash()` here gives the same number for the same
-encoded image as the downloader's `phash_hex` (both are imagehash.phash).
+encoded image as the downloader stores (both are imagehash.phash; the download-time part, the
+training views and the geometry they share with the test views, is pipeline/signature.py).
 
 The test side is small, so each test image is hashed in many views (`views()`): a copy in the
 training data may be mirrored, cropped or padded, and each of those moves a pHash as far as an
@@ -31,6 +32,9 @@ from PIL import Image, ImageOps
 
 from clipdata.pipeline import failures
 from clipdata.pipeline.imaging import to_rgb
+from clipdata.pipeline.signature import (  # noqa: F401 - the download-time half, used here and re-exported
+    BAR_TOLERANCE, TRAIN_CENTRE_KEEP, TRAIN_VIEWS, bits_to_int, centre_crop, content_boxes, hex64, pad_to_square,
+    phash, stored_content, train_views, window)
 
 # Chosen by measurement (bench/dedup.py quality, see there for the tables):
 # - "image" and "mirror": the picture as it is and flipped (a flip moves a pHash 27-40 bits);
@@ -60,17 +64,6 @@ DEFAULT_VIEWS = FAST_VIEWS + tuple(name for keep in GRID_KEEPS for name in crop_
 # `--views fast`: a fifth of the search work; 10% crops found ~70%, 20% crops ~15% of the time.
 VIEW_PRESETS = {"default": DEFAULT_VIEWS, "fast": FAST_VIEWS}
 
-# The training side's second view (`train_views`): the centre 70% of each side of the stored
-# picture's content (padding bars left out), padded to a square. A test image that is itself a
-# crop of the training picture (cut 5-20% of each side: a test set made from web photos) has a
-# window among the test views above that shows the same centre: 70% of the training picture is
-# 0.7 / 0.9 ~ 80% of a 10% crop and 0.7 / 0.8 ~ 85% of a 20% crop. Measured with the default
-# views (bench/dedup.py quality, photo-like originals): such copies found 95% (10% crops) and
-# 96% (20%) of the time, against 64% and 18% with the test views alone; the search does 2x the work.
-TRAIN_CENTRE_KEEP = 0.7
-TRAIN_VIEWS = ("image", "centre")
-BAR_TOLERANCE = 12    # a padding row/column varies by at most this (JPEG q95 around flat colour)
-
 FAMILIES = ("phash", "dhash", "whash")
 HEX_DIGITS = 16
 
@@ -95,24 +88,14 @@ def open_image(data: bytes) -> Image.Image:
 # Hashes
 
 
-def _bits_to_int(bits: np.ndarray) -> int:
-    return int.from_bytes(np.packbits(bits.ravel().astype(bool)).tobytes(), "big")
-
-
-def phash(image: Image.Image) -> int:
-    """imagehash's 64-bit pHash as an unsigned int; equal to int(pipeline.images.phash_hex(b), 16)
-    for the image b encodes."""
-    return _bits_to_int(imagehash.phash(to_rgb(image)).hash)
-
-
 def dhash(image: Image.Image) -> int:
     """imagehash's 64-bit (horizontal) difference hash as an unsigned int."""
-    return _bits_to_int(imagehash.dhash(to_rgb(image)).hash)
+    return bits_to_int(imagehash.dhash(to_rgb(image)).hash)
 
 
 def whash(image: Image.Image) -> int:
     """imagehash's 64-bit Haar wavelet hash as an unsigned int."""
-    return _bits_to_int(imagehash.whash(to_rgb(image)).hash)
+    return bits_to_int(imagehash.whash(to_rgb(image)).hash)
 
 
 HASH_FUNCTIONS: dict[str, Callable[[Image.Image], int]] = {"phash": phash, "dhash": dhash, "whash": whash}
@@ -123,14 +106,6 @@ def hash_function(family: str) -> Callable[[Image.Image], int]:
         return HASH_FUNCTIONS[family]
     except KeyError:
         raise ValueError(f"unknown hash family {family!r}; known: {', '.join(FAMILIES)}") from None
-
-
-def hex64(h: int) -> str:
-    """16 lower-case hex digits, imagehash's string form."""
-    h = int(h)
-    if not 0 <= h < 1 << 64:
-        raise ValueError(f"not an unsigned 64-bit hash: {h}")
-    return f"{h:016x}"
 
 
 def from_hex(s: str) -> int:
@@ -161,88 +136,6 @@ def from_hex_many(strings: Iterable[str | None]) -> tuple[np.ndarray, np.ndarray
 
 # ---------------------------------------------------------------------------------------------
 # Views: the forms a test image's copy may take in the training data
-
-
-def pad_to_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:
-    """The picture centred on a square of `fill`, as img2dataset's `border` resize mode pads it
-    (before its resize to 256, which a pHash does not see)."""
-    w, h = image.size
-    if w == h:
-        return image
-    side = max(w, h)
-    canvas = Image.new("RGB", (side, side), fill)
-    # albumentations' PadIfNeeded puts the odd pixel at the bottom / right
-    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-    return canvas
-
-
-def centre_crop(image: Image.Image, keep: float) -> Image.Image:
-    """The centre `keep` fraction of each side."""
-    return window(image, keep, 0.5, 0.5)
-
-
-def window(image: Image.Image, keep: float, fx: float, fy: float) -> Image.Image:
-    """`keep` of each side, placed at fraction fx, fy of the slack (0: left / top, 0.5: centre,
-    1: right / bottom)."""
-    w, h = image.size
-    cw, ch = max(1, round(w * keep)), max(1, round(h * keep))
-    left, top = int((w - cw) * fx), int((h - ch) * fy)
-    return image.crop((left, top, left + cw, top + ch))
-
-
-def _flat_run(lines_ptp: np.ndarray, lines_mean: np.ndarray) -> int:
-    """How many leading lines are flat and of the first line's colour."""
-    if lines_ptp[0] > BAR_TOLERANCE:
-        return 0
-    same = (lines_ptp <= BAR_TOLERANCE) & (np.abs(lines_mean - lines_mean[0]).max(axis=-1) <= BAR_TOLERANCE)
-    return int(np.argmin(same)) if not same.all() else len(same)
-
-
-def _line_stats(arr: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ptp, mean) of each line of a uint8 (h, w, 3) array: rows (axis 0) or columns (axis 1);
-    ptp over all of a line's values (int16), mean per channel ((n, 3) float64, the values
-    arr.mean gives). Computed without strided reductions, which cost ~10x more (this runs once
-    per downloaded image): rows as contiguous blocks, the row sums by a matrix product (exact:
-    integers in float32, m * 255 < 2**24); columns as reductions over the first axis."""
-    arr = np.ascontiguousarray(arr)
-    if axis == 0:
-        n, m = arr.shape[:2]
-        flat = arr.reshape(n, m * 3)
-        ptp = flat.max(axis=1).astype(np.int16) - flat.min(axis=1)
-        per_channel = np.tile(np.eye(3, dtype=np.float32), (m, 1))
-        return ptp, (flat.astype(np.float32) @ per_channel).astype(np.float64) / m
-    ptp = arr.max(axis=0).max(axis=1).astype(np.int16) - arr.min(axis=0).min(axis=1)
-    return ptp, arr.sum(axis=0, dtype=np.uint32) / arr.shape[0]
-
-
-def content_boxes(arr: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(x0, y0, x1, y1) boxes a stored picture's content may occupy (uint8 RGB array): the whole
-    image, and the part between symmetric flat bars of one colour (the downloader's padding)
-    along either axis."""
-    h, w = arr.shape[:2]
-    boxes = [(0, 0, w, h)]
-    for axis in (0, 1):  # 0: bars above and below (rows); 1: bars left and right (columns)
-        ptp, mean = _line_stats(arr, axis)
-        a, b = _flat_run(ptp, mean), _flat_run(ptp[::-1], mean[::-1])
-        bar = min(a, b)
-        if bar >= 2 and np.abs(mean[0] - mean[-1]).max() <= BAR_TOLERANCE and len(ptp) - 2 * bar >= 8:
-            boxes.append((0, bar, w, h - bar) if axis == 0 else (bar, 0, w - bar, h))
-    return boxes
-
-
-def stored_content(image: Image.Image) -> Image.Image:
-    """A stored training picture without its padding bars (the smallest of content_boxes)."""
-    rgb = to_rgb(image)
-    box = min(content_boxes(np.asarray(rgb)), key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
-    return rgb if box == (0, 0, *rgb.size) else rgb.crop(box)
-
-
-def train_views(image: Image.Image) -> dict[str, int]:
-    """{training view: pHash} of a stored training picture: "image" (what `clipdata download`
-    writes as `phash`) and "centre" (`phash_centre`, see TRAIN_CENTRE_KEEP)."""
-    rgb = to_rgb(image)
-    return {"image": phash(rgb),
-            "centre": phash(pad_to_square(centre_crop(stored_content(rgb), TRAIN_CENTRE_KEEP)))}
 
 
 def uncrop(image: Image.Image, grow: float) -> Image.Image:

@@ -58,7 +58,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from clipdata.dedup import progress, testsets
 from clipdata.dedup.hashing import hex64
-from clipdata.pipeline import beam_runner, failures, shards, webdataset_tars
+from clipdata.pipeline import beam_runner, failures, webdataset_tars
 from clipdata.pipeline.storage import clear_folder, storage_for
 
 # With the descriptor, each training image keeps at most this many candidates, its most alike test
@@ -216,7 +216,7 @@ class TrainHashes:
     unreadable_images: int = 0
     centre: np.ndarray | None = None     # uint64: the "centre" view's pHash of each image (0: none)
     has_centre: np.ndarray | None = None  # bool: which images have one (shards written before it: none)
-    thumbs: list[bytes | None] = field(default_factory=list)  # stored thumbnails (dedup/thumbs.py);
+    thumbs: list[bytes | None] = field(default_factory=list)  # stored thumbnails (pipeline/thumbs.py);
                                          # None for shards written before the column existed
     thumbs_from_tar: int = 0             # thumbnails made from the tar (the parquet had none)
 
@@ -245,7 +245,8 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
     with `need_thumbs` (the descriptor reads them all), else later for their candidates only."""
     import pyarrow.parquet as pq
 
-    from clipdata.dedup import hashing, thumbs
+    from clipdata.dedup import hashing
+    from clipdata.pipeline import thumbs
 
     out = TrainHashes([], np.zeros(0, np.uint64), [], [])
     meta: dict[str, tuple] = {}         # key -> (url, caption) from the parquet
@@ -325,7 +326,8 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
 def _thumbs_from_tar(tar_path: str, out: TrainHashes) -> None:
     """The missing thumbnails of `out`, made from the tar's images (the same bytes the download
     stored); an image that cannot be read keeps None (its pairs are left to the hashes)."""
-    from clipdata.dedup import hashing, thumbs
+    from clipdata.dedup import hashing
+    from clipdata.pipeline import thumbs
 
     row = {k: i for i, k in enumerate(out.keys) if out.thumbs[i] is None}
     try:
@@ -502,7 +504,8 @@ def describe_thumbs(stored: list[bytes | None], view=None) -> tuple[np.ndarray, 
     """(descriptors (n, DIM), described: bool (n,)) of stored thumbnails, or of `view(thumbnail
     as a PIL image)` of each; a missing or unreadable thumbnail gets a zero row and described
     False (its pairs are left to the hashes)."""
-    from clipdata.dedup import descriptor, thumbs
+    from clipdata.dedup import descriptor
+    from clipdata.pipeline import thumbs
 
     inputs, rows = [], []
     for i, data in enumerate(stored):
@@ -693,8 +696,8 @@ def thumbnail(image, size: int = THUMB_SIZE) -> str:
 
 
 def thumb_data_url(data: bytes) -> str:
-    """A stored thumbnail (dedup/thumbs.py) as a data URL for the report, re-encoded as its JPEG."""
-    from clipdata.dedup import thumbs
+    """A stored thumbnail (pipeline/thumbs.py) as a data URL for the report, re-encoded as its JPEG."""
+    from clipdata.pipeline import thumbs
 
     return thumbnail(Image.fromarray(thumbs.decode(data)))
 
@@ -768,7 +771,7 @@ def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: boo
     """(decided, to_pixels): each candidate with a stored thumbnail is screened on it
     (verify.screen); those the screen rejects are decided here, without the tar. The rest —
     passed the screen, or no thumbnail to screen — go on to the pixels (check_candidates)."""
-    from clipdata.dedup import thumbs
+    from clipdata.pipeline import thumbs
 
     decided, to_pixels = [], []
     for c in candidates:
@@ -798,7 +801,7 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
     screened on the thumbnail made from its image first, exactly as a stored one would be, and
     the rest are verified on the pixels (verify.verify). With verify=False every candidate is a
     duplicate (hash only) and the tar is read for the report's thumbnails alone."""
-    from clipdata.dedup import thumbs
+    from clipdata.pipeline import thumbs
     from clipdata.dedup import verify as verify_module
 
     errors = []

@@ -6,8 +6,8 @@ like img2dataset's. Two things are added around it:
 - a pixel cap checked on the image header before anything is decoded: the Resizer decodes first
   and checks the area after, so a 20000 x 20000 PNG of 40 KB costs it 1.6 GB of memory;
 - the sha256 of the downloaded bytes, two 64-bit perceptual hashes (imagehash pHash) of the
-  stored image, of all of it and of its centre (dedup.hashing.train_views), and a 64 px PNG
-  thumbnail of it (dedup.thumbs), so the contamination stage searches and screens candidates
+  stored image, of all of it and of its centre, and a 64 px PNG thumbnail of it
+  (signature.train_signature), so the contamination stage searches and screens candidates
   without decoding images again.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks 
 
 from PIL import Image  # noqa: E402
 
-from clipdata.pipeline import failures  # noqa: E402
+from clipdata.pipeline import failures, signature  # noqa: E402
 
 # About 7,000 x 7,000: decoded RGBA that size is ~200 MB, a bound a worker can afford per thread.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -96,7 +96,7 @@ class StoredImage:
     phash: str | None
     error: str | None  # None, or "<kind>: detail", in words
     phash_centre: str | None = None
-    thumb: bytes | None = None  # dedup.thumbs: the stored image in small, for the contamination check
+    thumb: bytes | None = None  # thumbs.py: the stored image in small, for the contamination check
     error_kind: str | None = None  # None, or one of IMAGE_ERROR_KINDS, set where it failed
 
 
@@ -147,29 +147,6 @@ def header_size(body: bytes) -> tuple[int, int]:
             raise ValueError(failures.describe(err)) from err
 
 
-def phash_hex(encoded: bytes) -> str:
-    """imagehash's 64-bit pHash of an encoded image, as 16 hex digits."""
-    import imagehash  # here, not at import: it brings scipy, which the driver process never needs
-
-    with Image.open(io.BytesIO(encoded)) as image:
-        return str(imagehash.phash(image.convert("RGB")))
-
-
-def train_signature(encoded: bytes) -> tuple[str, str, bytes]:
-    """(phash, phash_centre, thumb) of a stored image, from one decode: the contamination
-    stage's two training views (dedup.hashing.train_views, 16 hex digits each) and its
-    thumbnail (dedup.thumbs)."""
-    from clipdata.dedup import thumbs  # noqa: I001 - scipy, as above
-    from clipdata.dedup.hashing import hex64, train_views
-    from clipdata.pipeline.imaging import to_rgb
-
-    with Image.open(io.BytesIO(encoded)) as image:
-        image.load()
-        rgb = to_rgb(image)
-    views = train_views(rgb)
-    return hex64(views["image"]), hex64(views["centre"]), thumbs.encode(rgb)
-
-
 def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
     """The stored form of one downloaded image, or the reason there is none."""
     sha256 = hashlib.sha256(body).hexdigest()
@@ -191,7 +168,7 @@ def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
     if error is not None:
         return failed(RESIZER_ERRORS.get(error, "resize"), error, width, height)
     try:
-        phash, phash_centre, thumb = train_signature(encoded)
+        phash, phash_centre, thumb = signature.train_signature(encoded)
     except Exception as err:  # noqa: BLE001 - an encoder output PIL cannot read is a resize failure
         return failed("resize", f"encoded image unreadable ({failures.describe(err)})", width, height)
     return StoredImage(encoded, ext, out_w, out_h, orig_w, orig_h, sha256, phash, None, phash_centre, thumb)

@@ -116,7 +116,7 @@ class ShardRow:
     sha256: str | None = None
     phash: str | None = None  # 16 hex chars (64-bit pHash)
     phash_centre: str | None = None  # 16 hex chars: pHash of the centre (dedup.hashing.train_views)
-    thumb: bytes | None = field(default=None, repr=False)  # PNG thumbnail (dedup.thumbs): parquet only
+    thumb: bytes | None = field(default=None, repr=False)  # PNG thumbnail (pipeline.thumbs): parquet only
     entry_ids: list[int] = field(default_factory=list)
     image: bytes | None = field(default=None, repr=False)
     image_ext: str = "jpg"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from clipdata.dedup import descriptor, overlap, thumbs
+from clipdata.dedup import descriptor, overlap
+from clipdata.pipeline import thumbs
 from clipdata.dedup.index import DescriptorIndex, HashIndex
 from clipdata.pipeline.images import ImageConfig, make_resizer, store_image
 

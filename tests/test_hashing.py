@@ -9,7 +9,13 @@ import pytest
 from PIL import Image, ImageOps
 
 from clipdata.dedup import hashing
-from clipdata.pipeline.images import ImageConfig, make_resizer, phash_hex, store_image
+from clipdata.pipeline.images import ImageConfig, make_resizer, store_image
+
+
+def phash_hex(encoded: bytes) -> str:
+    """The reference: imagehash's own pHash of the decoded RGB picture, as it prints it."""
+    with Image.open(io.BytesIO(encoded)) as image:
+        return str(imagehash.phash(image.convert("RGB")))
 
 
 def photo_like(seed: int, size=(160, 120)) -> Image.Image:

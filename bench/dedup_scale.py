@@ -13,7 +13,7 @@ What it does:
 2. Generates the training shards the way `clipdata download` writes them: each image encoded as
    a web JPEG, then `images.store_image` (img2dataset's resizer, the two pHashes and the
    thumbnail) and `shards.write_shard`, in worker processes. The CPU time of store_image is the
-   download-side cost per image; of it, `images.train_signature` is what the contamination check
+   download-side cost per image; of it, `signature.train_signature` is what the contamination check
    asks of the download.
 3. Runs `overlap.run_overlap` (the Beam job of `clipdata dedup`, --workers local processes) and
    writes its report (report.json, pairs.csv: kept with --keep), and reads its counters:
@@ -147,7 +147,7 @@ def planting(n_train: int, n_planted: int, seed: int = 0) -> dict[int, tuple[int
 
 def _write_shard(job) -> tuple[int, float, float, int]:
     """One training shard: (images, CPU-s of store_image, of train_signature, planted)."""
-    from clipdata.pipeline import images, shards
+    from clipdata.pipeline import images, shards, signature
 
     folder, shard, start, count, planted, row_digits = job
     config = images.ImageConfig()
@@ -165,7 +165,7 @@ def _write_shard(job) -> tuple[int, float, float, int]:
         stored = images.store_image(body, resizer, config)
         store_s += time.process_time() - t
         t = time.process_time()
-        images.train_signature(stored.data)      # timed alone: what dedup asks of the download
+        signature.train_signature(stored.data)   # timed alone: what dedup asks of the download
         signature_s += time.process_time() - t
         rows.append(shards.ShardRow(
             key=shards.sample_key(shard, row - start, row_digits=row_digits), url=f"http://gen.test/{row}.jpg",

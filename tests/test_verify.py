@@ -123,7 +123,8 @@ def test_another_text_in_the_same_layout_is_rejected(store):
 
 def test_unrelated_photos_are_rejected(store):
     verdict = verify.verify(photo(1), store(photo(2)))
-    assert not verdict.duplicate and verdict.failed in STRUCTURE, verdict.detail
+    # far apart on every test: the one named is the weakest, structure or colour alike
+    assert not verdict.duplicate and verdict.failed in STRUCTURE | {"hue", "colour_diff"}, verdict.detail
     assert 0.0 <= verdict.score < 0.5
 
 
@@ -281,3 +282,31 @@ def test_the_screen_keeping_a_test_images_reductions_gives_the_same_verdicts(sto
         alone, shared = verify.screen(test, thumb), verify.screen(test, thumb, pyramid=pyramid)
         assert (alone.duplicate, alone.score, alone.detail) == (shared.duplicate, shared.score, shared.detail), name
     assert pyramid   # it was used
+
+
+def test_a_partial_overlap_needs_more_of_the_pixels_to_agree():
+    t = verify.THRESHOLDS
+    assert verify.agree_needed(1.0, t) == t.agree
+    assert verify.agree_needed(t.coverage, t) == pytest.approx(t.agree + t.partial_agree)
+    assert verify.agree_needed((1 + t.coverage) / 2, t) == pytest.approx(t.agree + t.partial_agree / 2)
+    # it tops out where an unalike pair's bar is, which has no partial rule of its own
+    assert t.agree + t.partial_agree == pytest.approx(verify.UNALIKE_THRESHOLDS.agree)
+    assert verify.agree_needed(0.5, verify.UNALIKE_THRESHOLDS) == verify.UNALIKE_THRESHOLDS.agree
+
+
+def test_two_clip_arts_of_one_ring_with_other_small_shapes_are_not_copies(store):
+    """bench/dedup.py scale's false pairs at 20,000 x 10,000: a pink ring on white with a few other
+    shapes, against another pink ring with other shapes, line up mirrored over two thirds of the
+    picture with ~82% of the pixels agreeing: a flat 0.80 accepted it."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import dedup_scale
+
+    test = dedup_scale.picture(dedup_scale.TEST_SEED + 4227)
+    train = store(dedup_scale.picture(dedup_scale.TRAIN_SEED + 8607))
+    flat = verify.verify(test, train, dataclasses.replace(verify.THRESHOLDS, partial_agree=0.0))
+    assert flat.duplicate and flat.values["coverage"] < 0.75
+    verdict = verify.verify(test, train)
+    assert not verdict.duplicate and verdict.failed == "agree"

@@ -6,24 +6,24 @@ Packaging choice: the stage folders the repository is organised by (`pipeline/`,
 `dedup` are also the names of unrelated packages on PyPI, and a top-level `import pipeline` would
 shadow (or be shadowed by) them. `clipdata` itself is a namespace package with no folder of its own.
 """
+import os
+
 from setuptools import setup
 
 STAGES = ["pipeline", "query_lists", "trainer", "dedup"]
 
-# Every subpackage of a stage folder is mapped too (clipdata.trainer.model_configs, ...).
-SUBPACKAGES = {
-    "trainer": ["model_configs"],
-}
-
-
 def packages():
+    """Each stage folder and every subpackage inside it (a folder with an __init__.py), mapped
+    under the clipdata namespace: pipeline/foundation -> clipdata.pipeline.foundation."""
     names, dirs = [], {}
     for stage in STAGES:
-        names.append(f"clipdata.{stage}")
-        dirs[f"clipdata.{stage}"] = stage
-        for sub in SUBPACKAGES.get(stage, []):
-            names.append(f"clipdata.{stage}.{sub}")
-            dirs[f"clipdata.{stage}.{sub}"] = f"{stage}/{sub}"
+        for folder, subfolders, files in os.walk(stage):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith((".", "__")))
+            if "__init__.py" not in files:
+                continue
+            name = "clipdata." + folder.replace(os.sep, ".")
+            names.append(name)
+            dirs[name] = folder
     return names, dirs
 
 
@@ -63,7 +63,8 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"clipdata.trainer.model_configs": ["*.json"], "clipdata.dedup": ["weights/*.pt"]},
+    package_data={"clipdata.trainer.model_configs": ["*.json"], "clipdata.dedup": ["weights/*.pt"],
+                  "clipdata.pipeline.demo": ["*.png"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "gpu": ["faiss-gpu-cu12>=1.8"],

@@ -204,7 +204,7 @@ def build_in_subprocess(kind: str, entries_path: str) -> dict:
 
 
 def _build(kind: str, entries_path: str) -> None:
-    from clipdata.pipeline.match import Matcher, ReferenceMatcher
+    from clipdata.pipeline.curate.match import Matcher, ReferenceMatcher
 
     with open(entries_path, encoding="utf-8") as f:
         entries = json.load(f)
@@ -235,7 +235,7 @@ def _timed(fn, repeat: int):
 
 def bench_matcher(n_entries: int = 500_000, n_captions: int = 200_000, seed: int = 0,
                   batch_sizes=(10_000, 100_000), repeat: int = 3) -> None:
-    from clipdata.pipeline.match import Matcher, ReferenceMatcher
+    from clipdata.pipeline.curate.match import Matcher, ReferenceMatcher
 
     start = time.perf_counter()
     vocabulary = synthetic_vocabulary(700_000, seed)
@@ -299,8 +299,9 @@ def bench_pipeline(n_rows: int = 1_000_000, n_entries: int = 500_000, workers: i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from clipdata.pipeline import beam_runner, curate
-    from clipdata.pipeline.match import Matcher
+    from clipdata.pipeline.curate import job as curate
+    from clipdata.pipeline.curate.match import Matcher
+    from clipdata.pipeline.foundation import beam_runner
 
     beam_runner.quiet_beam_logs()
     os.makedirs(workdir, exist_ok=True)
@@ -412,7 +413,7 @@ def _read_clean_hash_cpu(pool_path: str, fast_path_patterns) -> StepTimes:
     in this pool all but a handful)."""
     import pyarrow.parquet as pq
 
-    from clipdata.pipeline import pool
+    from clipdata.pipeline.curate import pool
 
     times = StepTimes()
     for group in range(pq.ParquetFile(pool_path).metadata.num_row_groups):
@@ -429,7 +430,7 @@ def _write_cpu(curated_dir: str) -> float:
 
     import pyarrow.parquet as pq
 
-    from clipdata.pipeline import curate
+    from clipdata.pipeline.curate import job as curate
 
     tables = [pq.read_table(path) for path in sorted(glob.glob(os.path.join(curated_dir, "*.parquet")))]
     cpu = time.process_time()
@@ -447,7 +448,7 @@ def bench_steps(n_rows: int = 1_000_000, n_entries: int = 500_000, partitions: i
 
     import pyarrow.parquet as pq
 
-    from clipdata.pipeline import curate, match, pool, work_files
+    from clipdata.pipeline.curate import job as curate, match, pool, work_files
 
     pool_path = os.path.join(workdir, f"pool-{n_rows}.parquet")
     cache = os.path.join(workdir, "cache")
@@ -498,13 +499,13 @@ def bench_steps(n_rows: int = 1_000_000, n_entries: int = 500_000, partitions: i
 
 
 def text_clean(batch, patterns):
-    from clipdata.pipeline import text
+    from clipdata.pipeline.curate import text
 
     return text.clean_batch(batch, text.MAX_CAPTION_CHARS, patterns)
 
 
 def uid_words(table):
-    from clipdata.pipeline import pair_dedup
+    from clipdata.pipeline.curate import pair_dedup
 
     return pair_dedup.pair_uid_words(table.column("url"), table.column("caption"))
 

@@ -55,7 +55,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps  # noqa: E402
 
-from clipdata.pipeline import synthetic_web  # noqa: E402
+from clipdata.pipeline.demo import synthetic_web  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Originals: distinct images, no two of them near duplicates of each other.
@@ -382,12 +382,12 @@ class Store:
     decoded again, as the training side holds it."""
 
     def __init__(self):
-        from clipdata.pipeline.images import ImageConfig, make_resizer
+        from clipdata.pipeline.download.images import ImageConfig, make_resizer
         self.config = ImageConfig()
         self.resizer = make_resizer(self.config)
 
     def __call__(self, image: Image.Image) -> tuple[Image.Image, str]:
-        from clipdata.pipeline.images import store_image
+        from clipdata.pipeline.download.images import store_image
         buf = io.BytesIO()
         image.save(buf, "PNG", compress_level=1)
         stored = store_image(buf.getvalue(), self.resizer, self.config)
@@ -470,7 +470,7 @@ def _verify_job(job: tuple) -> tuple[bool, float, float, bool]:
     clipdata dedup decides: the screen on the stored image's thumbnail, then the pixels for
     what it passes; `pixels alone` is verify() without the screen."""
     from clipdata.dedup import verify
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
     originals, store = _WORLD["originals"], _WORLD["store"]
     if job[0] == "copy":
         _, i, transform, direction = job
@@ -489,7 +489,7 @@ def _verify_job(job: tuple) -> tuple[bool, float, float, bool]:
 def _nearest(stacked, train: np.ndarray, radius: int) -> tuple:
     """Candidate pairs of dedup's own search (HashIndex over the test views, candidate_pairs with
     both training views of each stored image: train is (n, 2))."""
-    from clipdata.dedup.index import HashIndex, candidate_pairs
+    from clipdata.dedup.index import candidate_pairs, HashIndex
     index = HashIndex(stacked.hashes)
     n = len(train)
     return candidate_pairs(index, stacked.owner, np.concatenate([train[:, 0], train[:, 1]]), radius,
@@ -632,7 +632,7 @@ def speed_search(n_train: int, n_test: int, radius: int, brute_rows: int, batch:
     numpy popcount brute force (index.brute_force_pairs) over the first brute_rows training
     hashes, extrapolated to all."""
     import faiss
-    from clipdata.dedup.index import HashIndex, brute_force_pairs
+    from clipdata.dedup.index import brute_force_pairs, HashIndex
     rng = np.random.default_rng(seed)
     test = rng.integers(0, np.iinfo(np.uint64).max, n_test, dtype=np.uint64, endpoint=True)
     train = rng.integers(0, np.iinfo(np.uint64).max, n_train, dtype=np.uint64, endpoint=True)

@@ -40,7 +40,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from clipdata.pipeline import synthetic_web
+from clipdata.pipeline.demo import synthetic_web
 
 TARGET_TRAIN, TARGET_TEST = 400_000_000, 100_000
 TARGET_MS = 5.0
@@ -147,7 +147,8 @@ def planting(n_train: int, n_planted: int, seed: int = 0) -> dict[int, tuple[int
 
 def _write_shard(job) -> tuple[int, float, float, int]:
     """One training shard: (images, CPU-s of store_image, of train_signature, planted)."""
-    from clipdata.pipeline import images, shards, signature
+    from clipdata.pipeline.download import images
+    from clipdata.pipeline.foundation import shards, signature
 
     folder, shard, start, count, planted, row_digits = job
     config = images.ImageConfig()
@@ -178,7 +179,7 @@ def _write_shard(job) -> tuple[int, float, float, int]:
 
 
 def row_digits(rows_per_shard: int) -> int:
-    from clipdata.pipeline import shards
+    from clipdata.pipeline.foundation import shards
 
     return shards.row_digits_for(rows_per_shard)
 
@@ -210,9 +211,9 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     of the screen and of the pixel check (over up to `sample` candidate pairs of the run). With
     `side` (the run's test side) the test views are timed on `test_sample` test images, not
     made again for all."""
-    from clipdata.dedup import descriptor, hashing, overlap, testsets, verify
-    from clipdata.pipeline import thumbs
-    from clipdata.dedup.index import DEFAULT_RADIUS, DescriptorIndex, HashIndex, descriptor_kind, hash_kind
+    from clipdata.dedup import descriptor, hashed_test_sets, hashing, overlap, verify
+    from clipdata.dedup.index import DEFAULT_RADIUS, descriptor_kind, DescriptorIndex, hash_kind, HashIndex
+    from clipdata.pipeline.foundation import eval_sets, thumbs
 
     config = overlap.OverlapConfig(shards=[shards_dir], test_sets=[("gen", test_dir)], output="", workers=1)
     radius, views = overlap.resolve_options(config)
@@ -221,10 +222,10 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
         _, side = overlap.prepare_test_side(config, radius, views)
         test_ms = 1000 * (time.process_time() - t) / side.n_images
     else:
-        test_set = testsets.load_test_set("gen", test_dir, config.columns)
+        test_set = eval_sets.load_test_set("gen", test_dir, config.columns)
         test_set = dataclasses.replace(test_set, images=test_set.images[:test_sample])
         t = time.process_time()
-        testsets.hash_test_set(test_set, views, workers=1, describe=config.descriptor)
+        hashed_test_sets.hash_test_set(test_set, views, workers=1, describe=config.descriptor)
         test_ms = 1000 * (time.process_time() - t) / len(test_set.images)
     # the indexes `--index auto` builds at the projected size (at 100k test images the descriptor
     # index is IVF: its cost is then ~1/8 of a flat scan plus the list centroids, still linear)
@@ -263,8 +264,8 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
         tar = os.path.join(shards_dir, f"{name}.tar")
         images = overlap.read_train_images(tar, {p["key"] for p in group})
         for p in group:
-            test = testsets.decode(side.refs[p["test_index"]].read())
-            train_image = testsets.decode(images[p["key"]])
+            test = hashed_test_sets.decode(side.refs[p["test_index"]].read())
+            train_image = hashed_test_sets.decode(images[p["key"]])
             thumb = thumbs.decode(thumbs.encode(hashing.to_rgb(train_image)))
             # the job reduces a test image once for all its candidates (overlap.TestImages);
             # at 400M x 100k each test image has hundreds, so the reduction is not timed per pair
@@ -292,9 +293,8 @@ def cpu_seconds() -> float:
 
 def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers: int, folder: str,
         keep: bool = False, log=print) -> dict:
-    from clipdata.dedup import overlap
-    from clipdata.dedup import report as report_module
-    from clipdata.pipeline import shards
+    from clipdata.dedup import overlap, report as report_module
+    from clipdata.pipeline.foundation import shards
 
     if n_planted > n_test:
         raise ValueError("--planted cannot exceed --test")

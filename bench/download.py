@@ -148,7 +148,7 @@ def count_samples(folder: str) -> int:
 
 
 def _resize_all(paths: list[str]) -> int:
-    from clipdata.pipeline.images import ImageConfig, make_resizer
+    from clipdata.pipeline.download.images import ImageConfig, make_resizer
 
     resizer = make_resizer(ImageConfig(image_size=256, resize_mode="keep_ratio", encode_quality=95))
     ok = 0
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="bench_output/download")
     args = parser.parse_args(argv)
 
-    from clipdata.pipeline import synthetic_web
+    from clipdata.pipeline.demo import synthetic_web
 
     bin_dir = os.path.dirname(sys.executable)
     web_dir = os.path.join(args.workdir, f"web-{args.images}")

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="bench_output/queries")
     args = parser.parse_args(argv)
 
-    from clipdata.pipeline import beam_runner
+    from clipdata.pipeline.foundation import beam_runner
 
     beam_runner.quiet_beam_logs()
     dump, index = generate_dump(args.workdir, args.mb)

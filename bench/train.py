@@ -38,8 +38,8 @@ import time
 
 import torch
 
-from clipdata.pipeline import synthetic_web as sw
-from clipdata.pipeline.shards import ShardRow, sample_key, write_manifest, write_shard
+from clipdata.pipeline.demo import synthetic_web as sw
+from clipdata.pipeline.foundation.shards import sample_key, ShardRow, write_manifest, write_shard
 from clipdata.trainer import data, model as clip_model
 from clipdata.trainer.loss import ClipLoss
 from clipdata.trainer.tokenizer import Tokenizer

@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dedup as bench_dedup  # noqa: E402  bench/dedup.py: the generators and the transformations
 
 from clipdata.dedup import descriptor, hashing  # noqa: E402
-from clipdata.pipeline import thumbs  # noqa: E402
+from clipdata.pipeline.foundation import thumbs  # noqa: E402
 
 TRAIN_SEED = 7          # the generators' seed for training (measurement uses bench/dedup.py's 0)
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".webp")

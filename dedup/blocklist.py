@@ -35,8 +35,8 @@ import tarfile
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from clipdata.pipeline import beam_runner, failures, folder_lock, shards, webdataset_tars
-from clipdata.pipeline.storage import atomic_write, storage_for, write_temp
+from clipdata.pipeline.foundation import beam_runner, failures, folder_lock, shards, webdataset_tars
+from clipdata.pipeline.foundation.storage import atomic_write, storage_for, write_temp
 
 BLOCKED = "blocked"
 _STATS = re.compile(r"^(\d+)_stats\.json$")

@@ -24,7 +24,7 @@ blocklist_applied.json says what was blocked and which keys were not found."""
 
 
 def add_commands(subparsers) -> None:
-    from clipdata.pipeline.cli import BEAM_OPTIONS_HELP
+    from clipdata.pipeline.foundation.cli_help import BEAM_OPTIONS_HELP
 
     parser = subparsers.add_parser(
         "dedup",
@@ -131,13 +131,13 @@ def add_report_arguments(parser) -> None:
 
 
 def _named_paths(values: list[str], flag: str) -> list[tuple[str, str]]:
-    from clipdata.dedup import testsets
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.foundation import eval_sets
+    from clipdata.pipeline.foundation.errors import UsageError
 
     named = []
     for value in values:
         try:
-            named.append(testsets.parse_test_set_arg(value))
+            named.append(eval_sets.parse_test_set_arg(value))
         except ValueError as err:
             raise UsageError(f"{flag}: {err}") from err
     names = [n for n, _ in named]
@@ -148,9 +148,9 @@ def _named_paths(values: list[str], flag: str) -> list[tuple[str, str]]:
 
 
 def run_dedup_command(args, beam_args: list[str]) -> int:
-    from clipdata.dedup import overlap, report, significance, testsets
-    from clipdata.pipeline import beam_runner, folder_lock
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.dedup import overlap, report, significance
+    from clipdata.pipeline.foundation import beam_runner, eval_sets, folder_lock
+    from clipdata.pipeline.foundation.errors import UsageError
 
     missing = [flag for flag, value in (("--shards", args.shards), ("--test-set", args.test_set),
                                         ("--output", args.output)) if not value]
@@ -171,7 +171,7 @@ def run_dedup_command(args, beam_args: list[str]) -> int:
         shards=args.shards, test_sets=test_sets, output=args.output, radius=args.radius,
         views=tuple(v.strip() for v in args.views.split(",") if v.strip()) if args.views else None,
         verify=args.verify, index=args.index,
-        columns=testsets.Columns(args.image_col, args.path_col, args.id_col, args.label_col),
+        columns=eval_sets.Columns(args.image_col, args.path_col, args.id_col, args.label_col),
         workers=args.workers, embeddings=args.embeddings,
         semantic_threshold=args.semantic_threshold, descriptor=args.descriptor, similar=args.similar,
         per_image=args.per_image,
@@ -180,7 +180,7 @@ def run_dedup_command(args, beam_args: list[str]) -> int:
     with folder_lock.writer_lock(args.output, "dedup"):   # one writer per folder
         try:
             result = overlap.run_overlap(config, beam_args)
-        except (overlap.OverlapError, testsets.TestSetError) as err:
+        except (overlap.OverlapError, eval_sets.TestSetError) as err:
             raise UsageError(str(err)) from err
         written = report.write_report(result, args.output, predictions)
     print(report.summary_table(written, args.output))
@@ -191,8 +191,8 @@ def run_apply_command(args, beam_args: list[str]) -> int:
     import json
 
     from clipdata.dedup import blocklist
-    from clipdata.pipeline import beam_runner
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.foundation import beam_runner
+    from clipdata.pipeline.foundation.errors import UsageError
 
     beam_runner.quiet_beam_logs()
     reasons = None

@@ -7,7 +7,7 @@ same recall, which is what a check over 10^13 (test, training) pairs needs (a pH
 ~1e-2 of unrelated pairs through, each costing tens of ms to reject).
 
 This one is small enough for a CPU: it reads the 64 px thumbnail `clipdata download` stores of
-every image (pipeline/thumbs.py, the `thumb` column), ~30 M multiply-adds, ~1 ms per image on one
+every image (pipeline/foundation/thumbs.py, the `thumb` column), ~30 M multiply-adds, ~1 ms per image on one
 core in batches. Its weights (`weights/copy_descriptor.pt`, ~1 MB) were trained here by
 `bench/train_descriptor.py` on copies of freely licensed wallpapers (Debian's mate-backgrounds)
 and generated drawings, logos, texts and dead-leaves images, with the trainer's contrastive loss
@@ -100,8 +100,8 @@ TEST_VIEWS = ("image", "mirror")   # a test image is described as it is and mirr
 def test_inputs(image: Image.Image) -> np.ndarray:
     """(len(TEST_VIEWS), INPUT, INPUT, 3) uint8: a test image in the form its training copies are
     described from (the stored image's thumbnail), as it is and mirrored."""
-    from clipdata.pipeline import thumbs
     from clipdata.dedup.hashing import pad_to_square
+    from clipdata.pipeline.foundation import thumbs
 
     # padded with white as the downloader's resizer stores it, then reduced to the thumbnail
     seen = to_input(thumbs.thumbnail(pad_to_square(image.convert("RGB"))))
@@ -113,8 +113,8 @@ def view_input(view: Image.Image) -> np.ndarray:
     in the form its training copies are described from. A training copy that is a crop of the
     test image is alike the test view that shows the same window (bench/dedup.py's originals:
     20% crops at >= 0.80 with the best of the 23 views, 0.97-1.00; with the whole picture 0.56)."""
-    from clipdata.pipeline import thumbs
     from clipdata.dedup.hashing import pad_to_square
+    from clipdata.pipeline.foundation import thumbs
 
     return to_input(thumbs.thumbnail(pad_to_square(view.convert("RGB"))))
 

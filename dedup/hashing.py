@@ -5,7 +5,7 @@ on the STORED image (img2dataset's resize to 256 with padding to a square, JPEG 
 transparency matted on white): the `phash` and `phash_centre` columns of every
 `{shard:05d}.parquet`, 16 hex digits each. `phash()` here gives the same number for the same
 encoded image as the downloader stores (both are imagehash.phash; the download-time part, the
-training views and the geometry they share with the test views, is pipeline/signature.py).
+training views and the geometry they share with the test views, is pipeline/foundation/signature.py).
 
 The test side is small, so each test image is hashed in many views (`views()`): a copy in the
 training data may be mirrored, cropped or padded, and each of those moves a pHash as far as an
@@ -30,9 +30,9 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
-from clipdata.pipeline import failures
-from clipdata.pipeline.imaging import to_rgb
-from clipdata.pipeline.signature import (  # noqa: F401 - the download-time half, used here and re-exported
+from clipdata.pipeline.foundation import failures
+from clipdata.pipeline.foundation.imaging import to_rgb
+from clipdata.pipeline.foundation.signature import (  # noqa: F401 - the download-time half, used here and re-exported
     BAR_TOLERANCE, TRAIN_CENTRE_KEEP, TRAIN_VIEWS, bits_to_int, centre_crop, content_boxes, hex64, pad_to_square,
     phash, stored_content, train_views, window)
 

@@ -56,10 +56,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from clipdata.dedup import progress, testsets
+from clipdata.dedup import hashed_test_sets, progress
+
 from clipdata.dedup.hashing import hex64
-from clipdata.pipeline import beam_runner, failures, webdataset_tars
-from clipdata.pipeline.storage import clear_folder, storage_for
+from clipdata.pipeline.foundation import beam_runner, eval_sets, failures, webdataset_tars
+from clipdata.pipeline.foundation.storage import clear_folder, storage_for
 
 # With the descriptor, each training image keeps at most this many candidates, its most alike test
 # images: the cost per training image stays bounded however many test images there are (at 100k
@@ -91,7 +92,7 @@ class OverlapConfig:
     views: tuple[str, ...] | None = None        # None: the detection core's default views
     verify: bool = True
     index: str = "auto"                         # auto | flat | ivf (index.CHOICES)
-    columns: testsets.Columns = field(default_factory=testsets.Columns)
+    columns: eval_sets.Columns = field(default_factory=eval_sets.Columns)
     workers: int | None = None                  # processes hashing the test sets
     embeddings: str | None = None               # trainer checkpoint for the semantic stage
     semantic_threshold: float = 0.92
@@ -216,7 +217,7 @@ class TrainHashes:
     unreadable_images: int = 0
     centre: np.ndarray | None = None     # uint64: the "centre" view's pHash of each image (0: none)
     has_centre: np.ndarray | None = None  # bool: which images have one (shards written before it: none)
-    thumbs: list[bytes | None] = field(default_factory=list)  # stored thumbnails (pipeline/thumbs.py);
+    thumbs: list[bytes | None] = field(default_factory=list)  # stored thumbnails (pipeline/foundation/thumbs.py);
                                          # None for shards written before the column existed
     thumbs_from_tar: int = 0             # thumbnails made from the tar (the parquet had none)
 
@@ -246,7 +247,7 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
     import pyarrow.parquet as pq
 
     from clipdata.dedup import hashing
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
 
     out = TrainHashes([], np.zeros(0, np.uint64), [], [])
     meta: dict[str, tuple] = {}         # key -> (url, caption) from the parquet
@@ -327,7 +328,7 @@ def _thumbs_from_tar(tar_path: str, out: TrainHashes) -> None:
     """The missing thumbnails of `out`, made from the tar's images (the same bytes the download
     stored); an image that cannot be read keeps None (its pairs are left to the hashes)."""
     from clipdata.dedup import hashing
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
 
     row = {k: i for i, k in enumerate(out.keys) if out.thumbs[i] is None}
     try:
@@ -382,7 +383,7 @@ class TestSide:
 
     names: list[str]                   # test set of each global image number
     ids: list[str]                     # test image id of each global image number
-    refs: list[testsets.ImageRef]
+    refs: list[eval_sets.ImageRef]
     codes: np.ndarray                  # uint64, one per (image, view)
     owner: np.ndarray                  # int64: the global image number of each code
     view: np.ndarray                   # int16: index into view_names of each code
@@ -442,7 +443,7 @@ def paired_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.nda
     return out
 
 
-def flatten(hashed: list[testsets.HashedTestSet], view_names: list[str]) -> TestSide:
+def flatten(hashed: list[hashed_test_sets.HashedTestSet], view_names: list[str]) -> TestSide:
     """Number the test images across sets (set by set, in listing order) and stack their views;
     a view whose hash repeats an earlier one of the same image is indexed once."""
     from clipdata.dedup import index
@@ -505,7 +506,7 @@ def describe_thumbs(stored: list[bytes | None], view=None) -> tuple[np.ndarray, 
     as a PIL image)` of each; a missing or unreadable thumbnail gets a zero row and described
     False (its pairs are left to the hashes)."""
     from clipdata.dedup import descriptor
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
 
     inputs, rows = [], []
     for i, data in enumerate(stored):
@@ -696,8 +697,8 @@ def thumbnail(image, size: int = THUMB_SIZE) -> str:
 
 
 def thumb_data_url(data: bytes) -> str:
-    """A stored thumbnail (pipeline/thumbs.py) as a data URL for the report, re-encoded as its JPEG."""
-    from clipdata.pipeline import thumbs
+    """A stored thumbnail (pipeline/foundation/thumbs.py) as a data URL for the report, re-encoded as its JPEG."""
+    from clipdata.pipeline.foundation import thumbs
 
     return thumbnail(Image.fromarray(thumbs.decode(data)))
 
@@ -716,7 +717,7 @@ class TestImages:
             self.cache.move_to_end(number)
             return self.cache[number]
         try:
-            entry = {"image": testsets.decode(self.side.refs[number].read()), "error": None}
+            entry = {"image": hashed_test_sets.decode(self.side.refs[number].read()), "error": None}
         except Exception as err:  # noqa: BLE001 - an unreadable test image is recorded per pair
             entry = {"image": None, "error": failures.describe(err)}
         self.cache[number] = entry
@@ -771,7 +772,7 @@ def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: boo
     """(decided, to_pixels): each candidate with a stored thumbnail is screened on it
     (verify.screen); those the screen rejects are decided here, without the tar. The rest —
     passed the screen, or no thumbnail to screen — go on to the pixels (check_candidates)."""
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
 
     decided, to_pixels = [], []
     for c in candidates:
@@ -801,8 +802,8 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
     screened on the thumbnail made from its image first, exactly as a stored one would be, and
     the rest are verified on the pixels (verify.verify). With verify=False every candidate is a
     duplicate (hash only) and the tar is read for the report's thumbnails alone."""
-    from clipdata.pipeline import thumbs
     from clipdata.dedup import verify as verify_module
+    from clipdata.pipeline.foundation import thumbs
 
     errors = []
     train_images: dict[str, bytes] = {}
@@ -822,7 +823,7 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
             problem = "training image not found in the tar"
         else:
             try:
-                train_image = testsets.decode(train_images[c["key"]])
+                train_image = hashed_test_sets.decode(train_images[c["key"]])
             except Exception as err:  # noqa: BLE001 - an undecodable image is recorded
                 problem = f"training image undecodable ({failures.describe(err)})"
         if test_error:
@@ -1000,7 +1001,7 @@ class SearchShardFn(beam.DoFn):
         try:
             images = read_train_images(shard.tar, set(train.keys))
             keys = [k for k in train.keys if k in images]
-            decoded = [testsets.decode(images[k]) for k in keys]
+            decoded = [hashed_test_sets.decode(images[k]) for k in keys]
             test_idx, train_idx, cosine = semantic_pairs(self.semantic["test_embeddings"],
                                                          embed_in_batches(self.embedder, decoded),
                                                          self.semantic["threshold"])
@@ -1118,7 +1119,7 @@ class OverlapResult:
     config: OverlapConfig
     radius: int
     views: list[str]
-    hashed: list[testsets.HashedTestSet]
+    hashed: list[hashed_test_sets.HashedTestSet]
     side: TestSide
     pairs: list[dict]                 # every candidate with its verdict
     nearest: np.ndarray               # per global test image number
@@ -1130,16 +1131,16 @@ class OverlapResult:
 
 
 def prepare_test_side(config: OverlapConfig, radius: int, views: tuple[str, ...]
-                      ) -> tuple[list[testsets.HashedTestSet], TestSide]:
+                      ) -> tuple[list[hashed_test_sets.HashedTestSet], TestSide]:
     """Every test image hashed in its views, and described when config.descriptor."""
     hashed = []
     for name, path in config.test_sets:
         try:
-            test_set = testsets.load_test_set(name, path, config.columns)
-        except testsets.TestSetError as err:
+            test_set = eval_sets.load_test_set(name, path, config.columns)
+        except eval_sets.TestSetError as err:
             raise OverlapError(str(err)) from err
         with progress.Counter("hashed", len(test_set.images), f"test images of {name}") as counter:
-            hashed.append(testsets.hash_test_set(test_set, views, workers=config.workers, progress=counter.add,
+            hashed.append(hashed_test_sets.hash_test_set(test_set, views, workers=config.workers, progress=counter.add,
                                                  describe=config.descriptor))
     side = flatten(hashed, list(views))
     if not side.codes.size:
@@ -1248,7 +1249,7 @@ def similar_thresholds(config: OverlapConfig) -> tuple[float, float, int, int] |
 def semantic_test_side(config: OverlapConfig, embedder, side: TestSide) -> dict:
     """What the semantic stage's workers need: the readable test images' embeddings."""
     numbers = np.unique(side.owner).tolist()
-    images = [testsets.decode(side.refs[i].read()) for i in numbers]
+    images = [hashed_test_sets.decode(side.refs[i].read()) for i in numbers]
     return {"checkpoint": config.embeddings, "threshold": config.semantic_threshold,
             "test_embeddings": embed_in_batches(embedder, images), "numbers": numbers}
 

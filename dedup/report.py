@@ -30,7 +30,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from clipdata.dedup import significance
-from clipdata.pipeline.storage import atomic_write
+from clipdata.pipeline.foundation.storage import atomic_write
 
 THUMBS_PER_SET = 200
 STAGE_WORDS = {"screen": "the stored thumbnail", "pixels": "the pixels", "hash": "the hash alone",

@@ -714,7 +714,7 @@ def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid
 
 
 # ---------------------------------------------------------------------------------------------
-# The screen: the same tests on the thumbnail the downloader stored (pipeline/thumbs.py)
+# The screen: the same tests on the thumbnail the downloader stored (pipeline/foundation/thumbs.py)
 
 SCREEN_TEST_SIDE = 192   # the test image is reduced to this first: the thumbnail is 64 px
 # The screen must not lose a copy the pixels accept, so it is looser than verify(): at 64 px the

@@ -12,20 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clipdata.pipeline.errors import UsageError
-
-BEAM_OPTIONS_HELP = (
-    "Any other --flag is passed to Apache Beam: --direct_num_workers N (local worker processes, "
-    "0 = one per core), or --runner FlinkRunner/SparkRunner/DataflowRunner with that runner's options."
-)
-
-
+from clipdata.pipeline.foundation.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
     from clipdata.dedup import cli as dedup_cli
-    from clipdata.pipeline import curate_cli, download_cli, inspect_key, shard_check
-    from clipdata.pipeline import demo as demo_cli
+    from clipdata.pipeline.curate import cli as curate_cli
+    from clipdata.pipeline.demo import run as demo_cli
+    from clipdata.pipeline.download import cli as download_cli
+    from clipdata.pipeline.inspect import inspect_key, shard_check
     from clipdata.query_lists import cli as queries_cli
     from clipdata.trainer import cli as train_cli
 
@@ -51,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "beam", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from clipdata.pipeline.beam_runner import EndpointUnreachable, check_job_endpoint
-    from clipdata.pipeline.folder_lock import FolderBusy
+    from clipdata.pipeline.foundation.beam_runner import check_job_endpoint, EndpointUnreachable
+    from clipdata.pipeline.foundation.folder_lock import FolderBusy
 
     try:
         if getattr(args, "beam", False):

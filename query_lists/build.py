@@ -30,10 +30,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
-from clipdata.pipeline import beam_runner
-from clipdata.pipeline.storage import delete_matching
-from clipdata.query_lists import assemble, entries, ngrams, wikidump, wordnet
-from clipdata.query_lists import pageviews as pageview_lines
+from clipdata.pipeline.foundation import beam_runner
+from clipdata.pipeline.foundation.storage import delete_matching
+from clipdata.query_lists import assemble, entries, ngrams, pageviews as pageview_lines, wikidump, wordnet
 
 # Compressed bytes of dump per work item: ~700 work items for a full English Wikipedia.
 DUMP_BYTES_PER_WORK_ITEM = 32 * 1024 * 1024

@@ -61,14 +61,14 @@ def add_commands(subparsers) -> None:
 
 
 def _beam_help() -> str:
-    from clipdata.pipeline.cli import BEAM_OPTIONS_HELP
+    from clipdata.pipeline.foundation.cli_help import BEAM_OPTIONS_HELP
 
     return BEAM_OPTIONS_HELP
 
 
 def run_build_command(args, beam_args: list[str]) -> int:
-    from clipdata.pipeline import beam_runner
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.foundation import beam_runner
+    from clipdata.pipeline.foundation.errors import UsageError
     from clipdata.query_lists import build, entries, wikidump, wordnet
 
     beam_runner.quiet_beam_logs()

@@ -1,6 +1,6 @@
 import numpy as np
 
-from clipdata.pipeline import balance
+from clipdata.pipeline.curate import balance
 
 
 def make_pool(counts, seed=1):

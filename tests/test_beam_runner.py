@@ -4,7 +4,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from clipdata.pipeline import beam_runner
+from clipdata.pipeline.foundation import beam_runner
 
 
 def test_local_default_is_the_in_process_runner_not_prism():

@@ -12,8 +12,9 @@ import webdataset as wds
 from PIL import Image
 
 from clipdata.dedup import blocklist
-from clipdata.pipeline import cli, folder_lock, shards
-from clipdata.pipeline.shards import ShardRow, sample_key
+from clipdata.pipeline import cli
+from clipdata.pipeline.foundation import folder_lock, shards
+from clipdata.pipeline.foundation.shards import sample_key, ShardRow
 
 
 def jpeg(colour) -> bytes:

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from clipdata.pipeline import cli, demo, synthetic_web
+from clipdata.pipeline import cli
+from clipdata.pipeline.demo import run as demo, synthetic_web
 
 
 @pytest.mark.slow

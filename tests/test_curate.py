@@ -9,7 +9,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from clipdata.pipeline import cli, curate
+from clipdata.pipeline import cli
+from clipdata.pipeline.curate import job as curate
 from test_wat import RECORDS, write_wat
 
 ENTRIES = ["dog", "red", "cat", "big dog", "the", "bus", "Blue sky"]
@@ -177,7 +178,8 @@ def test_cached_matcher_and_parquet_pieces_give_the_same_result(tmp_path):
                                  output=str(tmp_path / "b"), max_per_entry=50, batch_rows=40, matcher_cache=cache)
     assert len(curate.pool.pool_pieces(config.pool[0], config.batch_rows)) == 8
     with pytest.MonkeyPatch.context() as monkey:
-        monkey.setattr("clipdata.pipeline.match.Matcher.__init__", lambda *a, **k: pytest.fail("matcher rebuilt"))
+        monkey.setattr("clipdata.pipeline.curate.match.Matcher.__init__",
+                       lambda *a, **k: pytest.fail("matcher rebuilt"))
         stats_groups = curate.run_curate(config)
     assert stats_groups["dropped"] == stats_one["dropped"] and stats_one["dropped"]["duplicate"] > 0
     strip = lambda t: t.drop_columns(["source_file"]).to_pylist()  # noqa: E731
@@ -187,7 +189,7 @@ def test_cached_matcher_and_parquet_pieces_give_the_same_result(tmp_path):
 
 def test_worker_threads_of_one_process_share_one_matcher(tmp_path, monkeypatch):
     """Each worker thread has its own MatchPieceFn; the matcher file is loaded once per process."""
-    from clipdata.pipeline import match
+    from clipdata.pipeline.curate import match
 
     loads = []
     real_read = match.read_matcher_file
@@ -225,7 +227,7 @@ def test_a_failed_rerun_leaves_no_summary_of_the_run_before(tmp_path, monkeypatc
 
 def work_rows(pairs, rows):
     """A table in curate.WORK_COLUMNS of (url, caption) pairs matched with entry ids [0]."""
-    from clipdata.pipeline import pair_dedup
+    from clipdata.pipeline.curate import pair_dedup
 
     urls, captions = pa.array([u for u, _ in pairs]), pa.array([c for _, c in pairs])
     high, low = pair_dedup.pair_uid_words(urls, captions)
@@ -235,7 +237,7 @@ def work_rows(pairs, rows):
 
 
 def test_match_rows_splits_a_batch_into_matched_pairs_and_reasoned_drops():
-    from clipdata.pipeline import match, pool
+    from clipdata.pipeline.curate import match, pool
 
     batch = pool.pool_batch([r[0] for r in ROWS], [r[1] for r in ROWS], "p.parquet", np.arange(len(ROWS)))
     matched, dropped = curate.match_rows(batch, match.Matcher(ENTRIES), 1000, curate.fast_path_patterns(None))
@@ -264,7 +266,7 @@ def test_keep_first_copies_keeps_the_first_by_file_then_row_whatever_the_piece_o
 
 
 def test_balance_partition_and_curated_table():
-    from clipdata.pipeline import pair_dedup
+    from clipdata.pipeline.curate import pair_dedup
 
     pairs = [(f"http://x/{i}.jpg", f"dog {i}") for i in range(400)]
     rows = curate.partition_rows([work_rows(pairs, list(range(400)))], ["a.parquet"])

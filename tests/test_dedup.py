@@ -29,9 +29,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clipdata.dedup import overlap, testsets
-from clipdata.pipeline import cli, images, shards, synthetic_web
-from clipdata.pipeline.shards import ShardRow, sample_key
+from clipdata.dedup import hashed_test_sets, overlap
+
+from clipdata.pipeline import cli
+from clipdata.pipeline.demo import synthetic_web
+from clipdata.pipeline.download import images
+from clipdata.pipeline.foundation import eval_sets, shards
+from clipdata.pipeline.foundation.shards import sample_key, ShardRow
 
 HOSTILE_CAPTION = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
 HOSTILE_URL = 'http://evil.example/a.jpg?"><script>alert(2)</script>'
@@ -282,7 +286,7 @@ def thumb_runs(world, tmp_path_factory):
 
 
 def test_download_stores_a_thumbnail_of_the_stored_image(world):
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
 
     table = pq.read_table(os.path.join(world["shards"], "00000.parquet"), columns=["key", "status", "thumb"])
     with tarfile.open(os.path.join(world["shards"], "00000.tar")) as tar:
@@ -458,10 +462,10 @@ def test_test_set_formats(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    wds = testsets.load_test_set("w", str(tmp_path / "test-{0000..0000}.tar"))
+    wds = eval_sets.load_test_set("w", str(tmp_path / "test-{0000..0000}.tar"))
     assert [(i.id, i.label) for i in wds.images] == [("s0", "3"), ("s1", "cat"), ("s2", None)]
     assert wds.images[1].read() == encoded[1]
-    hashed = testsets.hash_test_set(wds, views=("image", "mirror"), workers=1)
+    hashed = hashed_test_sets.hash_test_set(wds, views=("image", "mirror"), workers=1)
     assert hashed.readable == 2 and [u["id"] for u in wds.unreadable] == ["s2"]
     assert set(hashed.views[0]) == {"image", "mirror"}
     with Image.open(io.BytesIO(encoded[0])) as first:
@@ -472,7 +476,7 @@ def test_test_set_formats(tmp_path):
 
     pq.write_table(pa.table({"image": [{"bytes": b, "path": None} for b in encoded],
                              "label": [0, 1, 2], "id": ["a", "b", "c"]}), tmp_path / "bytes.parquet")
-    by_bytes = testsets.load_test_set("b", str(tmp_path / "bytes.parquet"))
+    by_bytes = eval_sets.load_test_set("b", str(tmp_path / "bytes.parquet"))
     assert [(i.id, i.label) for i in by_bytes.images] == [("a", "0"), ("b", "1"), ("c", "2")]
     assert by_bytes.images[2].read() == encoded[2]
     (tmp_path / "imgs").mkdir()
@@ -480,15 +484,15 @@ def test_test_set_formats(tmp_path):
         (tmp_path / "imgs" / f"{n}.png").write_bytes(data)
     pq.write_table(pa.table({"file": [f"imgs/{n}.png" for n in range(3)], "y": [5, 6, 7]}),
                    tmp_path / "paths.parquet")
-    by_path = testsets.load_test_set("p", str(tmp_path / "paths.parquet"), testsets.Columns(label="y"))
+    by_path = eval_sets.load_test_set("p", str(tmp_path / "paths.parquet"), eval_sets.Columns(label="y"))
     assert [(i.id, i.label) for i in by_path.images] == [("imgs/0.png", "5"), ("imgs/1.png", "6"), ("imgs/2.png", "7")]
     assert by_path.images[0].read() == encoded[0]
-    with pytest.raises(testsets.TestSetError, match="no image column"):
+    with pytest.raises(eval_sets.TestSetError, match="no image column"):
         pq.write_table(pa.table({"x": [1]}), tmp_path / "bad.parquet")
-        testsets.load_test_set("x", str(tmp_path / "bad.parquet"))
+        eval_sets.load_test_set("x", str(tmp_path / "bad.parquet"))
 
     # A flat folder: no labels.
-    flat = testsets.load_test_set("f", str(tmp_path / "imgs"))
+    flat = eval_sets.load_test_set("f", str(tmp_path / "imgs"))
     assert [(i.id, i.label) for i in flat.images] == [("0.png", None), ("1.png", None), ("2.png", None)]
 
 
@@ -496,19 +500,20 @@ def test_test_set_views_in_worker_processes(tmp_path, monkeypatch):
     rng = random.Random(5)
     for n in range(6):
         draw(rng)[0].save(tmp_path / f"{n}.png")
-    monkeypatch.setattr(testsets, "POOL_THRESHOLD", 2)
-    test_set = testsets.load_test_set("t", str(tmp_path))
-    in_pool = testsets.hash_test_set(test_set, views=("image", "crop90"), workers=2, chunk=2)
-    here = testsets.hash_test_set(testsets.load_test_set("t", str(tmp_path)), views=("image", "crop90"), workers=1)
+    monkeypatch.setattr(hashed_test_sets, "POOL_THRESHOLD", 2)
+    test_set = eval_sets.load_test_set("t", str(tmp_path))
+    in_pool = hashed_test_sets.hash_test_set(test_set, views=("image", "crop90"), workers=2, chunk=2)
+    here = hashed_test_sets.hash_test_set(eval_sets.load_test_set("t", str(tmp_path)), views=("image", "crop90"),
+                                          workers=1)
     assert in_pool.views == here.views and in_pool.readable == 6
 
 
 def test_test_set_argument_and_missing_paths(tmp_path):
-    assert testsets.parse_test_set_arg("cifar10=/data/c=1") == ("cifar10", "/data/c=1")
+    assert eval_sets.parse_test_set_arg("cifar10=/data/c=1") == ("cifar10", "/data/c=1")
     with pytest.raises(ValueError):
-        testsets.parse_test_set_arg("no-equals-sign")
-    with pytest.raises(testsets.TestSetError):
-        testsets.load_test_set("x", str(tmp_path / "nothing-here"))
+        eval_sets.parse_test_set_arg("no-equals-sign")
+    with pytest.raises(eval_sets.TestSetError):
+        eval_sets.load_test_set("x", str(tmp_path / "nothing-here"))
 
 
 def test_cli_errors_are_usage_errors(tmp_path, capsys):
@@ -564,11 +569,11 @@ def test_semantic_stage_adds_the_pairs_above_the_cosine_threshold(world, tmp_pat
     _random_checkpoint(run)
     embedder = ImageEmbedder.load(run)          # the run folder resolves to its latest checkpoint
     test_ids = list(world["ids"])
-    test_vectors = embedder.embed_images([testsets.decode(open(os.path.join(world["test_dir"], t), "rb").read())
+    test_vectors = embedder.embed_images([hashed_test_sets.decode(open(os.path.join(world["test_dir"], t), "rb").read())
                                           for t in test_ids])
     train = overlap.read_train_images(os.path.join(world["shards"], "00000.tar"), {sample_key(0, i) for i in range(8)})
     keys = sorted(train)
-    train_vectors = embedder.embed_images([testsets.decode(train[k]) for k in keys])
+    train_vectors = embedder.embed_images([hashed_test_sets.decode(train[k]) for k in keys])
     assert np.allclose(np.linalg.norm(train_vectors, axis=1), 1, atol=1e-4)
     cosine = train_vectors @ test_vectors.T
     threshold = float(np.quantile(cosine, 0.8))          # about a fifth of the pairs

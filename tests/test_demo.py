@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from clipdata.pipeline import cli, shard_check
+from clipdata.pipeline import cli
+from clipdata.pipeline.inspect import shard_check
 from clipdata.query_lists import entries
 
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from clipdata.dedup import descriptor, overlap
-from clipdata.pipeline import thumbs
 from clipdata.dedup.index import DescriptorIndex, HashIndex
-from clipdata.pipeline.images import ImageConfig, make_resizer, store_image
+from clipdata.pipeline.download.images import ImageConfig, make_resizer, store_image
+from clipdata.pipeline.foundation import thumbs
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
@@ -352,7 +352,8 @@ def test_each_training_image_keeps_its_most_alike_candidates_only():
 def test_missing_weights_fail_once_with_what_to_do(tmp_path, monkeypatch, capsys):
     from test_dedup import ShardMaker
 
-    from clipdata.pipeline import cli, shards
+    from clipdata.pipeline import cli
+    from clipdata.pipeline.foundation import shards
 
     monkeypatch.setattr(descriptor, "WEIGHTS", str(tmp_path / "gone.pt"))
     monkeypatch.setattr(descriptor, "_SHARED", {})

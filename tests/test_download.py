@@ -13,7 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from clipdata.pipeline import cli, download, shard_check, shards
+from clipdata.pipeline import cli
+from clipdata.pipeline.download import job as download
+from clipdata.pipeline.foundation import shards
+from clipdata.pipeline.inspect import shard_check
 from fault_server import FaultServer
 
 CLIPDATA = str(Path(sys.executable).parent / "clipdata")
@@ -245,7 +248,7 @@ def test_progress_writes_to_stderr_as_it_is_when_the_download_starts(tmp_path, m
     stream closed since, and the demo's download crashed on it (`I/O operation on closed file`)."""
     import io
 
-    from clipdata.pipeline import download
+    from clipdata.pipeline.download import job as download
 
     now = io.StringIO()
     monkeypatch.setattr(sys, "stderr", now)

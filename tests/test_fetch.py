@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from clipdata.pipeline import fetch
-from clipdata.pipeline.fetch import (FetchConfig, fetch_all, fetch_many, is_private_address,
+from clipdata.pipeline.download import fetch
+from clipdata.pipeline.download.fetch import (FetchConfig, fetch_all, fetch_many, is_private_address,
                                      opt_out_directive, parse_retry_after)
 from fault_server import CORRUPT, JPEG, PNG, FaultServer
 

@@ -1,4 +1,4 @@
-"""One writer per output folder (pipeline/folder_lock.py)."""
+"""One writer per output folder (pipeline/foundation/folder_lock.py)."""
 import os
 import signal
 import subprocess
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from clipdata.pipeline import folder_lock
+from clipdata.pipeline.foundation import folder_lock
 
 
 def test_a_second_writer_is_refused_naming_the_first_and_the_lock_goes_with_it(tmp_path):
@@ -27,7 +27,7 @@ def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
     folder = str(tmp_path / "out")
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
-        "from clipdata.pipeline import folder_lock\n"
+        "from clipdata.pipeline.foundation import folder_lock\n"
         f"with folder_lock.writer_lock({folder!r}, 'dedup'):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from clipdata.dedup import hashing
-from clipdata.pipeline.images import ImageConfig, make_resizer, store_image
+from clipdata.pipeline.download.images import ImageConfig, make_resizer, store_image
 
 
 def phash_hex(encoded: bytes) -> str:

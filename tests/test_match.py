@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clipdata.pipeline.match import Matcher, ReferenceMatcher, spacing
+from clipdata.pipeline.curate.match import Matcher, ReferenceMatcher, spacing
 
 MATCHERS = [Matcher, ReferenceMatcher]
 
@@ -219,7 +219,7 @@ def test_random_captions_match_reference_and_loop(lowercase):
 def test_matcher_file_round_trip_and_key():
     import io
 
-    from clipdata.pipeline.match import matcher_file_key, read_matcher_file, write_matcher_file
+    from clipdata.pipeline.curate.match import matcher_file_key, read_matcher_file, write_matcher_file
 
     entries = ["dog", "red", "big dog", "New York", "dog"]
     matcher = Matcher(entries)

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from clipdata.pipeline import pair_dedup
+from clipdata.pipeline.curate import pair_dedup
 
 
 def test_uid_depends_on_both_url_and_caption():

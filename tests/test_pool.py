@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clipdata.pipeline import pool
-from clipdata.pipeline.pool import (POOL_SCHEMA, MissingColumnError, PoolReadError, list_pool_files,
+from clipdata.pipeline.curate import pool
+from clipdata.pipeline.curate.pool import (POOL_SCHEMA, MissingColumnError, PoolReadError, list_pool_files,
                                     pool_format, read_pool_file)
 
 # (url, caption): quotes, the delimiters, a newline inside a caption, an empty and a missing one,

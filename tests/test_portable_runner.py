@@ -14,7 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clipdata.pipeline import beam_runner, cli, demo, synthetic_web
+from clipdata.pipeline import cli
+from clipdata.pipeline.demo import run as demo, synthetic_web
+from clipdata.pipeline.foundation import beam_runner
 
 PORTABLE = ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "LOOPBACK"]
 

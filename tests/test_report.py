@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdata.dedup import overlap, report, testsets
+from clipdata.dedup import hashed_test_sets, overlap, report
+
+from clipdata.pipeline.foundation import eval_sets
 
 HOSTILE = '"><script>alert(1)</script><a href="https://evil.example/x">click</a>'
 
@@ -22,15 +24,15 @@ def thumb(colour) -> str:
 
 
 def make_result(n_matches: int = 3, hostile: bool = True, with_thumbs: bool = True) -> overlap.OverlapResult:
-    ref = testsets.ImageRef("file", "/nowhere.png")
+    ref = eval_sets.ImageRef("file", "/nowhere.png")
     sets = []
     for name, n in (("cifar<10>", 40), ("stl10", 10)):
-        images = [testsets.TestImage(f"{i:04d}", f"class{i % 3}", ref) for i in range(n)]
-        ts = testsets.TestSet(name, f"/data/{name}", "folder", images,
+        images = [eval_sets.TestImage(f"{i:04d}", f"class{i % 3}", ref) for i in range(n)]
+        ts = eval_sets.TestSet(name, f"/data/{name}", "folder", images,
                               unreadable=[{"id": "0001", "error": "OSError: <bad> & broken"}])
         views = [{"image": i} for i in range(n)]
         views[1] = None
-        sets.append(testsets.HashedTestSet(ts, views))
+        sets.append(hashed_test_sets.HashedTestSet(ts, views))
     side = overlap.flatten(sets, ["image"])
     nearest = np.full(side.n_images, 30, np.uint8)
     nearest[:n_matches] = 2

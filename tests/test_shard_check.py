@@ -7,8 +7,9 @@ import tarfile
 
 import pytest
 
-from clipdata.pipeline import shard_check, shards
-from clipdata.pipeline.shard_check import Problem, check_paths, check_shard
+from clipdata.pipeline.foundation import shards
+from clipdata.pipeline.inspect import shard_check
+from clipdata.pipeline.inspect.shard_check import check_paths, check_shard, Problem
 
 JPG, TXT = b"\xff\xd8 not really a jpeg \xff\xd9", b"a caption"
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from clipdata.pipeline import shards, storage
-from clipdata.pipeline.shards import ShardRow, sample_key
+from clipdata.pipeline.foundation import shards, storage
+from clipdata.pipeline.foundation.shards import sample_key, ShardRow
 
 
 def encoded(fmt: str, color: tuple[int, int, int]) -> bytes:

@@ -1,4 +1,4 @@
-"""pipeline/synthetic_web.py: the synthetic web the demo runs on, its server and its test sets."""
+"""pipeline/demo/synthetic_web.py: the synthetic web the demo runs on, its server and its test sets."""
 import hashlib
 import html
 import http.client
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageEnhance
 
-from clipdata.pipeline import synthetic_web as sw
+from clipdata.pipeline.demo import synthetic_web as sw
 
 N_IMAGES = 160  # two per class
 VOCABULARY = ["zorbak", "lumitte", "tessovar", "quill"]

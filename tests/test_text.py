@@ -5,8 +5,8 @@ import random
 import pyarrow as pa
 import pytest
 
-from clipdata.pipeline.pool import POOL_SCHEMA, pool_batch
-from clipdata.pipeline.text import MAX_CAPTION_CHARS, clean_batch, clean_caption
+from clipdata.pipeline.curate.pool import pool_batch, POOL_SCHEMA
+from clipdata.pipeline.curate.text import clean_batch, clean_caption, MAX_CAPTION_CHARS
 
 # (url, caption, expected: cleaned caption, or the drop reason in brackets)
 CASES = [
@@ -171,7 +171,7 @@ def test_fast_path_is_fix_text_on_mojibake_alphabet():
         reference = clean_caption(caption)
         assert got.get(i, "") == reference, (i, caption)
     # The shortcut does skip fix_text for ordinary accented and CJK text.
-    from clipdata.pipeline.text import _may_change
+    from clipdata.pipeline.curate.text import _may_change
 
     ordinary = pa.array(["café in Zürich", "naïve résumé", "東京 tower", "😀 party", "plain words"])
     assert _may_change(ordinary).to_pylist() == [False] * 5

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from clipdata.pipeline import cli as main_cli
-from clipdata.pipeline import synthetic_web as sw
-from clipdata.pipeline.shards import ShardRow, sample_key, write_manifest, write_shard
+from clipdata.pipeline.demo import synthetic_web as sw
+from clipdata.pipeline.foundation.shards import sample_key, ShardRow, write_manifest, write_shard
 from clipdata.trainer import checkpoint, train
 from clipdata.trainer.loss import ClipLoss
 

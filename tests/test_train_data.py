@@ -9,8 +9,8 @@ import tarfile
 import pytest
 import torch
 
-from clipdata.pipeline import synthetic_web as sw
-from clipdata.pipeline.shards import ShardRow, sample_key, write_manifest, write_shard
+from clipdata.pipeline.demo import synthetic_web as sw
+from clipdata.pipeline.foundation.shards import sample_key, ShardRow, write_manifest, write_shard
 from clipdata.trainer import data
 
 CLASSES = sw.make_classes(("circle", "square", "star"), ("red", "blue"))

@@ -222,7 +222,7 @@ def test_another_shade_of_the_shape_on_a_greyer_background_is_rejected(store, mo
 
 def screened(test: Image.Image, stored: Image.Image) -> verify.Verdict:
     """The screen's verdict, on the thumbnail the downloader stores of `stored`."""
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
 
     buf = io.BytesIO()
     stored.save(buf, "JPEG", quality=95)
@@ -271,7 +271,7 @@ def test_an_accepted_copy_says_where_it_lies_in_words(store):
 
 def test_the_screen_keeping_a_test_images_reductions_gives_the_same_verdicts(store):
     """verify.screen with a pyramid shared over one test image's candidates = without one."""
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
 
     test = verify.reduce_for_screen(photo(1))
     pyramid = {}

@@ -1,4 +1,4 @@
-"""pipeline/webdataset_tars.py: the one WebDataset tar reader, checked against webdataset itself."""
+"""pipeline/foundation/webdataset_tars.py: the one WebDataset tar reader, checked against webdataset itself."""
 from __future__ import annotations
 
 import io
@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from clipdata.pipeline import webdataset_tars
+from clipdata.pipeline.foundation import webdataset_tars
 
 NAMES = [
     "a/000001.jpg", "a/000001.json", "a/000001.TXT",      # a sample in a folder, an upper-case extension

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from clipdata.pipeline import work_files
+from clipdata.pipeline.curate import work_files
 
 
 def table(start, n):

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
-from clipdata.pipeline import cli, curate
+from clipdata.pipeline import cli
+from clipdata.pipeline.curate import job as curate
 from fault_server import FaultServer
 
 

@@ -11,7 +11,7 @@ import torch
 
 from clipdata.dedup.significance import read_predictions
 from clipdata.pipeline import cli as main_cli
-from clipdata.pipeline import synthetic_web as sw
+from clipdata.pipeline.demo import synthetic_web as sw
 from clipdata.trainer import checkpoint, model as clip_model, zeroshot
 from clipdata.trainer.tokenizer import Tokenizer
 

@@ -5,7 +5,7 @@
                                            "optimizer", "ranks" [per rank: {"loader", "rng"}],
                                            "world_size", "metrics", "format"}
 
-`save_checkpoint` writes it with the project's one atomic write (pipeline/storage.py: a temporary
+`save_checkpoint` writes it with the project's one atomic write (pipeline/foundation/storage.py: a temporary
 file in the same folder, `.step_00001000.pt.tmp-<hex>`, fsynced, renamed into place, the folder
 fsynced), so a kill at any moment leaves either the
 complete new checkpoint or none: `latest_checkpoint` never sees a partial one. Only the master
@@ -26,7 +26,7 @@ import re
 import numpy as np
 import torch
 
-from clipdata.pipeline.storage import atomic_write
+from clipdata.pipeline.foundation.storage import atomic_write
 
 FORMAT = "clipdata-checkpoint-1"
 _NAME = re.compile(r"^step_(\d+)\.pt$")

@@ -102,7 +102,7 @@ def config_from_args(args):
 
 def check_config(config) -> None:
     """User errors found before anything starts, as UsageError."""
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.foundation.errors import UsageError
     from clipdata.trainer import checkpoint, data, model
 
     if not config.data or not config.output:
@@ -134,7 +134,7 @@ def check_config(config) -> None:
 
 def run_training(args) -> int:
     """Check the flags, then train; data that turns out unusable is a UsageError too."""
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.foundation.errors import UsageError
     from clipdata.trainer import data, train
 
     from clipdata.trainer import checkpoint
@@ -161,7 +161,7 @@ def run_train_command(args, extra) -> int:
 def run_eval_command(args, extra) -> int:
     import torch
 
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.foundation.errors import UsageError
     from clipdata.trainer import checkpoint, zeroshot
 
     path = checkpoint.resolve_checkpoint(args.checkpoint)

@@ -64,7 +64,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
-from clipdata.pipeline import failures, webdataset_tars
+from clipdata.pipeline.foundation import failures, webdataset_tars
 from clipdata.trainer.model import IMAGE_MEAN, IMAGE_STD
 
 log = logging.getLogger(__name__)

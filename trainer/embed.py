@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipdata.trainer import checkpoint, data
-from clipdata.trainer import model as clip_model
+from clipdata.trainer import checkpoint, data, model as clip_model
 
 
 class ImageEmbedder:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.distributed as dist
 
-from clipdata.pipeline.storage import atomic_write
+from clipdata.pipeline.foundation.storage import atomic_write
 from clipdata.trainer import checkpoint, data, distributed, model as clip_model, schedule
 from clipdata.trainer.loss import ClipLoss
 from clipdata.trainer.tokenizer import Tokenizer
@@ -452,7 +452,7 @@ def _progress_bar(total: int, initial: int):
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m clipdata.trainer.train` (torchrun's entry point): the flags of `clipdata train`."""
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.foundation.errors import UsageError
     from clipdata.trainer import cli
 
     parser = cli.build_train_parser(prog="python -m clipdata.trainer.train")

@@ -6,7 +6,7 @@ whose row has the highest cosine similarity with its image embedding.
 
     clipdata train eval --checkpoint run/checkpoints/step_00001000.pt --data test_set/
 
-Eval sets are read by the same lister as the contamination check (`clipdata.dedup.testsets`), so
+Eval sets are read by the same lister as the contamination check (`clipdata.pipeline.foundation.eval_sets`), so
 example ids agree between the two: a labelled image folder (class-per-subfolder; id = the path
 relative to the folder, 'red_circle/000017.png'; a `classes.json` beside them maps folder name ->
 class text, as `synthetic_web.build_test_set` writes) or labelled shards (id = the sample key,
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from clipdata.pipeline.storage import atomic_write
+from clipdata.pipeline.foundation.storage import atomic_write
 from clipdata.trainer import data
 
 # CLIP's ImageNet prompts, the few that fit any object category.
@@ -82,7 +82,7 @@ def read_classnames(path: str) -> dict[str, str]:
 
 def load_eval_set(path: str, classnames: str | None = None):
     """-> (labelled TestImages, class labels in class order, class texts in the same order)."""
-    from clipdata.dedup.testsets import TestSetError, load_test_set
+    from clipdata.pipeline.foundation.eval_sets import load_test_set, TestSetError
 
     try:
         test_set = load_test_set("eval", path)

@@ -44,7 +44,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 
-from clipdata.pipeline import webdataset_tars
+from clipdata.pipeline.foundation import webdataset_tars
 
 OPENCLIP_IMAGES = ("jpg", "jpeg", "png", "webp")  # open_clip_train: rename(image="jpg;png;jpeg;webp")
 TEXT = "txt"

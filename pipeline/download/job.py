@@ -6,8 +6,8 @@
 The shard is the unit of work, of commit and of resume. The driver cuts the input into shard
 specs, a function of the input alone (input files sorted, rows in file order, --rows-per-shard
 rows each), so shard 7 always holds the same rows. One DoFn call downloads a whole shard with a
-pooled HTTP client (pipeline/fetch.py), resizes with img2dataset's Resizer on a few threads while
-the rest downloads (pipeline/images.py), and writes it atomically (pipeline/shards.py: stats last,
+pooled HTTP client (pipeline/download/fetch.py), resizes with img2dataset's Resizer on a few threads while
+the rest downloads (pipeline/download/images.py), and writes it atomically (pipeline/foundation/shards.py: stats last,
 the commit marker). A rerun skips committed shards; --retry-failed downloads again only the rows
 of a finished run that failed. Output is img2dataset's layout, so OpenCLIP and webdataset read it.
 """
@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from clipdata.pipeline import beam_runner, fetch, folder_lock, images, pool, shards, webdataset_tars
+from clipdata.pipeline.curate import pool
+from clipdata.pipeline.download import fetch, images
+from clipdata.pipeline.foundation import beam_runner, folder_lock, shards, webdataset_tars
 
 # Columns a curated input carries that the shards keep (parquet and per-sample json).
 PASSTHROUGH = {"uid": pa.string(), "source_file": pa.string(), "source_row": pa.int64(), "page_url": pa.string()}

@@ -50,7 +50,7 @@ def add_commands(subparsers) -> None:
 
 def write_demo_sources(folder: str, pages: int, seed: int) -> dict:
     """A small Wikipedia dump, two hours of pageviews and a WordNet folder, in the real formats."""
-    from clipdata.pipeline import synthetic_web
+    from clipdata.pipeline.demo import synthetic_web
     from clipdata.query_lists import synthetic
 
     os.makedirs(folder, exist_ok=True)
@@ -76,7 +76,8 @@ def write_demo_sources(folder: str, pages: int, seed: int) -> dict:
 
 
 def run_demo(args, beam_args: list[str]) -> int:
-    from clipdata.pipeline import cli, demo_report, synthetic_web
+    from clipdata.pipeline import cli
+    from clipdata.pipeline.demo import page as demo_report, synthetic_web
 
     started = time.perf_counter()
     out = args.output

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from clipdata.pipeline import failures
+from clipdata.pipeline.foundation import failures
 
 POOL_SCHEMA = pa.schema([
     pa.field("url", pa.string()),
@@ -179,7 +179,7 @@ def read_pool_file(path: str, url_col: str = "url", caption_col: str = "caption"
     """
     fmt = pool_format(path)
     if fmt == "wat":
-        from clipdata.pipeline.wat import read_wat  # wat.py imports this module
+        from clipdata.pipeline.curate.wat import read_wat  # wat.py imports this module
 
         yield from read_wat(path, batch_rows=batch_rows, stats=wat_stats)
         return

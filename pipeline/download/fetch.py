@@ -1,6 +1,6 @@
 """The HTTP layer of `clipdata download`: fetch a shard's image URLs with one pooled client.
 
-    from clipdata.pipeline.fetch import FetchConfig, fetch_many
+    from clipdata.pipeline.download.fetch import fetch_many, FetchConfig
 
     for result in fetch_many(urls, FetchConfig(timeout=20)):   # as they complete
         if result.error is None:
@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 import aiohttp
-from clipdata.pipeline import failures
+from clipdata.pipeline.foundation import failures
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 

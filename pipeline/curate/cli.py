@@ -15,7 +15,7 @@ curated/entry_counts.parquet (pairs per entry before and after balancing), curat
 
 
 def add_commands(subparsers) -> None:
-    from clipdata.pipeline.cli import BEAM_OPTIONS_HELP
+    from clipdata.pipeline.foundation.cli_help import BEAM_OPTIONS_HELP
 
     parser = subparsers.add_parser(
         "curate",
@@ -53,7 +53,7 @@ def add_curate_arguments(parser, queries_required: bool = True) -> None:
 
 
 def curate_config(args, output: str):
-    from clipdata.pipeline import curate
+    from clipdata.pipeline.curate import job as curate
 
     return curate.CurateConfig(
         pool=args.pool, queries=args.queries, output=output, url_col=args.url_col,
@@ -64,8 +64,9 @@ def curate_config(args, output: str):
 
 
 def run_curate_command(args, beam_args: list[str]) -> int:
-    from clipdata.pipeline import beam_runner, curate
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.curate import job as curate
+    from clipdata.pipeline.foundation import beam_runner
+    from clipdata.pipeline.foundation.errors import UsageError
     from clipdata.query_lists.entries import QueryListError
 
     beam_runner.quiet_beam_logs()

@@ -22,7 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks 
 
 from PIL import Image  # noqa: E402
 
-from clipdata.pipeline import failures, signature  # noqa: E402
+from clipdata.pipeline.foundation import failures, signature  # noqa: E402
 
 # About 7,000 x 7,000: decoded RGBA that size is ~200 MB, a bound a worker can afford per thread.
 DEFAULT_MAX_PIXELS = 50_000_000

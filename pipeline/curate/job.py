@@ -50,8 +50,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 from apache_beam.utils import shared
 
-from clipdata.pipeline import balance, beam_runner, folder_lock, pair_dedup, pool, text, work_files
-from clipdata.pipeline.storage import atomic_write, clear_folder
+from clipdata.pipeline.curate import balance, pair_dedup, pool, text, work_files
+from clipdata.pipeline.foundation import beam_runner, folder_lock
+from clipdata.pipeline.foundation.storage import atomic_write, clear_folder
 from clipdata.query_lists import entries as query_entries
 
 DROPPED_SCHEMA = pa.schema(
@@ -261,13 +262,13 @@ class MatchPieceFn(beam.DoFn):
         self.matcher = self.shared_matcher.acquire(self._load_matcher, tag=self.matcher_path)
 
     def _load_matcher(self):
-        from clipdata.pipeline.match import read_matcher_file
+        from clipdata.pipeline.curate.match import read_matcher_file
 
         with FileSystems.open(self.matcher_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             return read_matcher_file(handle)[0]
 
     def process(self, piece):
-        from clipdata.pipeline import wat
+        from clipdata.pipeline.curate import wat
 
         cfg = self.config
         path, first_group, end_group = piece
@@ -486,7 +487,7 @@ def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, 
     same list skips the build and the list's checks. Workers on a cluster cannot see this
     machine's disk, so for any runner but the local one the file is copied into the output folder.
     """
-    from clipdata.pipeline import match
+    from clipdata.pipeline.curate import match
 
     with FileSystems.open(config.queries, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         list_bytes = handle.read()

@@ -58,7 +58,7 @@ def add_download_arguments(parser, with_input: bool = True) -> None:
 
 
 def download_config(args, inputs: list[str]):
-    from clipdata.pipeline import download, fetch, images
+    from clipdata.pipeline.download import fetch, images, job as download
 
     fetch_config = fetch.FetchConfig(
         timeout=args.timeout, retries=args.retries, max_body_bytes=args.max_body_bytes,
@@ -81,8 +81,8 @@ def download_config(args, inputs: list[str]):
 
 
 def add_commands(subparsers) -> None:
-    from clipdata.pipeline import curate_cli
-    from clipdata.pipeline.cli import BEAM_OPTIONS_HELP
+    from clipdata.pipeline.curate import cli as curate_cli
+    from clipdata.pipeline.foundation.cli_help import BEAM_OPTIONS_HELP
 
     parser = subparsers.add_parser(
         "download", help="download url/caption pairs into WebDataset shards (img2dataset's layout)",
@@ -118,8 +118,9 @@ def add_commands(subparsers) -> None:
 
 
 def run_download_command(args, beam_args: list[str]) -> int:
-    from clipdata.pipeline import beam_runner, download
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.download import job as download
+    from clipdata.pipeline.foundation import beam_runner
+    from clipdata.pipeline.foundation.errors import UsageError
 
     beam_runner.quiet_beam_logs()
     if not args.input and not args.retry_failed:
@@ -136,8 +137,11 @@ def run_build_command(args, beam_args: list[str]) -> int:
     """Each stage is its own Beam job, run in order; a stage whose outputs exist is skipped."""
     import os
 
-    from clipdata.pipeline import beam_runner, cli, curate, curate_cli, download
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline import cli
+    from clipdata.pipeline.curate import cli as curate_cli, job as curate
+    from clipdata.pipeline.download import job as download
+    from clipdata.pipeline.foundation import beam_runner
+    from clipdata.pipeline.foundation.errors import UsageError
     from clipdata.query_lists.entries import QueryListError
 
     beam_runner.quiet_beam_logs()

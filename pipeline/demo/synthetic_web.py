@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from clipdata.pipeline.imaging import to_rgb
+from clipdata.pipeline.foundation.imaging import to_rgb
 
 
 # ---------------------------------------------------------------------------------------------

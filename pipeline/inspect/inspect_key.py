@@ -101,7 +101,7 @@ def add_commands(subparsers) -> None:
 
 
 def run_inspect(args, extra) -> int:
-    from clipdata.pipeline.errors import UsageError
+    from clipdata.pipeline.foundation.errors import UsageError
 
     def pick(explicit, name):
         if explicit:

@@ -19,7 +19,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from clipdata.pipeline.imaging import to_rgb
+from clipdata.pipeline.foundation.imaging import to_rgb
 
 # The training side's second view (`train_views`): the centre 70% of each side of the stored
 # picture's content (padding bars left out), padded to a square. A test image that is itself a
@@ -142,7 +142,7 @@ def _imagehash():
 def train_signature(encoded: bytes) -> tuple[str, str, bytes]:
     """(phash, phash_centre, thumb) of a stored image, from one decode: the contamination
     stage's two training views (train_views, 16 hex digits each) and its thumbnail (thumbs.py)."""
-    from clipdata.pipeline import thumbs
+    from clipdata.pipeline.foundation import thumbs
 
     with Image.open(io.BytesIO(encoded)) as image:
         image.load()

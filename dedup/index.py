@@ -14,7 +14,7 @@ Radius is INCLUSIVE here: a pair is found when its Hamming distance is <= radius
 
 Kinds: "flat" (IndexBinaryFlat) is exact, a brute-force popcount scan in FAISS's SIMD code;
 "ivf" (IndexBinaryIVF, trained on the indexed hashes) visits only `nprobe` of `nlist` clusters
-per query: faster, approximate (recall measured in bench/dedup.py speed and tests/test_index.py).
+per query: faster, approximate (recall measured in bench/dedup.py speed and tests/dedup/test_index.py).
 A HashIndex pickles as its serialized FAISS index, so a Beam DoFn can ship it or rebuild it in
 setup() from the test hashes (building a flat index of 1M hashes takes milliseconds).
 """

@@ -9,7 +9,7 @@ all-gathered WITH gradients; with `local_loss` each rank computes only its own n
 columns (n x N, and the same for text -> image), so the labels of rank r are r * n + arange(n). The
 mean of the ranks' losses is the single-process loss on the global batch, and after DDP averages the
 gradients they are the single-process gradients: the gather's backward sums each rank's
-contribution back to the rank whose features they were (tests/test_loss.py checks both with two
+contribution back to the rank whose features they were (tests/trainer/test_loss.py checks both with two
 gloo processes). `local_loss=False` computes the full N x N matrix on every rank (same result, W
 times the work). `gather_with_grad=False` gathers without gradients, so a rank's loss only reaches
 its own features: cheaper, and not the exact gradient.

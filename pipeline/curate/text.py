@@ -19,7 +19,7 @@ about 1.5 us a row. So fix_text runs only on captions it could change (see _may_
 ones holding a character one of its fixers rewrites (`&` for HTML entities, control characters,
 curly quotes, ligatures, full-width forms, odd line breaks...), a character its mojibake detector
 needs to see, or that are not in NFC. Plain ASCII and ordinary accented or CJK text skip it; the
-result is the same as calling fix_text on every caption (tests/test_text.py checks this on
+result is the same as calling fix_text on every caption (tests/pipeline/curate/test_text.py checks this on
 thousands of strings). Captions repeated within a batch are fixed once.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ stage makes of each (a folder listed, a glob matched, a missing file reported) i
 A WebDataset sample is a run of consecutive tar members sharing a key: the member's path up to
 the first dot of its file name (`a/000001.jpg` and `a/000001.json` are sample `a/000001`, with
 extensions `jpg` and `json`). That is webdataset's own rule (webdataset.tariterators'
-base_plus_ext and its metadata skip; tests/test_webdataset_tars.py checks that they agree), written
+base_plus_ext and its metadata skip; tests/pipeline/foundation/test_webdataset_tars.py checks that they agree), written
 here once so that reading a shard needs neither webdataset nor the torch it imports. The dedup
 stage (training and test shards, the blocklist), the download's retry and the shard checker
 all use it; the trainer reads through webdataset itself.

@@ -20,7 +20,7 @@ from clipdata.dedup import verify
 def store():
     """The downloader's stored form, as img2dataset's `border` mode makes it: the longer side
     to 256, centred on white, JPEG q95 (the same geometry as pipeline.images without importing
-    img2dataset; tests/test_dedup.py runs the real resizer)."""
+    img2dataset; tests/dedup/test_dedup.py runs the real resizer)."""
 
     def stored(image: Image.Image) -> Image.Image:
         w, h = image.size
@@ -298,10 +298,11 @@ def test_two_clip_arts_of_one_ring_with_other_small_shapes_are_not_copies(store)
     """bench/dedup.py scale's false pairs at 20,000 x 10,000: a pink ring on white with a few other
     shapes, against another pink ring with other shapes, line up mirrored over two thirds of the
     picture with ~82% of the pixels agreeing: a flat 0.80 accepted it."""
-    import os
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    from repo import BENCH
+
+    sys.path.insert(0, BENCH)
     import dedup_scale
 
     test = dedup_scale.picture(dedup_scale.TEST_SEED + 4227)

@@ -7,8 +7,9 @@ import os
 import sys
 
 import pytest
+from repo import BENCH
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+sys.path.insert(0, BENCH)
 
 import dedup_scale  # noqa: E402
 

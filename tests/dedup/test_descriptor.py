@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 import random
 import sys
 
@@ -14,8 +13,9 @@ from clipdata.dedup import descriptor, overlap
 from clipdata.dedup.index import DescriptorIndex, HashIndex
 from clipdata.pipeline.download.images import ImageConfig, make_resizer, store_image
 from clipdata.pipeline.foundation import thumbs
+from repo import BENCH
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+sys.path.insert(0, BENCH)
 
 import dedup_scale  # noqa: E402  the scale benchmark's generator: pictures no two alike
 

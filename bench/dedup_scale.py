@@ -211,7 +211,7 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     of the screen and of the pixel check (over up to `sample` candidate pairs of the run). With
     `side` (the run's test side) the test views are timed on `test_sample` test images, not
     made again for all."""
-    from clipdata.dedup import descriptor, hashed_test_sets, hashing, overlap, verify
+    from clipdata.dedup import descriptor, hashed_test_sets, hashing, overlap, search, training_shards, verify
     from clipdata.dedup.index import DEFAULT_RADIUS, descriptor_kind, DescriptorIndex, hash_kind, HashIndex
     from clipdata.pipeline.foundation import eval_sets, thumbs
 
@@ -232,28 +232,28 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     kinds = {"hash": hash_kind("auto", TARGET_TEST * len(side.view_names)),
              "descriptor": descriptor_kind("auto", TARGET_TEST * len(descriptor.TEST_VIEWS))}
     index = HashIndex(side.codes, kind=kinds["hash"])
-    shard = overlap.list_shards([shards_dir])[0][0]
-    train = overlap.read_train_hashes(shard)
+    shard = training_shards.list_shards([shards_dir])[0][0]
+    train = training_shards.read_train_hashes(shard)
     n = max(1, len(train.keys))
     t = time.process_time()
-    train_desc = overlap.describe_thumbs(train.thumbs)
+    train_desc = search.describe_thumbs(train.thumbs)
     describe_ms = 1000 * (time.process_time() - t) / n
     # the centre view's descriptor, made for a training image with a pHash match on its centre:
     # at most once per training image whatever the test side's size, so timed apart (for all)
     t = time.process_time()
-    centres = overlap.describe_centres(train.thumbs)
+    centres = search.describe_centres(train.thumbs)
     centre_ms = 1000 * (time.process_time() - t) / n
     at = {data: i for i, data in enumerate(train.thumbs) if data is not None}
     similar = overlap.similar_thresholds(config)
-    search = overlap.DescriptorSearch(DescriptorIndex(side.desc, kind=kinds["descriptor"]), *similar) if similar else None
-    made = overlap.describe_centres
-    overlap.describe_centres = lambda stored: (centres[0][[at[s] for s in stored]], centres[1][[at[s] for s in stored]])
+    finder = search.DescriptorSearch(DescriptorIndex(side.desc, kind=kinds["descriptor"]), *similar) if similar else None
+    made = search.describe_centres
+    search.describe_centres = lambda stored: (centres[0][[at[s] for s in stored]], centres[1][[at[s] for s in stored]])
     try:
         t = time.process_time()
-        overlap.search_shard(index, side, train, DEFAULT_RADIUS, search, train_desc if search else None)
+        search.search_shard(index, side, train, DEFAULT_RADIUS, finder, train_desc if finder else None)
         search_ms = 1000 * (time.process_time() - t) / n
     finally:
-        overlap.describe_centres = made
+        search.describe_centres = made
     rng = random.Random(0)
     picked = rng.sample(pairs, min(sample, len(pairs)))
     screen_s = pixel_s = 0.0
@@ -262,12 +262,12 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
         by_shard.setdefault(p["shard"], []).append(p)
     for name, group in by_shard.items():
         tar = os.path.join(shards_dir, f"{name}.tar")
-        images = overlap.read_train_images(tar, {p["key"] for p in group})
+        images = training_shards.read_train_images(tar, {p["key"] for p in group})
         for p in group:
             test = hashed_test_sets.decode(side.refs[p["test_index"]].read())
             train_image = hashed_test_sets.decode(images[p["key"]])
             thumb = thumbs.decode(thumbs.encode(hashing.to_rgb(train_image)))
-            # the job reduces a test image once for all its candidates (overlap.TestImages);
+            # the job reduces a test image once for all its candidates (candidates.TestImages);
             # at 400M x 100k each test image has hundreds, so the reduction is not timed per pair
             reduced = verify.reduce_for_screen(test)
             t = time.process_time()

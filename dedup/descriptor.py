@@ -46,7 +46,7 @@ BATCH = 256
 # count for more than one. 0.50: the descriptor keeps 0.99 of the bench's 20% crops there (0.97 at
 # 0.60), and a picture cut to its bottom-left 80% x 80% scores 0.58 (tests/dedup/test_dedup.py); on the
 # scale benchmark's data (5,000 x 500) the gate made 7.2e-4 candidates per pair (0.60: 4.2e-4;
-# 0.80, the descriptor alone: 1.0e-4), which overlap.PER_IMAGE bounds per training image.
+# 0.80, the descriptor alone: 1.0e-4), which search.PER_IMAGE bounds per training image.
 HASH_MARGIN = 0.3
 
 

@@ -52,7 +52,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
     labels = {(h.test_set.name, image.id): image.label for h in result.hashed for image in h.test_set.images}
     pairs = [_public(p, labels) for p in result.pairs]
     test_sets = []
-    first = 0   # global number of the test set's first image (overlap.flatten numbers them in order)
+    first = 0   # global number of the test set's first image (search.flatten numbers them in order)
     for h in result.hashed:
         ts = h.test_set
         matches = [p for p in pairs if p["test_set"] == ts.name and p["verdict"] == "duplicate"]

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clipdata.dedup import hashed_test_sets, overlap
+from clipdata.dedup import hashed_test_sets, overlap, semantic, training_shards
 
 from clipdata.pipeline import cli
 from clipdata.pipeline.demo import synthetic_web
@@ -538,11 +538,11 @@ def test_semantic_pairs_finds_pairs_above_the_cosine_threshold():
     train = rng.normal(size=(400, 32)).astype(np.float32)
     train[17] = test[3] * 2.5 + rng.normal(scale=0.05, size=32)      # a near copy, other scale
     train[250] = test[41] * 0.3                                      # an exact copy, scaled
-    test_idx, train_idx, cosine = overlap.semantic_pairs(test, train, threshold=0.95)
+    test_idx, train_idx, cosine = semantic.semantic_pairs(test, train, threshold=0.95)
     assert sorted(zip(test_idx.tolist(), train_idx.tolist())) == [(3, 17), (41, 250)]
     assert cosine.min() >= 0.95 and cosine.max() <= 1.0001
     # Brute force agrees at a lower threshold.
-    t, r, _ = overlap.semantic_pairs(test, train, threshold=0.5)
+    t, r, _ = semantic.semantic_pairs(test, train, threshold=0.5)
     tn = test / np.linalg.norm(test, axis=1, keepdims=True)
     rn = train / np.linalg.norm(train, axis=1, keepdims=True)
     expected = {(int(i), int(j)) for j, i in zip(*np.nonzero(rn @ tn.T >= 0.5))}
@@ -571,7 +571,7 @@ def test_semantic_stage_adds_the_pairs_above_the_cosine_threshold(world, tmp_pat
     test_ids = list(world["ids"])
     test_vectors = embedder.embed_images([hashed_test_sets.decode(open(os.path.join(world["test_dir"], t), "rb").read())
                                           for t in test_ids])
-    train = overlap.read_train_images(os.path.join(world["shards"], "00000.tar"), {sample_key(0, i) for i in range(8)})
+    train = training_shards.read_train_images(os.path.join(world["shards"], "00000.tar"), {sample_key(0, i) for i in range(8)})
     keys = sorted(train)
     train_vectors = embedder.embed_images([hashed_test_sets.decode(train[k]) for k in keys])
     assert np.allclose(np.linalg.norm(train_vectors, axis=1), 1, atol=1e-4)
@@ -592,11 +592,11 @@ def test_semantic_stage_adds_the_pairs_above_the_cosine_threshold(world, tmp_pat
 
 
 def test_embeddings_need_a_checkpoint(tmp_path):
-    with pytest.raises(overlap.SemanticUnavailable, match="no clipdata checkpoint"):
-        overlap.load_embedder(str(tmp_path))
+    with pytest.raises(semantic.SemanticUnavailable, match="no clipdata checkpoint"):
+        semantic.load_embedder(str(tmp_path))
     (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(overlap.SemanticUnavailable, match="model.pt"):
-        overlap.load_embedder(str(tmp_path / "model.pt"))
+    with pytest.raises(semantic.SemanticUnavailable, match="model.pt"):
+        semantic.load_embedder(str(tmp_path / "model.pt"))
 
 
 def test_list_shards_pairs_files_and_names_problems(tmp_path):
@@ -606,11 +606,11 @@ def test_list_shards_pairs_files_and_names_problems(tmp_path):
     shards.write_shard(str(ours), 0, [maker_rows[0]], {})
     shards.write_shard(str(ours), 1, [maker_rows[1]], {})
     (ours / "00007.tar").write_bytes(b"")                      # not committed
-    found, problems = overlap.list_shards([str(ours), str(tmp_path / "missing.tar")])
+    found, problems = training_shards.list_shards([str(ours), str(tmp_path / "missing.tar")])
     assert [(s.name, os.path.basename(s.tar), os.path.basename(s.parquet)) for s in found] == \
         [("00000", "00000.tar", "00000.parquet"), ("00001", "00001.tar", "00001.parquet")]
     assert {p["error"] for p in problems} == {"not committed (no _stats.json): skipped", "does not exist"}
-    found, _ = overlap.list_shards([str(ours / "{00000..00001}.tar")])
+    found, _ = training_shards.list_shards([str(ours / "{00000..00001}.tar")])
     assert [s.name for s in found] == ["00000", "00001"] and all(s.parquet for s in found)
 
 

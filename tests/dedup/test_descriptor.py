@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from clipdata.dedup import descriptor, overlap
+from clipdata.dedup import candidates, descriptor, search, training_shards
 from clipdata.dedup.index import DescriptorIndex, HashIndex
 from clipdata.pipeline.download.images import ImageConfig, make_resizer, store_image
 from clipdata.pipeline.foundation import thumbs
@@ -109,10 +109,10 @@ def test_descriptor_index_finds_exactly_the_pairs_at_or_above_the_cosine():
     assert set(zip(qa.tolist(), ra.tolist())) == want
 
 
-def _side(desc_rows: dict[int, np.ndarray], codes: list[int]) -> overlap.TestSide:
+def _side(desc_rows: dict[int, np.ndarray], codes: list[int]) -> search.TestSide:
     """A test side of len(codes) images with one hash each and the given descriptors."""
     n = len(codes)
-    side = overlap.TestSide(["set"] * n, [f"t{i}" for i in range(n)], [None] * n,
+    side = search.TestSide(["set"] * n, [f"t{i}" for i in range(n)], [None] * n,
                             np.array(codes, np.uint64), np.arange(n, dtype=np.int64), np.zeros(n, np.int16),
                             ["image"])
     rows, owner = [], []
@@ -137,13 +137,13 @@ def test_search_keeps_alike_hash_matches_and_adds_descriptor_pairs():
     mirror_of_c = _unit(0.1, 0, 1)
     # test 0: described as a; test 1: as b (image) and c (mirror); test 2: no descriptor
     side = _side({0: [a, a], 1: [b, mirror_of_c]}, [0x0F0F, 0xFFFF0000, 0x1234])
-    train = overlap.TrainHashes(keys=["k0", "k1", "k2", "k3"], urls=[None] * 4, captions=[None] * 4,
+    train = training_shards.TrainHashes(keys=["k0", "k1", "k2", "k3"], urls=[None] * 4, captions=[None] * 4,
                                 codes=np.array([0x0F0F, 0xFFFF0001, 0xFFFF00FF, 0x1234], np.uint64))
     train.thumbs = [None] * 4
     desc = np.stack([b, c, a, a])                      # k0 unlike test 0 but the same hash
     described = np.array([True, True, True, False])    # k3: no thumbnail, no descriptor
-    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.9, hash_similar=0.8, exact=0)
-    found = overlap.search_shard(HashIndex(side.codes), side, train, 8, search, (desc, described))
+    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.9, hash_similar=0.8, exact=0)
+    found = search.search_shard(HashIndex(side.codes), side, train, 8, finder, (desc, described))
     got = {(p["test_index"], p["key"]): (p["distance"], p["view"], p["similarity"]) for p in found.candidates}
     dropped = found.dissimilar
     # test 0 / k0: same hash (distance 0 <= exact) though unlike; test 1 / k1: 1 bit and its
@@ -169,7 +169,7 @@ def test_a_hash_match_is_kept_when_its_own_view_is_alike_though_the_whole_pictur
     image's centre view (the test image is the crop) keeps the whole-picture rule."""
     whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
     # two test images, each with an "image" view and a "border_crop80_l" window view
-    side = overlap.TestSide(["set"] * 2, ["t0", "t1"], [None] * 2,
+    side = search.TestSide(["set"] * 2, ["t0", "t1"], [None] * 2,
                             np.array([0x0F0F, 0xF0F0F0F0, 0xFFFF0000, 0x00FF00FF], np.uint64),
                             np.array([0, 0, 1, 1], np.int64), np.array([0, 1, 0, 1], np.int16),
                             ["image", "border_crop80_l"])
@@ -181,11 +181,11 @@ def test_a_hash_match_is_kept_when_its_own_view_is_alike_though_the_whole_pictur
     # k0 matches test 0's window view (1 bit) and is alike that window: kept, similarity 1.0;
     # k1 matches test 1's window view (1 bit) but is alike neither view: dropped
     crop_copy = _unit(0.55, 1, 0)                     # cosine with the whole picture ~0.48
-    train = overlap.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
+    train = training_shards.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
                                 codes=np.array([0xF0F0F0F1, 0x00FF00FE], np.uint64))
     train.thumbs = [None] * 2
-    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
-    found = overlap.search_shard(HashIndex(side.codes), side, train, 4, search,
+    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
+    found = search.search_shard(HashIndex(side.codes), side, train, 4, finder,
                                  (np.stack([crop_copy, _unit(0.6, 0.8, 0.0)]), np.array([True, True])))
     got = {(p["test_index"], p["key"]): p for p in found.candidates}
     assert set(got) == {(0, "k0")} and found.dissimilar == 1
@@ -194,7 +194,7 @@ def test_a_hash_match_is_kept_when_its_own_view_is_alike_though_the_whole_pictur
     assert got[0, "k0"]["alike"] is True
     # without view descriptors the old rule (whole picture from hash_similar) keeps both
     side.view_desc = side.view_desc_row = None
-    found = overlap.search_shard(HashIndex(side.codes), side, train, 4, search,
+    found = search.search_shard(HashIndex(side.codes), side, train, 4, finder,
                                  (np.stack([crop_copy, _unit(0.6, 0.8, 0.0)]), np.array([True, True])))
     assert {(p["test_index"], p["key"]) for p in found.candidates} == {(0, "k0"), (1, "k1")}
 
@@ -204,15 +204,15 @@ def test_a_hash_match_whose_whole_pictures_agree_keeps_its_distance_and_view():
     search finds the pair, and it is reported with its pHash match (distance, view), not as a
     descriptor-only pair."""
     whole, window = _unit(1, 0, 0), _unit(0, 1, 0)
-    side = overlap.TestSide(["set"], ["t0"], [None], np.array([0x0F0F, 0xF0F0F0F0], np.uint64),
+    side = search.TestSide(["set"], ["t0"], [None], np.array([0x0F0F, 0xF0F0F0F0], np.uint64),
                             np.array([0, 0], np.int64), np.array([0, 1], np.int16), ["image", "border_crop80_l"])
     side.desc_row, side.desc, side.desc_owner = np.array([[0, -1]], np.int64), np.stack([whole]), np.array([0])
     side.view_desc = np.stack([whole, window]).astype(np.float16)
     side.view_desc_row = np.array([[0, 1]], np.int64)
-    train = overlap.TrainHashes(keys=["k0"], urls=[None], captions=[None], codes=np.array([0xF0F0F0F3], np.uint64))
+    train = training_shards.TrainHashes(keys=["k0"], urls=[None], captions=[None], codes=np.array([0xF0F0F0F3], np.uint64))
     train.thumbs = [None]
-    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
-    found = overlap.search_shard(HashIndex(side.codes), side, train, 4, search, (np.stack([whole]), np.array([True])))
+    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
+    found = search.search_shard(HashIndex(side.codes), side, train, 4, finder, (np.stack([whole]), np.array([True])))
     assert [(p["distance"], p["view"], p["similarity"]) for p in found.candidates] == [(2, "border_crop80_l", 1.0)]
     assert found.dissimilar == 0
 
@@ -230,7 +230,7 @@ def _random_search_case(seed: int):
     names = ["image", "mirror", "crop90"]
     codes = rng.integers(0, 2**63, (n_test, 3), dtype=np.uint64)
     view_desc = unit(rng.normal(size=(n_test, 3, dim)))
-    side = overlap.TestSide(["set"] * n_test, [f"t{i}" for i in range(n_test)], [None] * n_test,
+    side = search.TestSide(["set"] * n_test, [f"t{i}" for i in range(n_test)], [None] * n_test,
                             codes.ravel(), np.repeat(np.arange(n_test), 3), np.tile(np.arange(3, dtype=np.int16), n_test),
                             names)
     side.desc_row = np.stack([np.arange(n_test) * 2, np.arange(n_test) * 2 + 1], 1)
@@ -247,7 +247,7 @@ def _random_search_case(seed: int):
         desc[j] = unit(view_desc[t, v] + rng.normal(0, float(rng.uniform(0.05, 0.6)), dim))
     for j in range(1, n_train, 6):                 # alike a test picture, with an unrelated hash
         desc[j] = unit(view_desc[int(rng.integers(n_test)), 0] + rng.normal(0, 0.1, dim))
-    train = overlap.TrainHashes(keys=[f"k{j:03d}" for j in range(n_train)], urls=[None] * n_train,
+    train = training_shards.TrainHashes(keys=[f"k{j:03d}" for j in range(n_train)], urls=[None] * n_train,
                                 captions=[None] * n_train, codes=train_codes)
     train.thumbs = [None] * n_train
     described = rng.random(n_train) > 0.1
@@ -257,12 +257,12 @@ def _random_search_case(seed: int):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_searching_a_shard_in_chunks_gives_what_one_pass_gives(monkeypatch, seed):
     side, train, train_desc = _random_search_case(seed)
-    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.5, exact=0, per_image=2)
+    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.5, exact=0, per_image=2)
 
     def run(chunk, block):
-        monkeypatch.setattr(overlap, "SEARCH_CHUNK", chunk)
-        monkeypatch.setattr(overlap, "DOT_BLOCK", block)
-        found = overlap.search_shard(HashIndex(side.codes), side, train, 6, search, train_desc)
+        monkeypatch.setattr(search, "SEARCH_CHUNK", chunk)
+        monkeypatch.setattr(search, "DOT_BLOCK", block)
+        found = search.search_shard(HashIndex(side.codes), side, train, 6, finder, train_desc)
         return found.candidates, found.dissimilar, found.nearest.tolist(), found.beyond_cap
 
     whole = run(10_000, 10_000)
@@ -279,8 +279,8 @@ def test_paired_dots_are_the_row_products_in_any_block_size(monkeypatch):
     a_rows, b_rows = rng.integers(0, 50, 333), rng.integers(0, 20, 333)
     want = (a[a_rows].astype(np.float32) * b[b_rows]).sum(1)
     for block in (1, 7, 4096):
-        monkeypatch.setattr(overlap, "DOT_BLOCK", block)
-        assert np.allclose(overlap.paired_dots(a, a_rows, b, b_rows), want, atol=1e-5)
+        monkeypatch.setattr(search, "DOT_BLOCK", block)
+        assert np.allclose(search.paired_dots(a, a_rows, b, b_rows), want, atol=1e-5)
 
 
 def test_the_auto_index_keeps_the_hashes_exact_and_turns_the_descriptors_ivf_when_large():
@@ -298,23 +298,23 @@ def test_a_match_on_the_training_centre_is_checked_with_the_centres_descriptor(m
     """The test image is the crop: its pHash matched the training image's centre view. The
     training centre (described from the stored thumbnail) must be alike the matched test view."""
     whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
-    side = overlap.TestSide(["set"] * 2, ["t0", "t1"], [None] * 2, np.array([0x0F0F, 0xFFFF], np.uint64),
+    side = search.TestSide(["set"] * 2, ["t0", "t1"], [None] * 2, np.array([0x0F0F, 0xFFFF], np.uint64),
                             np.array([0, 1], np.int64), np.array([0, 0], np.int16), ["image"])
     side.desc_row = np.array([[0, -1], [1, -1]], np.int64)
     side.desc, side.desc_owner = np.stack([whole, whole]), np.array([0, 1], np.int64)
     side.view_desc, side.view_desc_row = np.stack([window, window]).astype(np.float16), np.array([[0], [1]], np.int64)
     # both training images: unlike the test pictures as a whole (cosine 0.6 >= hash_similar),
     # their centre views match the test images' hashes exactly... k0's centre is alike, k1's not
-    train = overlap.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
+    train = training_shards.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
                                 codes=np.array([0xAAAA0000, 0xBBBB0000], np.uint64),
                                 centre=np.array([0x0F0E, 0xFFFE], np.uint64), has_centre=np.array([True, True]))
     train.thumbs = [b"k0", b"k1"]
     centres = {b"k0": window, b"k1": other}
-    monkeypatch.setattr(overlap, "describe_centres", lambda stored: (np.stack([centres[s] for s in stored]),
+    monkeypatch.setattr(search, "describe_centres", lambda stored: (np.stack([centres[s] for s in stored]),
                                                                      np.ones(len(stored), bool)))
-    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
+    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
     unlike_whole = _unit(0.6, 0, 0.8)
-    found = overlap.search_shard(HashIndex(side.codes), side, train, 2, search,
+    found = search.search_shard(HashIndex(side.codes), side, train, 2, finder,
                                  (np.stack([unlike_whole, unlike_whole]), np.array([True, True])))
     got = {(p["test_index"], p["key"]): p for p in found.candidates}
     assert set(got) == {(0, "k0")} and found.dissimilar == 1
@@ -332,14 +332,14 @@ def test_each_training_image_keeps_its_most_alike_candidates_only():
         v = base + (0.05 * i) * _unit(*rng.normal(size=8))
         views[i] = [v / np.linalg.norm(v)] * 2
     side = _side(views, [0xAAAA] + [0xF0F0F0F0 + i for i in range(1, n)] + [0x5555])
-    train = overlap.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
+    train = training_shards.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
                                 codes=np.array([0xAAAA, 0x5555], np.uint64))
     train.thumbs = [None] * 2
     desc = np.stack([base, base])
     described = np.array([True, False])
-    search = overlap.DescriptorSearch(DescriptorIndex(side.desc), similar=0.5, hash_similar=0.4, exact=0,
+    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.5, hash_similar=0.4, exact=0,
                                       per_image=2)
-    found = overlap.search_shard(HashIndex(side.codes), side, train, 2, search, (desc, described))
+    found = search.search_shard(HashIndex(side.codes), side, train, 2, finder, (desc, described))
     got = sorted((p["key"], p["test_index"]) for p in found.candidates)
     cosines = [float(views[i][0] @ base) for i in range(n)]
     top = sorted(range(1, n), key=lambda i: -cosines[i])[:2]
@@ -392,13 +392,13 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
         info = tarfile.TarInfo("k0.jpg")
         info.size = len(jpg.getvalue())
         tar.addfile(info, io.BytesIO(jpg.getvalue()))
-    shard = overlap.ShardInput("00000", str(tmp_path / "00000.tar"), None)
+    shard = training_shards.ShardInput("00000", str(tmp_path / "00000.tar"), None)
     for alike, expected in ((False, [verify.SCREEN_UNALIKE_THRESHOLDS, verify.UNALIKE_THRESHOLDS]),
                             (True, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS]),
                             (None, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS])):
         used.clear()
-        candidate = {"key": "k0", "test_index": 0, "distance": 4, "alike": alike, overlap.THUMB: None}
-        [pair], errors, made = overlap.check_candidates(shard, [candidate], overlap.TestImages(side), True, False)
+        candidate = {"key": "k0", "test_index": 0, "distance": 4, "alike": alike, search.THUMB: None}
+        [pair], errors, made = candidates.check_candidates(shard, [candidate], candidates.TestImages(side), True, False)
         assert (errors, made, pair["stage"]) == ([], 1, "pixels")   # screened on its thumbnail, then pixels
         assert used == expected, alike
     assert verify.UNALIKE_THRESHOLDS.agree > verify.THRESHOLDS.agree

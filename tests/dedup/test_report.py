@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdata.dedup import hashed_test_sets, overlap, report
+from clipdata.dedup import candidates, hashed_test_sets, overlap, report, search
 
 from clipdata.pipeline.foundation import eval_sets
 
@@ -20,7 +20,7 @@ HOSTILE = '"><script>alert(1)</script><a href="https://evil.example/x">click</a>
 
 
 def thumb(colour) -> str:
-    return overlap.thumbnail(Image.new("RGB", (300, 200), colour))
+    return candidates.thumbnail(Image.new("RGB", (300, 200), colour))
 
 
 def make_result(n_matches: int = 3, hostile: bool = True, with_thumbs: bool = True) -> overlap.OverlapResult:
@@ -33,10 +33,10 @@ def make_result(n_matches: int = 3, hostile: bool = True, with_thumbs: bool = Tr
         views = [{"image": i} for i in range(n)]
         views[1] = None
         sets.append(hashed_test_sets.HashedTestSet(ts, views))
-    side = overlap.flatten(sets, ["image"])
+    side = search.flatten(sets, ["image"])
     nearest = np.full(side.n_images, 30, np.uint8)
     nearest[:n_matches] = 2
-    nearest[5] = overlap.NO_NEIGHBOUR
+    nearest[5] = search.NO_NEIGHBOUR
     pairs = []
     for i in range(n_matches):
         pairs.append({"test_set": "cifar<10>", "test_index": i, "test_id": f"{i:04d}", "key": f"0000{i:05d}",
@@ -100,7 +100,7 @@ def test_files_are_written_and_html_is_self_contained_and_escaped(tmp_path):
     sources = re.findall(r'src="(data:image/jpeg;base64,[^"]+)"', page)
     assert len(sources) == 2 * 5
     small = Image.open(io.BytesIO(base64.b64decode(sources[0].split(",", 1)[1])))
-    assert max(small.size) <= overlap.THUMB_SIZE
+    assert max(small.size) <= candidates.THUMB_SIZE
     assert page.count("<svg") == 1 + 2                           # overlap bars + a histogram per set
     assert written["blocklist"]["keys"] == 3
     assert "10.00%" in report.summary_table(written, str(tmp_path))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from clipdata.dedup import verify
+from clipdata.dedup import pixel_measures, verify
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def test_another_shade_of_the_shape_on_a_greyer_background_is_rejected(store, mo
     assert not verdict.duplicate, verdict.detail
     assert verify.verify(test, store(test)).duplicate
     # with the groups off (none big enough to count), the whole-overlap RMS alone lets it through
-    monkeypatch.setattr(verify, "TONE_MIN_GROUP", 2.0)
+    monkeypatch.setattr(pixel_measures, "TONE_MIN_GROUP", 2.0)
     assert verify.verify(test, store(other)).duplicate
     # a darker copy (one gain for background and disc: 0.92) is a brightness change, and passes
     monkeypatch.undo()

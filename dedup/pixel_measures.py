@@ -1,0 +1,233 @@
+"""The measures verify.py decides a pair on, over the overlap of two aligned pictures at one
+resolution: local agreement of structure and colour, the trimmed global correlation, colour and
+hue agreement, and the tone test (one brightness change explains the whole overlap)."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from clipdata.dedup.alignment import grey_of
+
+TRIM = 0.15           # share of worst-fitting pixels left out of the global NCC (a caption)
+FLAT_STD = 2.0 / 255  # grey std under which a picture is flat (one colour)
+FLAT_COLOUR = 0.06    # two flat pictures are one when their mean colours differ by at most this (0..1)
+
+# Local agreement
+WINDOW_SIGMA = 1.5    # px at comparison scale: the window of the local correlation
+STRUCTURE_STD = 0.04  # local grey std (0..1) above which a pixel has structure
+LOCAL_NCC = 0.5       # a structured pixel agrees when its local correlation is at least this
+COLOURED = 0.15       # normalised opponent colour above which a pixel has a colour
+HUE_COS = math.cos(math.radians(35))  # two colours agree when their hues are this close
+CHROMA_RATIO = 1.6    # ... and their saturations (opponent magnitude over brightness) this close
+MIN_SHARE = 0.2       # a side counts for `agree` only with at least this share of the other's structure
+MATCH_BLURS = (0.0, 0.75, 1.25, 2.0, 3.0)  # px: the sharper picture is blurred to the blurrier's
+MIN_COLOURED = 0.01   # coloured pixels are compared on their own when they are this share of the overlap
+
+# Tone: the whole overlap, background included, under one brightness change
+TONE_SIGMA = 2.0      # px at comparison scale: both pictures low-passed first (JPEG blocks, grain)
+TONE_SAMPLE = 4096    # overlap pixels the fit uses (a fixed random sample: the statistic is what counts)
+TONE_GAINS = np.linspace(0.7, 1.45, 51)  # brightness gains tried (a brightness change is a gain), every TONE_STEP-th first
+TONE_OFFSET = 12.0    # levels: at most this offset besides the gain (re-encoding, colour management)
+TONE_STEP = 5
+TONE_FLAT = 4.0       # levels: local std under which a low-passed pixel is smooth (background, not texture)
+TONE_MIN_SMOOTH = 0.1 # share of the overlap that must be smooth in both for the tone test to apply
+TONE_TRIM = 0.03      # share of the smooth pixels left out (a caption's letters are not smooth; a
+                      # shape's inside, which must change with the background, is a small share)
+TONE_GROUP = 24.0     # levels: a pixel within this of the median colour is background, in the tone test
+TONE_MIN_GROUP = 0.03 # share of the smooth pixels a group needs to count on its own
+TONE_TRIM_REST = 0.10 # share of the non-background group left out (a caption's white letters are
+                      # smooth inside; a shape of another shade is all of its group)
+SATURATED = 250       # a level at or above which a brightening may have clipped a channel
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison of the aligned pictures
+
+
+def grey_ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / den if den > 1e-12 else 0.0
+
+
+def _trimmed_ncc(x: np.ndarray, y: np.ndarray) -> float:
+    """Grey NCC without the TRIM share of pixels that fit worst (a caption drawn over)."""
+    sx, sy = float(x.std()), float(y.std())
+    if sx < 1e-6 or sy < 1e-6:
+        return 0.0
+    zx, zy = (x - x.mean()) / sx, (y - y.mean()) / sy
+    residual = np.abs(zx - zy)
+    k = min(len(residual) - 1, int(len(residual) * (1 - TRIM)))
+    keep = residual <= np.partition(residual, k)[k]
+    return grey_ncc(zx[keep], zy[keep])
+
+
+def _opponent(rgb: np.ndarray) -> np.ndarray:
+    """Red-green and yellow-blue opponent colours over brightness: unchanged by a brightness
+    change, near 0 on greys, whites and blacks."""
+    x = rgb.astype(np.float32) / 255
+    grey = x.mean(axis=-1, keepdims=True)
+    opp = np.concatenate([x[..., :1] - x[..., 1:2], 0.5 * (x[..., :1] + x[..., 1:2]) - x[..., 2:]], axis=-1)
+    return opp / (grey + 0.15)
+
+
+def _match_sharpness(a, b, ga, gb, mask):
+    """Blur the sharper picture to the blurrier one's sharpness: a training copy upscaled from a
+    thumbnail (img2dataset enlarges small images to 256 px) holds less detail than its test image.
+    The blur is the one that makes the two most alike (trimmed grey NCC over the mask, so that a
+    caption, which any blur makes more alike its background, does not choose it)."""
+    # judged at half resolution (blurs halved): a quarter of the work, the same choice
+    h, w = mask.shape
+    half = lambda x: cv2.resize(x, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)  # noqa: E731
+    ha, hb, sub = half(ga), half(gb), half(mask.astype(np.float32)) > 0.99
+    if sub.sum() < 16:
+        ha, hb, sub = ga, gb, mask
+    step = 0.5 if ha.shape != ga.shape else 1.0
+    best = (_trimmed_ncc(ha[sub], hb[sub]), 0.0, None)
+    for sigma in MATCH_BLURS[1:]:
+        for side in ("a", "b"):
+            g = cv2.GaussianBlur(ha if side == "a" else hb, (0, 0), sigma * step)[sub]
+            ncc = _trimmed_ncc(g, hb[sub]) if side == "a" else _trimmed_ncc(ha[sub], g)
+            if ncc > best[0] + 0.002:
+                best = (ncc, sigma, side)
+    _, sigma, side = best
+    if side == "a":
+        a = cv2.GaussianBlur(a, (0, 0), sigma)
+        ga = cv2.GaussianBlur(ga, (0, 0), sigma)
+    elif side == "b":
+        b = cv2.GaussianBlur(b, (0, 0), sigma)
+        gb = cv2.GaussianBlur(gb, (0, 0), sigma)
+    return a, b, ga, gb, sigma
+
+
+def _tone_residual(x: np.ndarray, y: np.ndarray) -> float:
+    """Trimmed RMS (levels) of y - clip(g x + o) for the best gain g, one for all channels (a
+    brightness change; a gain per channel would be a colour change), the small offset o the
+    median over the pixels that neither side saturates. The RMS is taken over x's background
+    (the pixels near its median colour) and over the rest (the insides of shapes) apart, and the
+    worse one counts: one gain must explain both, or a shade of the same shape on a slightly
+    different background passes on the background's many pixels alone. (The RMS over all of
+    them counts too: a pair this rejects is never accepted for the grouping.)"""
+    background = np.abs(x - np.median(x, axis=0)).max(axis=1) <= TONE_GROUP
+    groups = [g for g in (background, ~background) if g.sum() >= max(TONE_MIN_GROUP * len(x), 16)]
+    keeps = [max(1, int(g.sum() * (1 - (TONE_TRIM if g is background else TONE_TRIM_REST)))) for g in groups]
+    keep_all = max(1, int(len(x) * (1 - TONE_TRIM)))
+
+    def residual(gain: float) -> float:
+        gx = gain * x
+        free = (gx < SATURATED) & (y < SATURATED)
+        offset = float(np.clip(np.median((y - gx)[free]), -TONE_OFFSET, TONE_OFFSET)) if free.any() else 0.0
+        r = np.abs(y - np.clip(gx + offset, 0, 255)).max(axis=1)
+        every = np.partition(r, keep_all - 1)[:keep_all]
+        worst = float(np.sqrt((every * every).mean()))   # all smooth pixels together, as well
+        for g, keep in zip(groups, keeps):
+            rg = np.partition(r[g], keep - 1)[:keep]
+            worst = max(worst, float(np.sqrt((rg * rg).mean())))
+        return worst
+
+    # every TONE_STEP-th gain, then the gains around the best of those
+    coarse = {i: residual(TONE_GAINS[i]) for i in range(0, len(TONE_GAINS), TONE_STEP)}
+    best = min(coarse, key=coarse.get)
+    fine = [residual(TONE_GAINS[i]) for i in range(max(0, best - TONE_STEP + 1), min(len(TONE_GAINS), best + TONE_STEP))
+            if i not in coarse]
+    return min([coarse[best], *fine])
+
+
+def _local_std(grey: np.ndarray) -> np.ndarray:
+    m = cv2.GaussianBlur(grey, (0, 0), 3.0)
+    return np.sqrt(np.maximum(cv2.GaussianBlur(grey * grey, (0, 0), 3.0) - m * m, 0))
+
+
+def tone_residual(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """How far apart two aligned pictures' colours are over the whole overlap, background
+    included, once a brightness change is allowed for; tried both ways, since a brightening clips
+    to white and only the darker side then predicts the brighter. The same drawing on another
+    background (a tint, a gradient, a texture), or a shape of another outline, leaves a residual
+    that the structure tests, which look at edges, do not see; a re-encode, resize, crop, flip or
+    brightness change leaves little (measured: see THRESHOLDS), the worst TRIM share (a caption)
+    left out."""
+    fa = cv2.GaussianBlur(a.astype(np.float32), (0, 0), TONE_SIGMA)
+    fb = cv2.GaussianBlur(b.astype(np.float32), (0, 0), TONE_SIGMA)
+    # Only where both pictures are smooth: a texture's re-encoding error is not a colour
+    # difference, and textured pictures are told apart by their structure already.
+    smooth = mask & (_local_std(fa.mean(axis=2)) < TONE_FLAT) & (_local_std(fb.mean(axis=2)) < TONE_FLAT)
+    if smooth.sum() < TONE_MIN_SMOOTH * mask.sum():
+        return 0.0
+    fa, fb = fa[smooth], fb[smooth]
+    if len(fa) > TONE_SAMPLE:
+        pick = np.random.default_rng(0).choice(len(fa), TONE_SAMPLE, replace=False)
+        fa, fb = fa[pick], fb[pick]
+    return min(_tone_residual(fa, fb), _tone_residual(fb, fa))
+
+
+def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
+    """The tests' values on two aligned uint8 RGB pictures of one size, over `mask`."""
+    ga, gb = grey_of(a), grey_of(b)
+    a, b, ga, gb, blur_sigma = _match_sharpness(a, b, ga, gb, mask)
+    std_a, std_b = float(ga[mask].std()), float(gb[mask].std())
+    if std_a < FLAT_STD and std_b < FLAT_STD:
+        colour = np.abs(a[mask].mean(axis=0) - b[mask].mean(axis=0)).max() / 255
+        return {"flat": True, "colour": float(colour)}
+    ncc_trim = _trimmed_ncc(ga[mask], gb[mask])
+    # local: correlation over a Gaussian window around every pixel
+    window = math.hypot(WINDOW_SIGMA, blur_sigma)
+    blur = lambda x: cv2.GaussianBlur(x, (0, 0), window)  # noqa: E731
+    ma, mb = blur(ga), blur(gb)
+    va = np.maximum(blur(ga * ga) - ma * ma, 0)
+    vb = np.maximum(blur(gb * gb) - mb * mb, 0)
+    cov = blur(ga * gb) - ma * mb
+    sa, sb = np.sqrt(va), np.sqrt(vb)
+    local = cov / np.maximum(sa * sb, 1e-6)
+    structured_a, structured_b = (sa > STRUCTURE_STD) & mask, (sb > STRUCTURE_STD) & mask
+    structure_ok = local >= LOCAL_NCC
+    # colour: where both have one, the same hue; where one has a colour, the other has it too,
+    # unless a brightening clipped it to white
+    oa = _opponent(cv2.GaussianBlur(a, (0, 0), window))
+    ob = _opponent(cv2.GaussianBlur(b, (0, 0), window))
+    chroma_a, chroma_b = np.hypot(oa[..., 0], oa[..., 1]), np.hypot(ob[..., 0], ob[..., 1])
+    coloured_a, coloured_b = (chroma_a > COLOURED) & mask, (chroma_b > COLOURED) & mask
+    cos_hue = (oa * ob).sum(axis=-1) / np.maximum(chroma_a * chroma_b, 1e-6)
+    white_a, white_b = a.min(axis=-1) >= 245, b.min(axis=-1) >= 245
+    ratio = chroma_a / np.maximum(chroma_b, 1e-6)
+    same_colour = (cos_hue >= HUE_COS) & (ratio <= CHROMA_RATIO) & (ratio >= 1 / CHROMA_RATIO)
+    colour_ok = np.where(coloured_a & coloured_b, same_colour,
+                         ~(coloured_a & ~white_b & (chroma_b < 0.5 * chroma_a))
+                         & ~(coloured_b & ~white_a & (chroma_a < 0.5 * chroma_b)))
+    agree = colour_ok & (structure_ok | ~(structured_a | structured_b))
+    shares = []
+    n_a = int((structured_a | coloured_a).sum())
+    n_b = int((structured_b | coloured_b).sum())
+    for own, n_own, n_other in ((structured_a | coloured_a, n_a, n_b), (structured_b | coloured_b, n_b, n_a)):
+        if n_own and n_own >= MIN_SHARE * n_other:
+            shares.append(float(agree[own].mean()))
+    if not n_a and not n_b:
+        shares.append(float(colour_ok[mask].mean()))
+    # colour over the whole overlap: the coloured pixels of either picture agree (a recoloured
+    # shape, a shape of another colour on the same background), and the opponent colours differ
+    # little on most pixels (another background tint); the worst TRIM share (a caption) left out
+    coloured = coloured_a | coloured_b
+    n_col = int(coloured.sum())
+    colour_agree = float(colour_ok[coloured].mean()) if n_col >= MIN_COLOURED * int(mask.sum()) else 1.0
+    # hue: where both pictures have a colour, how far apart their hues are on average (weighted by
+    # the weaker chroma, so blended edges count little); a copy keeps its hues, a lookalike in a
+    # neighbouring colour (red and orange) shifts every one of them by the same angle
+    both = coloured_a & coloured_b
+    if int(both.sum()) >= max(16, MIN_COLOURED * int(mask.sum())):
+        angle = np.degrees(np.arccos(np.clip(cos_hue[both], -1.0, 1.0)))
+        weight = np.minimum(chroma_a[both], chroma_b[both])
+        hue_shift = float((angle * weight).sum() / max(float(weight.sum()), 1e-6))
+    else:
+        hue_shift = 0.0
+    diff = np.hypot(oa[..., 0] - ob[..., 0], oa[..., 1] - ob[..., 1])[mask]
+    k = min(len(diff) - 1, int(len(diff) * (1 - TRIM)))
+    colour_diff = float(np.partition(diff, k)[:k + 1].mean())
+    return {"flat": False, "ncc_trim": ncc_trim, "agree": max(shares) if shares else 0.0,
+            "colour_agree": colour_agree, "colour_diff": colour_diff, "hue_shift": hue_shift,
+            # the costliest test, only where every other one passes
+            "tone": None,
+            "agree_a": float(agree[structured_a | coloured_a].mean()) if n_a else 1.0,
+            "agree_b": float(agree[structured_b | coloured_b].mean()) if n_b else 1.0,
+            "content_a": n_a, "content_b": n_b, "blur": blur_sigma}

@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps  # noqa: E402
 
 from clipdata.pipeline.demo import synthetic_web  # noqa: E402
+from clipdata.pipeline.foundation.imaging import to_rgb  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Originals: distinct images, no two of them near duplicates of each other.
@@ -104,7 +105,7 @@ def photo_tiles(rng: random.Random) -> list[Original]:
     out = []
     for name in PHOTOS:
         with Image.open(_skimage_file(name)) as im:
-            photo = synthetic_web.to_rgb(im)
+            photo = to_rgb(im)
         if name in PHOTO_BOXES:
             photo = photo.crop(PHOTO_BOXES[name])
         for y0, y1 in _cuts(photo.height, rng):
@@ -153,11 +154,11 @@ def web_images(n: int, rng: random.Random) -> list[Original]:
         h = w if rng.random() < 0.6 else max(64, int(w * rng.uniform(0.6, 1.6)))
         spec = synthetic_web.make_spec(shape, colour, rng, w, h, transparent=rng.random() < 0.1,
                                        distractor_classes=classes)
-        out.append(Original(f"web:{len(out)}", "web", 0, synthetic_web.to_rgb(synthetic_web.draw_image(spec))))
+        out.append(Original(f"web:{len(out)}", "web", 0, to_rgb(synthetic_web.draw_image(spec))))
         if rng.random() < 0.5:
             twin = _moved(spec, rng) if rng.random() < 0.6 else None
             twin = twin or _recoloured(spec, rng)
-            out.append(Original(f"web:{len(out)}", "web", 0, synthetic_web.to_rgb(synthetic_web.draw_image(twin))))
+            out.append(Original(f"web:{len(out)}", "web", 0, to_rgb(synthetic_web.draw_image(twin))))
             out[-1].group = out[-2].group = -len(out)  # marked as a lookalike pair
     return out[:n]
 
@@ -489,7 +490,7 @@ def _verify_job(job: tuple) -> tuple[bool, float, float, bool]:
 def _nearest(stacked, train: np.ndarray, radius: int) -> tuple:
     """Candidate pairs of dedup's own search (HashIndex over the test views, candidate_pairs with
     both training views of each stored image: train is (n, 2))."""
-    from clipdata.dedup.index import candidate_pairs, HashIndex
+    from clipdata.dedup.index import HashIndex, candidate_pairs
     index = HashIndex(stacked.hashes)
     n = len(train)
     return candidate_pairs(index, stacked.owner, np.concatenate([train[:, 0], train[:, 1]]), radius,
@@ -632,7 +633,8 @@ def speed_search(n_train: int, n_test: int, radius: int, brute_rows: int, batch:
     numpy popcount brute force (index.brute_force_pairs) over the first brute_rows training
     hashes, extrapolated to all."""
     import faiss
-    from clipdata.dedup.index import brute_force_pairs, HashIndex
+
+    from clipdata.dedup.index import HashIndex, brute_force_pairs
     rng = np.random.default_rng(seed)
     test = rng.integers(0, np.iinfo(np.uint64).max, n_test, dtype=np.uint64, endpoint=True)
     train = rng.integers(0, np.iinfo(np.uint64).max, n_train, dtype=np.uint64, endpoint=True)
@@ -667,6 +669,7 @@ def speed_hashing(originals: list, n: int) -> dict:
     (one phash from the encoded bytes, hashing.hashes_from_image_bytes), and a plain
     `imagehash.phash(image)` loop, on the same images."""
     import imagehash
+
     from clipdata.dedup import hashing
     images = [o.image for o in originals[:n]]
     encoded = []

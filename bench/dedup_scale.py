@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from clipdata.pipeline.demo import synthetic_web
+from clipdata.pipeline.foundation.imaging import to_rgb
 
 TARGET_TRAIN, TARGET_TEST = 400_000_000, 100_000
 TARGET_MS = 5.0
@@ -83,7 +84,7 @@ def drawing(seed: int) -> Image.Image:
     shape, colour = rng.choice(CLASSES)
     spec = synthetic_web.make_spec(shape, colour, rng, rng.randint(120, 320), rng.randint(120, 320),
                                    distractor_classes=CLASSES)
-    image = synthetic_web.to_rgb(synthetic_web.draw_image(spec))
+    image = to_rgb(synthetic_web.draw_image(spec))
     draw = ImageDraw.Draw(image)
     w, h = image.size
     for _ in range(rng.randint(2, 4)):
@@ -212,7 +213,7 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     `side` (the run's test side) the test views are timed on `test_sample` test images, not
     made again for all."""
     from clipdata.dedup import descriptor, hashed_test_sets, hashing, overlap, search, training_shards, verify
-    from clipdata.dedup.index import DEFAULT_RADIUS, descriptor_kind, DescriptorIndex, hash_kind, HashIndex
+    from clipdata.dedup.index import DEFAULT_RADIUS, DescriptorIndex, HashIndex, descriptor_kind, hash_kind
     from clipdata.pipeline.foundation import eval_sets, thumbs
 
     config = overlap.OverlapConfig(shards=[shards_dir], test_sets=[("gen", test_dir)], output="", workers=1)

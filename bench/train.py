@@ -39,7 +39,9 @@ import time
 import torch
 
 from clipdata.pipeline.demo import synthetic_web as sw
-from clipdata.pipeline.foundation.shards import sample_key, ShardRow, write_manifest, write_shard
+from clipdata.pipeline.demo.synthetic_web import captions as sw_captions, drawing as sw_drawing
+from clipdata.pipeline.foundation.imaging import to_rgb
+from clipdata.pipeline.foundation.shards import ShardRow, sample_key, write_manifest, write_shard
 from clipdata.trainer import data, model as clip_model
 from clipdata.trainer.loss import ClipLoss
 from clipdata.trainer.tokenizer import Tokenizer
@@ -62,9 +64,9 @@ def make_shards(folder: str, n_shards: int, per_shard: int) -> list[str]:
             shape, colour = rng.choice(classes)
             spec = sw.make_spec(shape, colour, rng, rng.randint(200, 400), rng.randint(200, 400),
                                 distractor_classes=classes)
-            caption = f"a photo of a {colour} {shape}, {rng.choice(sw.FILLERS)} clip art"
+            caption = f"a photo of a {colour} {shape}, {rng.choice(sw_captions.FILLERS)} clip art"
             rows.append(ShardRow(key=sample_key(shard, i), url="http://bench", caption=caption,
-                                 status="success", image=sw.encode(sw.to_rgb(sw.draw_image(spec)), "jpeg")))
+                                 status="success", image=sw_drawing.encode(to_rgb(sw.draw_image(spec)), "jpeg")))
         write_shard(folder, shard, rows)
     write_manifest(folder)
     return data.resolve_shards(folder)

@@ -51,7 +51,6 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dedup as bench_dedup  # noqa: E402  bench/dedup.py: the generators and the transformations
-
 from clipdata.dedup import descriptor, hashing  # noqa: E402
 from clipdata.pipeline.foundation import thumbs  # noqa: E402
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "beam", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from clipdata.pipeline.foundation.beam_runner import check_job_endpoint, EndpointUnreachable
+    from clipdata.pipeline.foundation.beam_runner import EndpointUnreachable, check_job_endpoint
     from clipdata.pipeline.foundation.folder_lock import FolderBusy
 
     try:

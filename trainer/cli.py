@@ -135,9 +135,7 @@ def check_config(config) -> None:
 def run_training(args) -> int:
     """Check the flags, then train; data that turns out unusable is a UsageError too."""
     from clipdata.pipeline.foundation.errors import UsageError
-    from clipdata.trainer import data, train
-
-    from clipdata.trainer import checkpoint
+    from clipdata.trainer import checkpoint, data, train
 
     config = config_from_args(args)
     check_config(config)

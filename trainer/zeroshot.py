@@ -82,7 +82,7 @@ def read_classnames(path: str) -> dict[str, str]:
 
 def load_eval_set(path: str, classnames: str | None = None):
     """-> (labelled TestImages, class labels in class order, class texts in the same order)."""
-    from clipdata.pipeline.foundation.eval_sets import load_test_set, TestSetError
+    from clipdata.pipeline.foundation.eval_sets import TestSetError, load_test_set
 
     try:
         test_set = load_test_set("eval", path)

@@ -214,8 +214,7 @@ def _commonness(code: int) -> int:
 
 def _badness_requirements() -> set[int]:
     """One required character class per alternative of ftfy's BADNESS_RE, unioned."""
-    from re import _constants as c
-    from re import _parser
+    from re import _constants as c, _parser
 
     from ftfy import badness
 

@@ -45,9 +45,10 @@ from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 import aiohttp
-from clipdata.pipeline.foundation import failures
 from aiohttp.abc import AbstractResolver
 from yarl import URL
+
+from clipdata.pipeline.foundation import failures
 
 
 @dataclass

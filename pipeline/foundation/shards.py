@@ -46,7 +46,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipdata.pipeline.foundation.storage import atomic_write, storage_for, TEMP_NAME, write_temp
+from clipdata.pipeline.foundation.storage import TEMP_NAME, atomic_write, storage_for, write_temp
 
 IMAGE_EXTS = ("jpg", "png", "webp")
 STATUSES = ("success", "failed")

@@ -14,7 +14,7 @@ from PIL import Image
 from clipdata.dedup import blocklist
 from clipdata.pipeline import cli
 from clipdata.pipeline.foundation import folder_lock, shards
-from clipdata.pipeline.foundation.shards import sample_key, ShardRow
+from clipdata.pipeline.foundation.shards import ShardRow, sample_key
 
 
 def jpeg(colour) -> bytes:

@@ -30,12 +30,12 @@ import pytest
 from PIL import Image
 
 from clipdata.dedup import hashed_test_sets, overlap, semantic, training_shards
-
 from clipdata.pipeline import cli
 from clipdata.pipeline.demo import synthetic_web
 from clipdata.pipeline.download import images
 from clipdata.pipeline.foundation import eval_sets, shards
-from clipdata.pipeline.foundation.shards import sample_key, ShardRow
+from clipdata.pipeline.foundation.imaging import to_rgb
+from clipdata.pipeline.foundation.shards import ShardRow, sample_key
 
 HOSTILE_CAPTION = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
 HOSTILE_URL = 'http://evil.example/a.jpg?"><script>alert(2)</script>'
@@ -57,7 +57,7 @@ def draw(rng: random.Random, shape=None, colour=None, white=False) -> tuple[Imag
     spec = synthetic_web.make_spec(shape, colour, rng, rng.randint(120, 240), rng.randint(120, 240))
     if white:
         spec = dataclasses.replace(spec, background={"kind": "plain", "colours": [[255, 255, 255]]}, distractor=None)
-    return synthetic_web.to_rgb(synthetic_web.draw_image(spec)), spec
+    return to_rgb(synthetic_web.draw_image(spec)), spec
 
 
 class ShardMaker:
@@ -103,11 +103,11 @@ def build_world(root: str) -> dict:
     for n, tid in enumerate(lookalike_ids):
         spec = test_images[tid][1]
         if n % 2 == 0:    # the same drawing, the shape moved and turned
-            spec = synthetic_web._lookalike_spec(spec, trng)
+            spec = synthetic_web.lookalike_spec(spec, trng)
         else:             # the same drawing in another colour
             other = next(c for c in synthetic_web.COLOURS if c != spec.colour)
             spec = dataclasses.replace(spec, colour=other, rgb=list(synthetic_web.COLOURS[other]))
-        lookalikes.append(synthetic_web.to_rgb(synthetic_web.draw_image(spec)))
+        lookalikes.append(to_rgb(synthetic_web.draw_image(spec)))
     fillers = [draw(trng)[0] for _ in range(14)]
 
     maker = ShardMaker()

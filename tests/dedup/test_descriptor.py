@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from repo import BENCH
 
 from clipdata.dedup import candidates, descriptor, search, training_shards
 from clipdata.dedup.index import DescriptorIndex, HashIndex
 from clipdata.pipeline.download.images import ImageConfig, make_resizer, store_image
 from clipdata.pipeline.foundation import thumbs
-from repo import BENCH
 
 sys.path.insert(0, BENCH)
 

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from clipdata.dedup import candidates, hashed_test_sets, overlap, report, search
-
 from clipdata.pipeline.foundation import eval_sets
 
 HOSTILE = '"><script>alert(1)</script><a href="https://evil.example/x">click</a>'

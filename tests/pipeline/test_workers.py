@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
+from fault_server import FaultServer
 
 from clipdata.pipeline import cli
 from clipdata.pipeline.curate import job as curate
-from fault_server import FaultServer
 
 
 def file_bytes(pattern):

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from clipdata.query_lists import entries
-from clipdata.query_lists.entries import load_entries, QueryListError, save_entries
+from clipdata.query_lists.entries import QueryListError, load_entries, save_entries
 
 ENTRIES = [
     "dog",

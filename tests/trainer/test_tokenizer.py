@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from clipdata.trainer.tokenizer import bytes_to_unicode, clean, EOT, SOT, Tokenizer
+from clipdata.trainer.tokenizer import EOT, SOT, Tokenizer, bytes_to_unicode, clean
 
 WORDS = ("a photo of the dog cat bird car tree house small large red blue green running sitting on in "
          "with and an old new painting drawing picture close up view street beach mountain").split()

@@ -12,7 +12,9 @@ import torch
 
 from clipdata.pipeline import cli as main_cli
 from clipdata.pipeline.demo import synthetic_web as sw
-from clipdata.pipeline.foundation.shards import sample_key, ShardRow, write_manifest, write_shard
+from clipdata.pipeline.demo.synthetic_web import drawing as sw_drawing
+from clipdata.pipeline.foundation.imaging import to_rgb
+from clipdata.pipeline.foundation.shards import ShardRow, sample_key, write_manifest, write_shard
 from clipdata.trainer import checkpoint, train
 from clipdata.trainer.loss import ClipLoss
 
@@ -32,7 +34,7 @@ def make_shards(folder, n_shards=4, per_shard=32):
             spec = sw.make_spec(shape, colour, rng, rng.randint(40, 80), rng.randint(40, 80))
             rows.append(ShardRow(key=sample_key(shard, i), url="http://x", status="success",
                                  caption=f"a photo of a {colour} {shape}",
-                                 image=sw.encode(sw.to_rgb(sw.draw_image(spec)), "jpeg")))
+                                 image=sw_drawing.encode(to_rgb(sw.draw_image(spec)), "jpeg")))
         write_shard(str(folder), shard, rows)
     write_manifest(str(folder))
 

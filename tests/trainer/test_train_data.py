@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from clipdata.pipeline.demo import synthetic_web as sw
-from clipdata.pipeline.foundation.shards import sample_key, ShardRow, write_manifest, write_shard
+from clipdata.pipeline.demo.synthetic_web import drawing as sw_drawing
+from clipdata.pipeline.foundation.imaging import to_rgb
+from clipdata.pipeline.foundation.shards import ShardRow, sample_key, write_manifest, write_shard
 from clipdata.trainer import data
 
 CLASSES = sw.make_classes(("circle", "square", "star"), ("red", "blue"))
@@ -24,10 +26,10 @@ def make_shards(folder, n_shards=4, per_shard=12, seed=0, fmt="jpeg"):
             rng = random.Random(f"{seed}:{shard}:{i}")
             shape, colour = rng.choice(CLASSES)
             spec = sw.make_spec(shape, colour, rng, rng.randint(40, 90), rng.randint(40, 90))
-            image = sw.encode(sw.to_rgb(sw.draw_image(spec)), fmt)
+            image = sw_drawing.encode(to_rgb(sw.draw_image(spec)), fmt)
             rows.append(ShardRow(key=sample_key(shard, i), url=f"http://x/{shard}/{i}",
                                  caption=f"a photo of a {colour} {shape}", status="success",
-                                 image=image, image_ext=sw.EXTENSIONS[fmt]))
+                                 image=image, image_ext=sw_drawing.EXTENSIONS[fmt]))
         write_shard(str(folder), shard, rows)
     write_manifest(str(folder))
     return data.resolve_shards(str(folder))
@@ -83,7 +85,7 @@ def test_img2dataset_layout_png_webp_members_in_any_order(tmp_path):
             image = sw.draw_image(spec)
             add_member(tar, f"{key}.json", json.dumps({"key": key, "status": "success"}).encode())
             add_member(tar, f"{key}.{'jpeg' if fmt == 'jpeg' else fmt}",
-                       sw.encode(image if fmt != "jpeg" else sw.to_rgb(image), fmt))
+                       sw_drawing.encode(image if fmt != "jpeg" else to_rgb(image), fmt))
             add_member(tar, f"{key}.txt", f"red circle number {i}".encode())
     (tmp_path / "00000_stats.json").write_text("{}")
     loader = data.ShardLoader(data.resolve_shards(str(tmp_path)), batch_size=8, image_size=24,
@@ -102,7 +104,7 @@ def test_corrupt_samples_and_shards_are_skipped_and_counted(shards, tmp_path, ca
     for path in shards[:2]:
         os.link(path, good / os.path.basename(path))
     # 00002.tar: a truncated jpg, a member that is no image, a sample without text, an empty text
-    jpg = sw.encode(sw.to_rgb(sw.draw_image(sw.make_spec("star", "blue", random.Random(0), 60, 60))),
+    jpg = sw_drawing.encode(to_rgb(sw.draw_image(sw.make_spec("star", "blue", random.Random(0), 60, 60))),
                     "jpeg")
     with tarfile.open(good / "00002.tar", "w") as tar:
         add_member(tar, "000020000.jpg", jpg[: len(jpg) // 3])
@@ -209,7 +211,7 @@ def test_changed_data_order_starts_fresh_streams_and_says_so(shards, caplog):
 
 
 def test_random_crop_trains_centre_crop_evaluates():
-    image = sw.to_rgb(sw.draw_image(sw.make_spec("circle", "red", random.Random(2), 120, 40)))
+    image = to_rgb(sw.draw_image(sw.make_spec("circle", "red", random.Random(2), 120, 40)))
     centre = data.square_crop(image, 20, None)
     left, right = data.square_crop(image, 20, 0.0), data.square_crop(image, 20, 0.999)
     assert centre.shape == left.shape == (3, 20, 20)

@@ -12,6 +12,7 @@ import torch
 from clipdata.dedup.significance import read_predictions
 from clipdata.pipeline import cli as main_cli
 from clipdata.pipeline.demo import synthetic_web as sw
+from clipdata.pipeline.demo.synthetic_web import drawing as sw_drawing
 from clipdata.trainer import checkpoint, model as clip_model, zeroshot
 from clipdata.trainer.tokenizer import Tokenizer
 
@@ -26,7 +27,7 @@ def parts(tmp_path_factory):
     root = tmp_path_factory.mktemp("zeroshot")
     test_set = sw.build_test_set(str(root / "test"), 12, seed=3, shapes=SHAPES, colours=COLOURS)
     (root / "test" / "red_circle" / "broken.png").write_bytes(b"\x89PNG not really")
-    texts = [f"{t.format(sw.class_text(s, c))}" for s in SHAPES for c in COLOURS
+    texts = [f"{t.format(sw_drawing.class_text(s, c))}" for s in SHAPES for c in COLOURS
              for t in zeroshot.TEMPLATES]
     tokenizer = Tokenizer.train(texts, vocab_size=600, min_frequency=2)
     torch.manual_seed(0)
@@ -66,7 +67,7 @@ def test_labelled_shards_with_class_names(parts, tmp_path):
         for i in range(6):
             label = i % 2
             spec = sw.make_spec(SHAPES[label], "red", rng, 48, 48)
-            for ext, payload in (("png", sw.encode(sw.draw_image(spec), "png")),
+            for ext, payload in (("png", sw_drawing.encode(sw.draw_image(spec), "png")),
                                  ("cls", str(label).encode())):
                 info = tarfile.TarInfo(f"{i:09d}.{ext}")
                 info.size = len(payload)

@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from test_wat import RECORDS, write_wat
 
 from clipdata.pipeline import cli
 from clipdata.pipeline.curate import job as curate
-from test_wat import RECORDS, write_wat
 
 ENTRIES = ["dog", "red", "cat", "big dog", "the", "bus", "Blue sky"]
 

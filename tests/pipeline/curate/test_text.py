@@ -5,8 +5,8 @@ import random
 import pyarrow as pa
 import pytest
 
-from clipdata.pipeline.curate.pool import pool_batch, POOL_SCHEMA
-from clipdata.pipeline.curate.text import clean_batch, clean_caption, MAX_CAPTION_CHARS
+from clipdata.pipeline.curate.pool import POOL_SCHEMA, pool_batch
+from clipdata.pipeline.curate.text import MAX_CAPTION_CHARS, clean_batch, clean_caption
 
 # (url, caption, expected: cleaned caption, or the drop reason in brackets)
 CASES = [
@@ -127,8 +127,7 @@ def test_clean_caption(caption, cleaned):
 
 def badness_alphabet():
     """Every character ftfy's mojibake detector looks at, plus ordinary non-ASCII text."""
-    from re import _constants as c
-    from re import _parser
+    from re import _constants as c, _parser
 
     from ftfy import badness
 

@@ -9,7 +9,7 @@ import pytest
 from warcio.warcwriter import WARCWriter
 
 from clipdata.pipeline.curate.pool import POOL_SCHEMA, PoolReadError, read_pool_file
-from clipdata.pipeline.curate.wat import page_images, read_wat, WatStats
+from clipdata.pipeline.curate.wat import WatStats, page_images, read_wat
 
 
 def wat_json(target_uri, links=None, base=None, kind="response"):

@@ -17,6 +17,8 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from clipdata.pipeline.demo import synthetic_web as sw
+from clipdata.pipeline.demo.synthetic_web import captions as sw_captions, drawing as sw_drawing, web as sw_web
+from clipdata.pipeline.foundation.imaging import to_rgb
 
 N_IMAGES = 160  # two per class
 VOCABULARY = ["zorbak", "lumitte", "tessovar", "quill"]
@@ -67,14 +69,14 @@ def test_manifest_on_disk_is_the_returned_one(web):
 def test_every_valid_image_decodes_as_the_manifest_says(web):
     checked = 0
     for e in web["images"]:
-        if e["fault"] not in (None, *sw.VALID_IMAGE_FAULTS):
+        if e["fault"] not in (None, *sw_web.VALID_IMAGE_FAULTS):
             continue
         with Image.open(os.path.join(web["folder"], e["path"])) as im:
             im.load()
             assert (im.width, im.height, im.mode) == (e["width"], e["height"], e["mode"]), e["id"]
             assert im.format.lower() == e["format"]
         checked += 1
-    assert checked == N_IMAGES + sum(e["fault"] in sw.VALID_IMAGE_FAULTS for e in web["images"])
+    assert checked == N_IMAGES + sum(e["fault"] in sw_web.VALID_IMAGE_FAULTS for e in web["images"])
 
 
 def test_broken_files_are_broken_the_way_the_manifest_says(web):
@@ -119,13 +121,13 @@ def test_formats_sizes_and_modes_vary(web):
 def test_captions_are_alt_text_of_every_kind(web):
     good = _good(web)
     kinds = Counter(e["caption_kind"] for e in good)
-    assert set(kinds) == set(sw.CAPTION_KINDS)
+    assert set(kinds) == set(sw_captions.CAPTION_KINDS)
     assert kinds["class"] > 0.7 * N_IMAGES
     class_words = set(sw.SHAPES) | set(sw.COLOURS)
     for e in good:
         text = ftfy.fix_text(e["caption"]).lower()
         kind = e["caption_kind"]
-        if kind in sw.CLASS_CAPTION_KINDS:
+        if kind in sw_captions.CLASS_CAPTION_KINDS:
             assert e["colour"] in text and e["shape"] in text, e["caption"]
         elif kind == "shape-only":
             assert e["shape"] in text and not any(c in text.split() for c in sw.COLOURS), e["caption"]
@@ -149,9 +151,9 @@ def test_captions_are_alt_text_of_every_kind(web):
 
 def test_faults_are_added_at_the_fraction_with_every_kind(web):
     faults = [e for e in web["images"] if e["fault"]]
-    assert len(faults) == web["n_faults"] == max(len(sw.FAULT_KINDS), round(0.05 * N_IMAGES))
+    assert len(faults) == web["n_faults"] == max(len(sw_web.FAULT_KINDS), round(0.05 * N_IMAGES))
     assert len(web["images"]) == N_IMAGES + len(faults)
-    assert set(e["fault"] for e in faults) == set(sw.FAULT_KINDS)
+    assert set(e["fault"] for e in faults) == set(sw_web.FAULT_KINDS)
     by_id = {e["id"]: e for e in web["images"]}
     assert len(by_id) == len(web["images"])
     for e in faults:
@@ -176,7 +178,7 @@ def test_unknown_names_are_refused(tmp_path):
 def test_every_shape_is_drawn_and_differs_from_the_others():
     masks = {}
     for shape in sw.SHAPES:
-        mask = np.asarray(sw.shape_mask(shape, 40, 0)) > 127
+        mask = np.asarray(sw_drawing.shape_mask(shape, 40, 0)) > 127
         assert 0.15 < mask.mean() < 0.8, shape
         masks[shape] = mask
     for a in sw.SHAPES:
@@ -357,7 +359,7 @@ def test_test_set_is_labelled_folders_with_planted_copies_and_lookalikes(web, tm
         source = web_by_id[e["source"]]
         assert source["fault"] is None and source["class"] == e["class"]
         with Image.open(os.path.join(web["folder"], source["path"])) as im:
-            original = sw.to_rgb(im)
+            original = to_rgb(im)
         if e["kind"] == "planted":
             # Undone with the recorded parameters, the planted copy is its source again, up to
             # resampling and JPEG loss.

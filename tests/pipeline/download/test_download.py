@@ -12,12 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
+from fault_server import FaultServer
 
 from clipdata.pipeline import cli
 from clipdata.pipeline.download import job as download
 from clipdata.pipeline.foundation import shards
 from clipdata.pipeline.inspect import shard_check
-from fault_server import FaultServer
 
 CLIPDATA = str(Path(sys.executable).parent / "clipdata")
 

@@ -12,11 +12,11 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
+from fault_server import CORRUPT, JPEG, PNG, FaultServer
 
 from clipdata.pipeline.download import fetch
 from clipdata.pipeline.download.fetch import (FetchConfig, fetch_all, fetch_many, is_private_address,
-                                     opt_out_directive, parse_retry_after)
-from fault_server import CORRUPT, JPEG, PNG, FaultServer
+                                              opt_out_directive, parse_retry_after)
 
 # Short deadlines so the slow cases stay cheap: the dripping URL (one byte every 0.5 s, 50 s in
 # all) is cut after TIMEOUT per attempt.

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from clipdata.pipeline.foundation import shards, storage
-from clipdata.pipeline.foundation.shards import sample_key, ShardRow
+from clipdata.pipeline.foundation.shards import ShardRow, sample_key
 
 
 def encoded(fmt: str, color: tuple[int, int, int]) -> bytes:

@@ -9,7 +9,7 @@ import pytest
 
 from clipdata.pipeline.foundation import shards
 from clipdata.pipeline.inspect import shard_check
-from clipdata.pipeline.inspect.shard_check import check_paths, check_shard, Problem
+from clipdata.pipeline.inspect.shard_check import Problem, check_paths, check_shard
 
 JPG, TXT = b"\xff\xd8 not really a jpeg \xff\xd9", b"a caption"
 

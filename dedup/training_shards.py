@@ -5,8 +5,6 @@ shards written before that data existed. Plain Python: the Beam steps (overlap_s
 from __future__ import annotations
 
 import json
-import os
-import re
 import tarfile
 from dataclasses import dataclass, field
 
@@ -46,7 +44,7 @@ def list_shards(patterns: list[str]) -> tuple[list[ShardInput], list[dict]]:
                 problems.append({"shard": path, "error": "no file matches"})
             for match in matches:
                 _add_file(match, found, problems)
-        elif _is_folder(path):
+        elif webdataset_tars.is_folder(path, (".tar", ".parquet")):
             _add_folder(path, found, problems)
         else:
             _add_file(path, found, problems)
@@ -57,12 +55,6 @@ def _glob(pattern: str) -> list[str]:
     from apache_beam.io.filesystems import FileSystems
 
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-
-
-def _is_folder(path: str) -> bool:
-    if "://" in path:
-        return not re.search(r"\.(tar|parquet)$", path)
-    return os.path.isdir(path)
 
 
 def _add_folder(folder: str, found: dict, problems: list) -> None:

@@ -47,7 +47,6 @@ MAX_IMAGE_PIXELS). Only data without one usable sample in any shard raises DataE
 from __future__ import annotations
 
 import collections
-import glob
 import hashlib
 import io
 import itertools
@@ -75,7 +74,6 @@ MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpixel: a decoded image above this is skipped, 
 LOGGED_PER_REASON = 3       # per stream; the rest are only counted
 
 
-
 class DataError(Exception):
     """The data cannot be used at all: no shards found, or no readable sample in any shard."""
 
@@ -92,8 +90,7 @@ def resolve_shards(data: str) -> list[str]:
         base = os.path.dirname(os.path.abspath(data))
         shards = [os.path.join(base, s["tar"]) for s in manifest.get("shards", [])]
     elif os.path.isdir(data):
-        shards = sorted(p for p in glob.glob(os.path.join(data, "*.tar"))
-                        if not os.path.basename(p).startswith("."))  # skip writers' temp files
+        shards = webdataset_tars.tars_in(data, (".tar",))
     else:
         shards = webdataset_tars.expand_patterns(data)
         local = [u for u in shards if "://" not in u and not u.startswith("pipe:")]

@@ -2,8 +2,10 @@
 the one way every stage reads them.
 
 A shard pattern is webdataset's (and OpenCLIP's --train-data): brace ranges and `::` between
-runs, `shards/{00000..00009}.tar::more/{0..3}.tar`. expand_patterns gives its paths; what a
-stage makes of each (a folder listed, a glob matched, a missing file reported) is the stage's.
+runs, `shards/{00000..00009}.tar::more/{0..3}.tar`. expand_patterns gives its paths, is_folder
+and tars_in say what a folder among them holds (locally or on any Beam file system), and
+list_tars does both for the stages that want a list of tars. What else a stage makes of a path (a
+glob matched, tars paired with their parquets, a missing file reported) is the stage's.
 
 A WebDataset sample is a run of consecutive tar members sharing a key: the member's path up to
 the first dot of its file name (`a/000001.jpg` and `a/000001.json` are sample `a/000001`, with
@@ -36,6 +38,49 @@ def expand_patterns(patterns: str | Iterable[str]) -> list[str]:
         patterns = [patterns]
     return [path for pattern in patterns for part in str(pattern).split("::")
             for path in braceexpand.braceexpand(part)]
+
+
+TAR_SUFFIXES = (".tar", ".tgz", ".tar.gz")
+
+
+def is_folder(path: str, file_suffixes: tuple[str, ...] = TAR_SUFFIXES) -> bool:
+    """A local folder; on an object store (gs://, s3://, where folders are only prefixes) any path
+    that does not end like one of the files a stage reads."""
+    import os
+
+    if "://" in str(path):
+        return not str(path).endswith(file_suffixes)
+    return os.path.isdir(path)
+
+
+def tars_in(folder: str, suffixes: tuple[str, ...] = TAR_SUFFIXES) -> list[str]:
+    """A folder's tar files, sorted by name; names starting with "." (a writer's temporary files)
+    are not shards."""
+    import os
+
+    if "://" in str(folder):
+        from apache_beam.io.filesystems import FileSystems
+
+        found = [m.path for suffix in suffixes
+                 for m in FileSystems.match([FileSystems.join(folder, "*" + suffix)])[0].metadata_list]
+        return sorted({p for p in found if not p.rstrip("/").rsplit("/", 1)[-1].startswith(".")})
+    names = [n for n in os.listdir(folder) if n.endswith(suffixes) and not n.startswith(".")]
+    return [os.path.join(folder, n) for n in sorted(names)]
+
+
+def list_tars(patterns: str | Iterable[str]) -> tuple[list[str], list[str]]:
+    """(tars, folders that hold none): each pattern expanded (expand_patterns), each folder among
+    the paths replaced by its tars (tars_in); other paths are kept as given."""
+    tars, empty = [], []
+    for path in expand_patterns(patterns):
+        if is_folder(path):
+            found = tars_in(path)
+            tars.extend(found)
+            if not found:
+                empty.append(path)
+        else:
+            tars.append(path)
+    return tars, empty
 
 
 def is_meta(name: str) -> bool:

@@ -38,7 +38,6 @@ import collections
 import gzip
 import lzma
 import os
-import re
 import sys
 import tarfile
 import zlib
@@ -302,32 +301,8 @@ def _skip(stream, offset: int) -> None:
 
 def expand_paths(paths: list[str]) -> tuple[list[str], list[Problem]]:
     """Shard paths from tars, folders of tars and brace patterns ('{00000..00009}.tar', 'a::b')."""
-    shards, problems = [], []
-    for path in webdataset_tars.expand_patterns(paths):
-        if _is_folder(path):
-            found = _tars_in(path)
-            if not found:
-                problems.append(Problem(path, "", "not_found", "folder has no .tar files"))
-            shards.extend(found)
-        else:
-            shards.append(path)
-    return shards, problems
-
-
-def _is_folder(path: str) -> bool:
-    if _is_remote(path):
-        return not re.search(r"\.(tar|tgz|tar\.gz|tar\.bz2|tar\.xz)$", path)
-    return os.path.isdir(path)
-
-
-def _tars_in(folder: str) -> list[str]:
-    if _is_remote(folder):
-        from apache_beam.io.filesystems import FileSystems
-
-        result = FileSystems.match([FileSystems.join(folder, "*.tar")])[0]
-        return sorted(m.path for m in result.metadata_list)
-    names = [n for n in os.listdir(folder) if re.search(r"\.(tar|tgz|tar\.gz)$", n) and not n.startswith(".")]
-    return [os.path.join(folder, n) for n in sorted(names)]
+    shards, empty = webdataset_tars.list_tars(paths)
+    return shards, [Problem(folder, "", "not_found", "folder has no .tar files") for folder in empty]
 
 
 def check_paths(paths: list[str]) -> list[Problem]:

@@ -92,3 +92,21 @@ def test_patterns_expand_as_webdataset_expands_them():
         "s/000.tar", "s/001.tar", "s/002.tar", "t/8.tar", "t/9.tar"]
     assert webdataset_tars.expand_patterns(["a.tar", "b/{1,3}.tar"]) == ["a.tar", "b/1.tar", "b/3.tar"]
     assert webdataset_tars.expand_patterns("plain/folder") == ["plain/folder"]
+
+
+def test_a_folder_among_the_patterns_gives_its_tars_and_an_empty_one_is_named(tmp_path):
+    """list_tars: the one folder rule of the shard checker and the trainer: a folder's .tar/.tgz
+    files sorted, a writer's hidden temporary files and other files left out, a folder with none
+    named; files and brace patterns kept as given."""
+    shards, empty = tmp_path / "shards", tmp_path / "empty"
+    shards.mkdir()
+    empty.mkdir()
+    for name in ("00001.tar", "00000.tar", "00002.tgz", ".00003.tar.tmp", ".00004.tar", "00000.parquet", "x.json"):
+        (shards / name).write_bytes(b"")
+    tars, empty_folders = webdataset_tars.list_tars([str(shards), f"{tmp_path}/more/{{0..1}}.tar::{empty}"])
+    assert tars == [str(shards / "00000.tar"), str(shards / "00001.tar"), str(shards / "00002.tgz"),
+                    f"{tmp_path}/more/0.tar", f"{tmp_path}/more/1.tar"]
+    assert empty_folders == [str(empty)]
+    assert webdataset_tars.tars_in(str(shards), (".tar",)) == [str(shards / "00000.tar"), str(shards / "00001.tar")]
+    assert webdataset_tars.is_folder("gs://bucket/shards") and not webdataset_tars.is_folder("gs://bucket/0.tar")
+    assert not webdataset_tars.is_folder(str(shards / "00000.tar"))

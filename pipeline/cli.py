@@ -17,6 +17,7 @@ from clipdata.pipeline.foundation.errors import UsageError
 
 def build_parser() -> argparse.ArgumentParser:
     from clipdata.dedup import cli as dedup_cli
+    from clipdata.pipeline import build as build_cli
     from clipdata.pipeline.curate import cli as curate_cli
     from clipdata.pipeline.demo import run as demo_cli
     from clipdata.pipeline.download import cli as download_cli
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     queries_cli.add_commands(subparsers)
     curate_cli.add_commands(subparsers)
     download_cli.add_commands(subparsers)
+    build_cli.add_commands(subparsers)
     shard_check.add_commands(subparsers)
     dedup_cli.add_commands(subparsers)
     train_cli.add_commands(subparsers)

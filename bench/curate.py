@@ -413,7 +413,7 @@ def _read_clean_hash_cpu(pool_path: str, fast_path_patterns) -> StepTimes:
     in this pool all but a handful)."""
     import pyarrow.parquet as pq
 
-    from clipdata.pipeline.curate import pool
+    from clipdata.pipeline.foundation import pool
 
     times = StepTimes()
     for group in range(pq.ParquetFile(pool_path).metadata.num_row_groups):
@@ -448,7 +448,8 @@ def bench_steps(n_rows: int = 1_000_000, n_entries: int = 500_000, partitions: i
 
     import pyarrow.parquet as pq
 
-    from clipdata.pipeline.curate import job as curate, match, pool, work_files
+    from clipdata.pipeline.curate import job as curate, match, work_files
+    from clipdata.pipeline.foundation import pool
 
     pool_path = os.path.join(workdir, f"pool-{n_rows}.parquet")
     cache = os.path.join(workdir, "cache")

@@ -50,8 +50,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 from apache_beam.utils import shared
 
-from clipdata.pipeline.curate import balance, pair_dedup, pool, text, work_files
-from clipdata.pipeline.foundation import beam_runner, folder_lock
+from clipdata.pipeline.curate import balance, pair_dedup, text, work_files
+from clipdata.pipeline.foundation import beam_runner, folder_lock, pool
 from clipdata.pipeline.foundation.storage import atomic_write, clear_folder
 from clipdata.query_lists import entries as query_entries
 
@@ -268,7 +268,7 @@ class MatchPieceFn(beam.DoFn):
             return read_matcher_file(handle)[0]
 
     def process(self, piece):
-        from clipdata.pipeline.curate import wat
+        from clipdata.pipeline.foundation import wat
 
         cfg = self.config
         path, first_group, end_group = piece

@@ -27,9 +27,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from clipdata.pipeline.curate import pool
 from clipdata.pipeline.download import fetch, images
-from clipdata.pipeline.foundation import beam_runner, folder_lock, shards, webdataset_tars
+from clipdata.pipeline.foundation import beam_runner, folder_lock, pool, shards, webdataset_tars
 
 # Columns a curated input carries that the shards keep (parquet and per-sample json).
 PASSTHROUGH = {"uid": pa.string(), "source_file": pa.string(), "source_row": pa.int64(), "page_url": pa.string()}

@@ -237,7 +237,8 @@ def work_rows(pairs, rows):
 
 
 def test_match_rows_splits_a_batch_into_matched_pairs_and_reasoned_drops():
-    from clipdata.pipeline.curate import match, pool
+    from clipdata.pipeline.curate import match
+    from clipdata.pipeline.foundation import pool
 
     batch = pool.pool_batch([r[0] for r in ROWS], [r[1] for r in ROWS], "p.parquet", np.arange(len(ROWS)))
     matched, dropped = curate.match_rows(batch, match.Matcher(ENTRIES), 1000, curate.fast_path_patterns(None))

@@ -5,8 +5,8 @@ import random
 import pyarrow as pa
 import pytest
 
-from clipdata.pipeline.curate.pool import POOL_SCHEMA, pool_batch
 from clipdata.pipeline.curate.text import MAX_CAPTION_CHARS, clean_batch, clean_caption
+from clipdata.pipeline.foundation.pool import POOL_SCHEMA, pool_batch
 
 # (url, caption, expected: cleaned caption, or the drop reason in brackets)
 CASES = [

@@ -38,7 +38,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
 
-from clipdata.pipeline.curate.pool import DEFAULT_BATCH_ROWS, PoolReadError, SourceStream, pool_batch
+from clipdata.pipeline.foundation.pool import DEFAULT_BATCH_ROWS, PoolReadError, SourceStream, pool_batch
 
 IMAGE_PATH = "IMG@/src"
 _HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # as urllib splits a scheme off

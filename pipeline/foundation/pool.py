@@ -179,7 +179,7 @@ def read_pool_file(path: str, url_col: str = "url", caption_col: str = "caption"
     """
     fmt = pool_format(path)
     if fmt == "wat":
-        from clipdata.pipeline.curate.wat import read_wat  # wat.py imports this module
+        from clipdata.pipeline.foundation.wat import read_wat  # wat.py imports this module
 
         yield from read_wat(path, batch_rows=batch_rows, stats=wat_stats)
         return

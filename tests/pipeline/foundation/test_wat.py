@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from warcio.warcwriter import WARCWriter
 
-from clipdata.pipeline.curate.pool import POOL_SCHEMA, PoolReadError, read_pool_file
-from clipdata.pipeline.curate.wat import WatStats, page_images, read_wat
+from clipdata.pipeline.foundation.pool import POOL_SCHEMA, PoolReadError, read_pool_file
+from clipdata.pipeline.foundation.wat import WatStats, page_images, read_wat
 
 
 def wat_json(target_uri, links=None, base=None, kind="response"):

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clipdata.pipeline.curate import pool
-from clipdata.pipeline.curate.pool import (POOL_SCHEMA, MissingColumnError, PoolReadError, list_pool_files,
-                                           pool_format, read_pool_file)
+from clipdata.pipeline.foundation import pool
+from clipdata.pipeline.foundation.pool import (POOL_SCHEMA, MissingColumnError, PoolReadError, list_pool_files,
+                                               pool_format, read_pool_file)
 
 # (url, caption): quotes, the delimiters, a newline inside a caption, an empty and a missing one,
 # the string "NA" (must stay text), non-ASCII.

@@ -430,12 +430,12 @@ def _write_cpu(curated_dir: str) -> float:
 
     import pyarrow.parquet as pq
 
-    from clipdata.pipeline.curate import job as curate
+    from clipdata.pipeline.curate import steps as curate_steps
 
     tables = [pq.read_table(path) for path in sorted(glob.glob(os.path.join(curated_dir, "*.parquet")))]
     cpu = time.process_time()
     for table in tables:
-        curate.parquet_bytes(table)
+        curate_steps.parquet_bytes(table)
     return time.process_time() - cpu
 
 
@@ -448,7 +448,7 @@ def bench_steps(n_rows: int = 1_000_000, n_entries: int = 500_000, partitions: i
 
     import pyarrow.parquet as pq
 
-    from clipdata.pipeline.curate import job as curate, match, work_files
+    from clipdata.pipeline.curate import job as curate, match, rows as curate_rows, steps as curate_steps, work_files
     from clipdata.pipeline.foundation import pool
 
     pool_path = os.path.join(workdir, f"pool-{n_rows}.parquet")
@@ -475,22 +475,22 @@ def bench_steps(n_rows: int = 1_000_000, n_entries: int = 500_000, partitions: i
                 high, low = timed("uid", uid_words, kept)
                 # (every row of this pool matches something but a handful; those few are kept
                 # here, where the job drops them)
-                table = curate.work_table(kept, offsets, entry_ids, high, low)
-                timed("work files", writer.write, table, curate.partition_of(high, partitions))
+                table = curate_rows.work_table(kept, offsets, entry_ids, high, low)
+                timed("work files", writer.write, table, curate_rows.partition_of(high, partitions))
             for partition, ref in writer.close().items():
                 refs.setdefault(partition, []).append((pool_path, ref))
         counts = np.zeros(len(entries), dtype=np.int64)
         firsts = {}
         for partition, piece_refs in refs.items():
-            rows = timed("work files", curate.read_partition_rows, piece_refs)
-            first, _ = timed("dedup", curate.keep_first_copies, rows)
-            ids, n = timed("dedup", curate.entry_counts, rows, first)
+            rows = timed("work files", curate_rows.read_partition_rows, piece_refs)
+            first, _ = timed("dedup", curate_rows.keep_first_copies, rows)
+            ids, n = timed("dedup", curate_rows.entry_counts, rows, first)
             counts[ids] += n
             firsts[partition] = first
         for partition, piece_refs in refs.items():
-            rows = curate.read_partition_rows(piece_refs)
-            kept, _ = timed("balance", curate.balance_partition, rows, firsts[partition], counts, 20_000, seed)
-            timed("parquet write", lambda k: curate.parquet_bytes(curate.curated_table(k)), kept)
+            rows = curate_rows.read_partition_rows(piece_refs)
+            kept, _ = timed("balance", curate_rows.balance_partition, rows, firsts[partition], counts, 20_000, seed)
+            timed("parquet write", lambda k: curate_steps.parquet_bytes(curate_rows.curated_table(k)), kept)
     total = sum(seconds.values())
     print(f"curate's steps as plain functions, one process, {n_rows:,} rows, {partitions} partitions "
           f"(CPU-seconds; the job adds the runner, small files and counters):")

@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from test_wat import RECORDS, write_wat
+from wat_files import RECORDS, write_wat
 
 from clipdata.pipeline import cli
-from clipdata.pipeline.curate import job as curate
+from clipdata.pipeline.curate import job as curate, rows as curate_rows
 
 ENTRIES = ["dog", "red", "cat", "big dog", "the", "bus", "Blue sky"]
 
@@ -226,7 +226,7 @@ def test_a_failed_rerun_leaves_no_summary_of_the_run_before(tmp_path, monkeypatc
 
 
 def work_rows(pairs, rows):
-    """A table in curate.WORK_COLUMNS of (url, caption) pairs matched with entry ids [0]."""
+    """A table in curate_rows.WORK_COLUMNS of (url, caption) pairs matched with entry ids [0]."""
     from clipdata.pipeline.curate import pair_dedup
 
     urls, captions = pa.array([u for u, _ in pairs]), pa.array([c for _, c in pairs])
@@ -241,8 +241,8 @@ def test_match_rows_splits_a_batch_into_matched_pairs_and_reasoned_drops():
     from clipdata.pipeline.foundation import pool
 
     batch = pool.pool_batch([r[0] for r in ROWS], [r[1] for r in ROWS], "p.parquet", np.arange(len(ROWS)))
-    matched, dropped = curate.match_rows(batch, match.Matcher(ENTRIES), 1000, curate.fast_path_patterns(None))
-    assert matched.column_names == curate.WORK_COLUMNS
+    matched, dropped = curate_rows.match_rows(batch, match.Matcher(ENTRIES), 1000, curate.fast_path_patterns(None))
+    assert matched.column_names == curate_rows.WORK_COLUMNS
     assert matched.column("source_row").to_pylist() == [0, 1, 2, 3, 8]  # the copy is still there
     assert matched.column("entry_ids").to_pylist()[2] == [0, 3]
     assert sorted(zip(dropped.column("source_row").to_pylist(), dropped.column("reason").to_pylist())) == [
@@ -254,15 +254,15 @@ def test_keep_first_copies_keeps_the_first_by_file_then_row_whatever_the_piece_o
     early = work_rows(pairs, [0, 1, 2])                      # in a.parquet: row 2 copies row 0
     late = work_rows([pairs[1], ("http://x/3.jpg", "a bus")], [0, 1])  # in b.parquet: row 0 copies a:1
     for tables, files in (([early, late], ["a.parquet", "b.parquet"]), ([late, early], ["b.parquet", "a.parquet"])):
-        rows = curate.partition_rows(tables, files)
+        rows = curate_rows.partition_rows(tables, files)
         assert list(zip(rows.column("source_file").cast(pa.string()).to_pylist(), rows.column("source_row").to_pylist())) \
             == [("a.parquet", 0), ("a.parquet", 1), ("a.parquet", 2), ("b.parquet", 0), ("b.parquet", 1)]
-        first, duplicates = curate.keep_first_copies(rows)
+        first, duplicates = curate_rows.keep_first_copies(rows)
         assert first.tolist() == [True, True, False, False, True]
         assert sorted(zip(duplicates.column("source_file").to_pylist(), duplicates.column("source_row").to_pylist(),
                           duplicates.column("reason").to_pylist())) == [
             ("a.parquet", 2, "duplicate"), ("b.parquet", 0, "duplicate")]
-        ids, counts = curate.entry_counts(rows, first)
+        ids, counts = curate_rows.entry_counts(rows, first)
         assert ids.tolist() == [0] and counts.tolist() == [3]
 
 
@@ -270,22 +270,22 @@ def test_balance_partition_and_curated_table():
     from clipdata.pipeline.curate import pair_dedup
 
     pairs = [(f"http://x/{i}.jpg", f"dog {i}") for i in range(400)]
-    rows = curate.partition_rows([work_rows(pairs, list(range(400)))], ["a.parquet"])
+    rows = curate_rows.partition_rows([work_rows(pairs, list(range(400)))], ["a.parquet"])
     distinct = np.ones(400, dtype=bool)
     distinct[:5] = False  # say the first five were copies: never kept, never counted as balanced out
     counts = np.array([4000])  # entry 0 matched 4000 pairs pool-wide: keep about 1 in 40
-    kept, out = curate.balance_partition(rows, distinct, counts, max_per_entry=100, seed=0)
+    kept, out = curate_rows.balance_partition(rows, distinct, counts, max_per_entry=100, seed=0)
     assert kept.num_rows + out.num_rows == 395 and 0 < kept.num_rows < 30
     assert set(out.column("reason").to_pylist()) == {"balanced-out"}
     assert min(kept.column("source_row").to_pylist() + out.column("source_row").to_pylist()) == 5
-    again, _ = curate.balance_partition(rows, distinct, counts, max_per_entry=100, seed=0)
+    again, _ = curate_rows.balance_partition(rows, distinct, counts, max_per_entry=100, seed=0)
     assert again.equals(kept)
-    table = curate.curated_table(kept)
-    assert table.column_names == curate.CURATED_COLUMNS
+    table = curate_rows.curated_table(kept)
+    assert table.column_names == curate_rows.CURATED_COLUMNS
     assert table.column("source_file").type == pa.string()
     assert table.column("uid").to_pylist() == [pair_dedup.pair_uid(u, c) for u, c in
                                                zip(table.column("url").to_pylist(), table.column("caption").to_pylist())]
-    assert curate.entry_counts(kept)[1].tolist() == [kept.num_rows]
+    assert curate_rows.entry_counts(kept)[1].tolist() == [kept.num_rows]
 
 
 def test_pool_and_output_on_another_file_system(tmp_path, monkeypatch):

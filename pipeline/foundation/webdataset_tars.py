@@ -55,17 +55,12 @@ def is_folder(path: str, file_suffixes: tuple[str, ...] = TAR_SUFFIXES) -> bool:
 
 def tars_in(folder: str, suffixes: tuple[str, ...] = TAR_SUFFIXES) -> list[str]:
     """A folder's tar files, sorted by name; names starting with "." (a writer's temporary files)
-    are not shards."""
-    import os
+    are not shards. Listed through storage.py, locally or on any Beam file system."""
+    from clipdata.pipeline.foundation.storage import storage_for
 
-    if "://" in str(folder):
-        from apache_beam.io.filesystems import FileSystems
-
-        found = [m.path for suffix in suffixes
-                 for m in FileSystems.match([FileSystems.join(folder, "*" + suffix)])[0].metadata_list]
-        return sorted({p for p in found if not p.rstrip("/").rsplit("/", 1)[-1].startswith(".")})
-    names = [n for n in os.listdir(folder) if n.endswith(suffixes) and not n.startswith(".")]
-    return [os.path.join(folder, n) for n in sorted(names)]
+    storage = storage_for(folder)
+    return [storage.join(folder, name) for name in storage.list(folder)
+            if name.endswith(suffixes) and not name.startswith(".")]
 
 
 def list_tars(patterns: str | Iterable[str]) -> tuple[list[str], list[str]]:

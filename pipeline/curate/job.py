@@ -35,6 +35,7 @@ import datetime
 import io
 import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -128,10 +129,14 @@ def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, 
         path = os.path.join(config.matcher_cache, "matchers", f"{key}.pkl")
     else:
         path = FileSystems.join(config.output, f"_matcher-{key}.pkl")
+    queries = None
     if config.matcher_cache and os.path.exists(path):
-        with open(path, "rb") as handle:
-            queries = match.read_matcher_file(handle)[1]
-    else:
+        try:
+            with open(path, "rb") as handle:
+                queries = match.read_matcher_file(handle)[1]
+        except match.StaleMatcherFile as err:
+            print(f"curate: rebuilding the cached matcher {path}: {err}", file=sys.stderr)
+    if queries is None:
         entries = query_entries.load_entries(config.queries)
         matcher = match.Matcher(entries, lowercase=config.lowercase)
         queries = pa.array(entries, pa.string())

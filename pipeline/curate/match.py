@@ -467,7 +467,9 @@ def matcher_file_key(list_bytes: bytes, list_kind: str, lowercase: bool) -> str:
     read (`list_kind`: text or JSON, compression), the case rule and the file format."""
     import hashlib
 
-    digest = hashlib.sha256(f"{MATCHER_FILE_FORMAT}\x00{list_kind}\x00{lowercase}\x00".encode())
+    # The pickle names Matcher by its module path, so a move of the module is a new format too.
+    digest = hashlib.sha256(
+        f"{MATCHER_FILE_FORMAT}\x00{Matcher.__module__}\x00{list_kind}\x00{lowercase}\x00".encode())
     digest.update(list_bytes)
     return digest.hexdigest()[:32]
 
@@ -480,11 +482,19 @@ def write_matcher_file(handle, matcher: Matcher, entries: Sequence[str] | pa.Str
                 protocol=pickle.HIGHEST_PROTOCOL)
 
 
+class StaleMatcherFile(ValueError):
+    """A matcher file this version cannot read: another file format, or a pickle naming classes
+    by a module path an older or newer clipdata had (a cached file outlives an upgrade)."""
+
+
 def read_matcher_file(handle) -> tuple[Matcher, pa.StringArray]:
     """(matcher, entries) from a file written by write_matcher_file (our own files only: pickle)."""
     import pickle
 
-    version, matcher, entries = pickle.load(handle)
-    if version != MATCHER_FILE_FORMAT:
-        raise ValueError(f"matcher file format {version}, expected {MATCHER_FILE_FORMAT}")
+    try:
+        version, matcher, entries = pickle.load(handle)
+    except (ImportError, AttributeError, EOFError, pickle.UnpicklingError, TypeError, ValueError) as err:
+        raise StaleMatcherFile(f"unreadable matcher file ({type(err).__name__}: {err})") from err
+    if version != MATCHER_FILE_FORMAT or not isinstance(matcher, Matcher):
+        raise StaleMatcherFile(f"matcher file format {version}, expected {MATCHER_FILE_FORMAT}")
     return matcher, entries

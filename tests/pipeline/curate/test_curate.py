@@ -187,6 +187,30 @@ def test_cached_matcher_and_parquet_pieces_give_the_same_result(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "b") if f.startswith("_")]
 
 
+def test_a_cached_matcher_an_older_version_wrote_is_rebuilt_not_a_crash(tmp_path, capsys):
+    """A cache outlives an upgrade: a pickle naming a module that moved (clipdata.pipeline.match
+    before the layout of #15) or cut short is rebuilt in place, with a line saying so."""
+    import pickle
+
+    from clipdata.pipeline.curate import match
+
+    write_pool(str(tmp_path / "pool.parquet"))
+    cache = str(tmp_path / "cache")
+    output, stats = run(str(tmp_path), str(tmp_path / "pool.parquet"), "--matcher-cache", cache)
+    (cached,) = os.listdir(os.path.join(cache, "matchers"))
+    path = os.path.join(cache, "matchers", cached)
+    stale = pickle.dumps(1).replace(b"K\x01", b"cclipdata.pipeline.match\nMatcher\n")  # GLOBAL of a gone module
+    for bad in (stale, open(path, "rb").read()[:100]):
+        with open(path, "wb") as handle:
+            handle.write(bad)
+        capsys.readouterr()
+        again, stats_again = run(str(tmp_path), str(tmp_path / "pool.parquet"), "--matcher-cache", cache)
+        assert "rebuilding the cached matcher" in capsys.readouterr().err
+        assert stats_again["rows_kept"] == stats["rows_kept"] > 0
+        with open(path, "rb") as handle:
+            assert match.read_matcher_file(handle)[0].n_entries == len(ENTRIES)
+
+
 def test_worker_threads_of_one_process_share_one_matcher(tmp_path, monkeypatch):
     """Each worker thread has its own MatchPieceFn; the matcher file is loaded once per process."""
     from clipdata.pipeline.curate import match

@@ -125,10 +125,12 @@ class _HashingWriter:
         self.f, self.size, self.sha256 = f, 0, hashlib.sha256()
 
     def write(self, data) -> int:
-        self.f.write(data)
-        self.size += len(data)
-        self.sha256.update(data)
-        return len(data)
+        # Any buffer, not only bytes: pickle (protocol 5) hands large arrays over as PickleBuffer.
+        view = memoryview(data).cast("B")
+        self.f.write(view)
+        self.size += view.nbytes
+        self.sha256.update(view)
+        return view.nbytes
 
     def flush(self) -> None:
         self.f.flush()

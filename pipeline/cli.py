@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="CLIP-style training data: query lists, curation, WebDataset shards, "
         "contamination reports and contrastive training.",
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the libraries' own log lines (Beam workers, FAISS, ...); accepted anywhere "
+                        "on the command line")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     queries_cli.add_commands(subparsers)
     curate_cli.add_commands(subparsers)
@@ -44,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from clipdata.pipeline.foundation import console
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --verbose anywhere: after the subcommand it would otherwise be passed on to Beam
+    # (a command that runs others through main, as demo and build do, passes its own on)
+    verbose = "--verbose" in argv or console.VERBOSE
+    argv = [arg for arg in argv if arg != "--verbose"]
+    console.configure_logging(verbose)   # before Beam's import logs its first warning
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "beam", False):
@@ -51,13 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     from clipdata.pipeline.foundation.beam_runner import EndpointUnreachable, check_job_endpoint
     from clipdata.pipeline.foundation.folder_lock import FolderBusy
 
+    outer, console.VERBOSE = console.VERBOSE, verbose
     try:
-        if getattr(args, "beam", False):
-            check_job_endpoint(extra)   # before a stage writes anything
-        return int(args.handler(args, extra) or 0)
+        with console.quiet_children(verbose):
+            if getattr(args, "beam", False):
+                check_job_endpoint(extra)   # before a stage writes anything
+            return int(args.handler(args, extra) or 0)
     except (UsageError, FolderBusy, EndpointUnreachable) as err:
         print(f"clipdata {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        console.VERBOSE = outer
 
 
 if __name__ == "__main__":

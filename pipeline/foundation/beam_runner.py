@@ -95,7 +95,12 @@ def counters(result) -> dict[str, int]:
 
 
 def quiet_beam_logs() -> None:
-    """Beam logs optional-dependency warnings (apitools, bigquery) that mean nothing locally."""
+    """Beam logs optional-dependency warnings (apitools, bigquery) that mean nothing locally
+    (console.py: all of it shows with --verbose)."""
+    from clipdata.pipeline.foundation import console
+
+    if console.VERBOSE:
+        return
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
 

@@ -136,8 +136,11 @@ def run_demo(args, beam_args: list[str]) -> int:
 
     testsets = os.path.join(out, "testsets")
     print(f"\n[6/{steps}] test sets in {testsets}; clipdata dedup -> {out}/dedup", flush=True)
+    # Copies are planted from the web images that reached the shards: curation's balancing drops
+    # some of every head class, and a copy of a dropped image is in no training set to be found.
+    in_shards = downloaded_web(web, shards)
     planted = synthetic_web.build_test_set(os.path.join(testsets, "planted"), args.test_images, args.seed + 1,
-                                           planted_from=web, planted_count=args.planted,
+                                           planted_from=in_shards, planted_count=args.planted,
                                            lookalike_count=max(1, args.planted // 2))
     synthetic_web.build_test_set(os.path.join(testsets, "heldout"), args.test_images, args.seed + 2,
                                  planted_from=web, planted_count=0)
@@ -190,6 +193,20 @@ def run_demo(args, beam_args: list[str]) -> int:
     print("  time per step: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()))
     print(f"Open {index} for the page with every output and plot.")
     return 0
+
+
+def downloaded_web(web: dict, shards_dir: str) -> dict:
+    """The web manifest with only the images the download stored (matched by the URL's path:
+    the server that gave the pool its host and port is gone by now)."""
+    from urllib.parse import urlsplit
+
+    from clipdata.pipeline.foundation import shards
+
+    paths = set()
+    for shard_id in shards.committed_shards(shards_dir):
+        rows = shards.read_shard_table(shards_dir, shard_id).select(["url", "status"]).to_pylist()
+        paths.update(urlsplit(row["url"]).path for row in rows if row["status"] == "success")
+    return dict(web, images=[image for image in web["images"] if image["url"] in paths])
 
 
 def demo_summary(out: str) -> dict:

@@ -205,7 +205,7 @@ def _light_colour(rng: random.Random) -> list[int]:
     return [rng.randint(215, 255) for _ in range(3)]
 
 
-def _make_background(kind: str, rng: random.Random) -> dict:
+def make_background(kind: str, rng: random.Random) -> dict:
     if kind == "plain":
         return {"kind": kind, "colours": [_light_colour(rng)]}
     if kind == "gradient":
@@ -236,7 +236,7 @@ def make_spec(shape: str, colour: str, rng: random.Random, width: int, height: i
     background kinds drawn from (default: the web's mix)."""
     large = width * height > 1_000_000
     kind = rng.choice(list(backgrounds)) if backgrounds else _pick_background_kind(rng, large, transparent)
-    background = _make_background(kind, rng)
+    background = make_background(kind, rng)
     m = min(width, height)
     radius = max(8, int(m * rng.uniform(0.2, 0.4)))
     # The whole shape (and its rim) stays inside the image.

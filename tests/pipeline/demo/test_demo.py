@@ -30,16 +30,20 @@ def test_demo_runs_every_stage(tmp_path):
     assert manifest["totals"]["samples"] > 0.9 * stats["rows_kept"] - 40  # faults fail, images succeed
     assert shard_check.check_paths([os.path.join(out, "shards")]) == []
 
-    # Contamination: the planted copies whose source image reached the shards are found.
+    # Contamination: copies are planted from images that reached the shards, and every one is
+    # found; the held-out set (new pictures only) is clean.
     report = json.load(open(os.path.join(out, "dedup", "report.json")))
     planted = json.load(open(os.path.join(out, "testsets", "planted", "test_set.json")))
     web = json.load(open(os.path.join(out, "web", "web.json")))
     in_shards = {r["url"].rsplit("/", 1)[-1] for r in _shard_rows(os.path.join(out, "shards")) if r["status"] == "success"}
     by_id = {image["id"]: image for image in web["images"]}
-    expected = {image["path"] for image in planted["images"] if image["kind"] == "planted"
-                and by_id[image["source"]]["url"].rsplit("/", 1)[-1] in in_shards}
-    found = set(next(s for s in report["test_sets"] if s["name"] == "planted")["overlap_ids"])
-    assert expected and expected <= found
+    expected = {image["path"] for image in planted["images"] if image["kind"] == "planted"}
+    assert len(expected) == 8
+    assert all(by_id[image["source"]]["url"].rsplit("/", 1)[-1] in in_shards
+               for image in planted["images"] if image["kind"] == "planted")
+    by_name = {s["name"]: s for s in report["test_sets"]}
+    assert expected <= set(by_name["planted"]["overlap_ids"])
+    assert by_name["heldout"]["overlap"] == 0, by_name["heldout"]["overlap_ids"]
     blocklist = open(os.path.join(out, "dedup", "blocklist.txt")).read().split()
     clean = json.load(open(os.path.join(out, "shards_clean", "manifest.json")))
     assert clean["totals"]["samples"] == manifest["totals"]["samples"] - len(blocklist)

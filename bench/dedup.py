@@ -1,6 +1,9 @@
 """Quality and speed of the contamination check (`clipdata dedup`): hash views, index, verifier.
 
-    .venv/bin/python bench/dedup.py quality      # recall per transformation, false positives
+    .venv/bin/python bench/dedup.py quality      # recall per transformation, false pairs: the whole
+                                                 # clipdata dedup job (bench/dedup_quality.py)
+    .venv/bin/python bench/dedup.py hashes       # the pHash stage alone: recall, candidates per pair,
+                                                 # radius sweep, views (before the copy descriptor)
     .venv/bin/python bench/dedup.py speed        # index vs numpy brute force, hashing images/s
     .venv/bin/python bench/dedup.py scale        # the whole job on many generated images, projected
                                                  # to 400M x 100k (bench/dedup_scale.py)
@@ -8,7 +11,7 @@
 Needs scikit-image (its bundled sample photos, files inside the wheel; nothing is downloaded):
 `.venv/bin/pip install scikit-image`.
 
-quality: 1,692 originals (232 tiles of skimage's photos, 800 dead-leaves images:
+hashes (was `quality` before the copy descriptor decided the candidates): 1,692 originals (232 tiles of skimage's photos, 800 dead-leaves images:
 1,032 photo-like; 300 synthetic web images, 120 drawings, 120 logos, 120 texts on white; lookalike
 pairs among the last four), each transformed 13 ways, the copy on the test side or on the training
 side (stored through the downloader's resizer), hashed with dedup's views (23 per test image, 2 per
@@ -317,9 +320,10 @@ def texts(n: int, rng: random.Random) -> list[Original]:
 
 
 def make_originals(seed: int = 0, n_leaves: int = 250, n_web: int = 300, n_drawing: int = 120,
-                   n_logo: int = 120, n_text: int = 120) -> list[Original]:
+                   n_logo: int = 120, n_text: int = 120, photos: bool = True) -> list[Original]:
+    """`photos`: the tiles of scikit-image's sample photos (the suite's small runs go without)."""
     rng = random.Random(seed)
-    originals = (photo_tiles(rng) + dead_leaves(n_leaves, rng) + web_images(n_web, rng) + drawings(n_drawing, rng)
+    originals = ((photo_tiles(rng) if photos else []) + dead_leaves(n_leaves, rng) + web_images(n_web, rng) + drawings(n_drawing, rng)
                  + logos(n_logo, rng) + texts(n_text, rng))
     for i, o in enumerate(originals):
         if o.group == 0:
@@ -844,7 +848,13 @@ def main(argv=None) -> int:
     from clipdata.dedup.index import DEFAULT_RADIUS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    quality = commands.add_parser("quality", help="recall per transformation, false positives, radius sweep")
+    job = commands.add_parser("quality", help="recall per transformation and false pairs through the whole dedup job")
+    job.add_argument("--seed", type=int, default=0, help="originals and transformations (default: %(default)s)")
+    job.add_argument("--workers", type=int, default=2, help="processes (default: %(default)s)")
+    job.add_argument("--leaves", type=int, default=800, help="dead-leaves originals (default: %(default)s)")
+    job.add_argument("--folder", default="bench_output/dedup_quality", help="work folder (default: %(default)s)")
+    job.add_argument("--keep", action="store_true", help="keep the generated data and the reports")
+    quality = commands.add_parser("hashes", help="the pHash stage alone: recall, false positives, radius sweep")
     quality.add_argument("--seed", type=int, default=0, help="originals and transformations (default: %(default)s)")
     quality.add_argument("--workers", type=int, default=2, help="processes (default: %(default)s)")
     quality.add_argument("--leaves", type=int, default=800, help="dead-leaves originals (default: %(default)s)")
@@ -871,7 +881,13 @@ def main(argv=None) -> int:
     scale.add_argument("--folder", default="bench_output/dedup_scale", help="work folder (default: %(default)s)")
     scale.add_argument("--keep", action="store_true", help="keep the generated data and the report")
     args = parser.parse_args(argv)
+    from clipdata.pipeline.foundation import console
+    console.configure_logging(verbose=False)     # Beam's and FAISS's log lines, as the CLI hides them
+    with console.quiet_children(verbose=False):
+        return _run(args)
 
+
+def _run(args) -> int:
     if args.command == "scale":
         import dedup_scale
         dedup_scale.run(args.train, args.test, args.planted, args.rows_per_shard, args.workers, args.folder,
@@ -879,6 +895,17 @@ def main(argv=None) -> int:
         return 0
 
     if args.command == "quality":
+        import dedup_quality
+        _skimage_file("camera.png")
+        t = time.perf_counter()
+        originals = make_originals(args.seed, n_leaves=args.leaves)
+        print(f"{len(originals)} originals: {_categories(originals)}; {len(TRANSFORMS)} transformations, "
+              f"each original copied once per direction; {args.workers} processes")
+        dedup_quality.run(originals, args.workers, args.folder, args.seed, keep=args.keep)
+        print(f"\ntotal {time.perf_counter() - t:.0f} s")
+        return 0
+
+    if args.command == "hashes":
         _skimage_file("camera.png")
         t = time.perf_counter()
         originals = make_originals(args.seed, n_leaves=args.leaves)

@@ -24,7 +24,9 @@ _NOISE = re.compile(
     r"^(?:"
     r"(?:DEBUG|INFO):"                                        # any library's INFO line
     r"|WARNING:root:apitools not found"                       # Beam's optional GCP client, at import
-    r"|WARNING:__main__:No semi_persistent_directory found"   # Beam's local worker, at start
+    r"|WARNING:__main__:No semi_persistent_directory found"   # Beam's local worker, at start ...
+    r"|WARNING:apache_beam\.runners\.portability\.local_job_service:Worker: .*No semi_persistent_directory"
+                                                              # ... the same, as the runner relays it
     r"|ModuleNotFoundError\(\"No module named 'faiss\.swigfaiss"  # FAISS loader, second line of an INFO
     r")"
 )

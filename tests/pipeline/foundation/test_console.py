@@ -15,6 +15,8 @@ def test_library_chatter_is_noise_and_real_messages_are_not():
     assert is_noise("ModuleNotFoundError(\"No module named 'faiss.swigfaiss_avx512_spr'\")")
     assert is_noise("WARNING:root:apitools not found, and bigquery client libraries are not available")
     assert is_noise("DEBUG:urllib3.connectionpool:Starting new HTTP connection")
+    assert is_noise("WARNING:apache_beam.runners.portability.local_job_service:Worker: severity: WARN timestamp "
+                    "{ seconds: 1 } message: \"No semi_persistent_directory found:  User registered objects\"")
     for kept in ("WARNING:root:disk nearly full", "ERROR:apache_beam.runners:Worker failed",
                  "Traceback (most recent call last):", "ModuleNotFoundError: No module named 'faiss'",
                  "dedup: searched 5/5 shards", "curate: 3 of 4 pool files read", ""):

@@ -89,7 +89,7 @@ def run_direction(originals: list, transforms: list[str], direction: str, folder
                   seed: int, log=print) -> dict:
     """One run of the job; per original: "found" | "no candidate" | "screen" | "pixels" (where its
     copy was lost); the accepted pairs of two different originals."""
-    from clipdata.dedup import overlap
+    from clipdata.dedup import overlap, report
     from clipdata.pipeline.foundation import shards
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -102,6 +102,7 @@ def run_direction(originals: list, transforms: list[str], direction: str, folder
     t = time.perf_counter()
     result = overlap.run_overlap(config, ["--direct_num_workers", str(workers)] if workers > 1 else [])
     job_s = time.perf_counter() - t
+    report.write_report(result, config.output)    # report.html, pairs.csv: what each pair measured
     digits = shards.row_digits_for(ROWS_PER_SHARD)
     row_of = {shards.sample_key(i // ROWS_PER_SHARD, i % ROWS_PER_SHARD, row_digits=digits): i
               for i in range(len(originals))}
@@ -159,8 +160,12 @@ def run(originals: list, workers: int, folder: str, seed: int = 0, directions=DI
         rows.append(row)
     bench._table(header, rows, log)
     for outcome, items in sorted(lost.items()):
-        log(f"  lost ({outcome}): {len(items)}: " + ", ".join(f"{name} {tr} {d}" for name, tr, d in items[:12])
-            + (" ..." if len(items) > 12 else ""))
+        log(f"  lost ({outcome}): {len(items)}")
+        cells = {}
+        for name, tr, d in items:
+            cells.setdefault((tr, d), []).append(name)
+        for (tr, d), names in sorted(cells.items()):
+            log(f"    {tr} {d}: {', '.join(names)}")
 
     pairs = {d: n * n - n for d in directions}
     false_look = {d: sum(groups[i] == groups[j] for i, j in r["false_pairs"]) for d, r in runs.items()}

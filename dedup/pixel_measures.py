@@ -41,6 +41,23 @@ TONE_MIN_GROUP = 0.03 # share of the smooth pixels a group needs to count on its
 TONE_TRIM_REST = 0.10 # share of the non-background group left out (a caption's white letters are
                       # smooth inside; a shape of another shade is all of its group)
 SATURATED = 250       # a level at or above which a brightening may have clipped a channel
+# A busy picture's smooth pixels lie near edges, where JPEG's ringing and chroma subsampling reach:
+# its re-encoded copy leaves a larger tone residual. Where less than TONE_BUSY_SHARE of the overlap
+# is smooth, up to TONE_BUSY_EXTRA more levels are allowed (all of it at TONE_MIN_SMOOTH, none at
+# TONE_BUSY_SHARE). Measured on bench/dedup.py quality's pixel-checked pairs (both directions): the
+# copies rejected on tone alone (JPEG q30 of dead leaves, 12 of them, residual 6.1-8.6) had 0.11-0.24
+# of the overlap smooth; the false pairs near the threshold (residual 6.1-7.5, clip art of one shape)
+# 0.45-0.84. 10 of those copies pass with it, none of the false pairs.
+TONE_BUSY_SHARE = 0.35
+TONE_BUSY_EXTRA = 3.0
+
+
+def tone_allowance(smooth_share: float) -> float:
+    """Levels of tone residual allowed beyond the threshold for a busy overlap (see TONE_BUSY_SHARE)."""
+    if smooth_share >= TONE_BUSY_SHARE:
+        return 0.0
+    busy = (TONE_BUSY_SHARE - max(smooth_share, TONE_MIN_SMOOTH)) / (TONE_BUSY_SHARE - TONE_MIN_SMOOTH)
+    return TONE_BUSY_EXTRA * busy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,26 +166,27 @@ def _local_std(grey: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(cv2.GaussianBlur(grey * grey, (0, 0), 3.0) - m * m, 0))
 
 
-def tone_residual(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+def tone_residual(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """How far apart two aligned pictures' colours are over the whole overlap, background
     included, once a brightness change is allowed for; tried both ways, since a brightening clips
     to white and only the darker side then predicts the brighter. The same drawing on another
     background (a tint, a gradient, a texture), or a shape of another outline, leaves a residual
     that the structure tests, which look at edges, do not see; a re-encode, resize, crop, flip or
     brightness change leaves little (measured: see THRESHOLDS), the worst TRIM share (a caption)
-    left out."""
+    left out. Returns (residual in levels, share of the overlap smooth in both: tone_allowance)."""
     fa = cv2.GaussianBlur(a.astype(np.float32), (0, 0), TONE_SIGMA)
     fb = cv2.GaussianBlur(b.astype(np.float32), (0, 0), TONE_SIGMA)
     # Only where both pictures are smooth: a texture's re-encoding error is not a colour
     # difference, and textured pictures are told apart by their structure already.
     smooth = mask & (_local_std(fa.mean(axis=2)) < TONE_FLAT) & (_local_std(fb.mean(axis=2)) < TONE_FLAT)
-    if smooth.sum() < TONE_MIN_SMOOTH * mask.sum():
-        return 0.0
+    share = float(smooth.sum()) / max(1, int(mask.sum()))
+    if share < TONE_MIN_SMOOTH:
+        return 0.0, share
     fa, fb = fa[smooth], fb[smooth]
     if len(fa) > TONE_SAMPLE:
         pick = np.random.default_rng(0).choice(len(fa), TONE_SAMPLE, replace=False)
         fa, fb = fa[pick], fb[pick]
-    return min(_tone_residual(fa, fb), _tone_residual(fb, fa))
+    return min(_tone_residual(fa, fb), _tone_residual(fb, fa)), share
 
 
 def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:

@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 
 from clipdata.dedup.alignment import Aligned, as_array, grey_of, placements, refine
-from clipdata.dedup.pixel_measures import FLAT_COLOUR, FLAT_STD, compare, grey_ncc, tone_residual
+from clipdata.dedup.pixel_measures import FLAT_COLOUR, FLAT_STD, compare, grey_ncc, tone_allowance, tone_residual
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,12 @@ def _margins(values: dict, coverage: float, t: Thresholds) -> dict[str, float]:
             "coverage": coverage - t.coverage, "colour_agree": values["colour_agree"] - t.colour_agree,
             "colour_diff": t.colour_diff - values["colour_diff"],
             "hue": (t.hue - values.get("hue_shift", 0.0)) / 90,   # degrees -> ~0..1 scale
-            "tone": 1.0 if values["tone"] is None else (t.tone - values["tone"]) / 25}  # levels -> ~0..1 scale
+            "tone": 1.0 if values["tone"] is None else (tone_needed(values, t) - values["tone"]) / 25}  # levels -> ~0..1
+
+
+def tone_needed(values: dict, t: Thresholds) -> float:
+    """The tone residual allowed: t.tone, more for a busy overlap (pixel_measures.tone_allowance)."""
+    return t.tone + tone_allowance(values.get("smooth", 1.0))
 
 
 def _margin(values: dict, coverage: float, t: Thresholds) -> float:
@@ -191,7 +196,7 @@ def measure(test_image, train_image, thresholds: Thresholds = THRESHOLDS, stop_e
         else:
             values = compare(aligned.test, aligned.train, aligned.mask)
             if not values.get("flat") and _margin(values, aligned.coverage, thresholds) >= 0:
-                values["tone"] = tone_residual(aligned.test, aligned.train, aligned.mask)
+                values["tone"], values["smooth"] = tone_residual(aligned.test, aligned.train, aligned.mask)
         values["coverage"] = aligned.coverage
         out.append((values, aligned))
         if stop_early and _margin(values, aligned.coverage, thresholds) >= 0:
@@ -236,7 +241,8 @@ def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid
                   f"(>= {thresholds.colour_agree}), colour difference {values['colour_diff']:.3f} "
                   f"(<= {thresholds.colour_diff}), hue shift {values.get('hue_shift', 0.0):.1f} deg "
                   f"(<= {thresholds.hue}), tone residual "
-                  f"{'not needed' if values['tone'] is None else format(values['tone'], '.1f')} (<= {thresholds.tone}), "
+                  f"{'not needed' if values['tone'] is None else format(values['tone'], '.1f')} "
+                  f"(<= {tone_needed(values, thresholds):.3g}), "
                   f"coverage >= {thresholds.coverage}")
     return Verdict(margin >= 0, float(np.clip(0.5 + margin, 0.0, 1.0)), "align", detail,
                    None if margin >= 0 else _weakest(values, aligned.coverage, thresholds), measures)

@@ -311,3 +311,21 @@ def test_two_clip_arts_of_one_ring_with_other_small_shapes_are_not_copies(store)
     assert flat.duplicate and flat.values["coverage"] < 0.75
     verdict = verify.verify(test, train)
     assert not verdict.duplicate and verdict.failed == "agree"
+
+
+def test_a_busy_overlap_is_allowed_more_tone_residual():
+    """JPEG's error reaches the few smooth pixels of a busy picture (they lie near edges): the tone
+    residual allowed grows as the smooth share of the overlap falls below TONE_BUSY_SHARE."""
+    from clipdata.dedup import pixel_measures as pm
+
+    assert pm.tone_allowance(0.9) == pm.tone_allowance(pm.TONE_BUSY_SHARE) == 0.0
+    assert pm.tone_allowance(pm.TONE_MIN_SMOOTH) == pm.tone_allowance(0.0) == pm.TONE_BUSY_EXTRA
+    shares = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]
+    allowed = [pm.tone_allowance(s) for s in shares]
+    assert allowed == sorted(allowed, reverse=True)
+    t = verify.THRESHOLDS
+    passing = {"agree": 1.0, "ncc_trim": 1.0, "colour_agree": 1.0, "colour_diff": 0.0, "hue_shift": 0.0}
+    # a residual of 6.5 levels: a copy when most of the overlap is texture, not when it is smooth
+    assert verify._margin({**passing, "tone": 6.5, "smooth": 0.15}, 1.0, t) >= 0
+    assert verify._margin({**passing, "tone": 6.5, "smooth": 0.6}, 1.0, t) < 0
+    assert verify._margin({**passing, "tone": 6.5}, 1.0, t) < 0   # no share measured: no allowance

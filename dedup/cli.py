@@ -38,7 +38,8 @@ def add_commands(subparsers) -> None:
     add_report_arguments(parser)
     parser.set_defaults(handler=run_dedup_command, beam=True)
 
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", action=_VerbOrBeamValue)
+    verbs = parser.add_subparsers(dest="verb", metavar="[apply-blocklist]", action=_VerbOrBeamValue,
+                                  title="optional verb")
     apply = verbs.add_parser(
         "apply-blocklist",
         help="rewrite shards without the blocklisted training samples",
@@ -81,16 +82,18 @@ class _AnyValue(dict):
 
 
 def add_report_arguments(parser) -> None:
-    # Not required=True: `dedup apply-blocklist` shares this parser; the handler checks them.
-    parser.add_argument("--shards", action="append", metavar="DIR_OR_PATTERN",
+    # Not required=True: `dedup apply-blocklist` shares this parser; the handler checks them, and
+    # --help lists them apart as required.
+    required = parser.add_argument_group("required (except for `clipdata dedup apply-blocklist`)")
+    required.add_argument("--shards", action="append", metavar="DIR_OR_PATTERN",
                         help="training shards: a folder (committed shards of clipdata download, or any "
                         "folder of .tar/.parquet pairs), a .tar or .parquet, a glob or a brace pattern "
                         "('shards/{00000..00099}.tar'); repeatable")
-    parser.add_argument("--test-set", action="append", default=[], metavar="NAME=PATH",
+    required.add_argument("--test-set", action="append", default=[], metavar="NAME=PATH",
                         help="an evaluation test set: an image folder (class per subfolder or flat), "
                         "WebDataset tars (a .tar, folder or brace pattern) or a parquet with image bytes "
                         "or paths; repeatable")
-    parser.add_argument("--output", help="report folder (report.html, report.json, pairs.csv, blocklist.txt)")
+    required.add_argument("--output", help="report folder (report.html, report.json, pairs.csv, blocklist.txt)")
     parser.add_argument("--predictions", action="append", default=[], metavar="NAME=CSV",
                         help="per-example results of a model on test set NAME (id,correct): adds All / "
                         "Clean / Overlap accuracy and the binomial test; repeatable")

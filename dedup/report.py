@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from clipdata.dedup import significance
 from clipdata.pipeline.foundation.storage import atomic_write
+from clipdata.pipeline.foundation.words import count
 
 THUMBS_PER_SET = 200
 STAGE_WORDS = {"screen": "the stored thumbnail", "pixels": "the pixels", "hash": "the hash alone",
@@ -230,9 +231,9 @@ def _options_html(report: dict) -> str:
     semantic = f"; embeddings {e(o['embeddings'])} at cosine &ge; {e(o['semantic_threshold'])}" if o["embeddings"] else ""
     return (
         f'<p class="small">created {e(report["created"])} &middot; shards {e(" ".join(o["shards"]))}</p>'
-        f"<p>{_count(t['shards'], 'training shard')}, {_count(t['train_hashes'], 'training image')} "
+        f"<p>{count(t['shards'], 'training shard')}, {count(t['train_hashes'], 'training image')} "
         f"({t['train_hashed_from_tar']:,} hashed from the tars), {t['train_images_unreadable']:,} unreadable; "
-        f"{_count(t['shards_with_errors'], 'shard')} with errors. Search: pHash views {e(', '.join(o['views']))} "
+        f"{count(t['shards_with_errors'], 'shard')} with errors. Search: pHash views {e(', '.join(o['views']))} "
         f"within {o['radius']} bits ({e(o['index'])} index){_descriptor_words(o, t)}, "
         f"{t['candidates']:,} candidates; {e(verify)}"
         f"{semantic}.</p>"
@@ -327,9 +328,9 @@ def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
 
 def _test_set_html(ts: dict, radius: int, thumbs: dict) -> str:
     out = [f'<h2 id="set-{e(ts["name"])}">{e(ts["name"])}</h2>',
-           f'<p>{e(ts["path"])} ({e(ts["format"])}): {_count(ts["size"], "image")}, {ts["unreadable"]:,} unreadable; '
+           f'<p>{e(ts["path"])} ({e(ts["format"])}): {count(ts["size"], "image")}, {ts["unreadable"]:,} unreadable; '
            f'<b>{ts["overlap"]:,} ({ts["overlap_percent"]:.2f}%)</b> have a near duplicate in the training '
-           f'data ({_count(ts["matched_pairs"], "pair")}).</p>',
+           f'data ({count(ts["matched_pairs"], "pair")}).</p>',
            "<h3>Nearest training hash per test image</h3>",
            f'<p class="small">Hamming distance from each readable test image (its closest view) to the nearest '
            f'training pHash within the search radius ({radius} bits); '
@@ -351,7 +352,7 @@ def _test_set_html(ts: dict, radius: int, thumbs: dict) -> str:
     else:
         out.append("<p>None.</p>")
     if ts["unreadable_images"] or ts["file_errors"]:
-        out.append(f"<h3>Unreadable ({_count(ts['unreadable'], 'image')}, {_count(len(ts['file_errors']), 'file')})</h3><ul>")
+        out.append(f"<h3>Unreadable ({count(ts['unreadable'], 'image')}, {count(len(ts['file_errors']), 'file')})</h3><ul>")
         for f in ts["file_errors"]:
             out.append(f'<li class="err">{e(f["file"])}: {e(f["error"])}</li>')
         for u in ts["unreadable_images"][:HTML_LIST_CAP]:
@@ -388,7 +389,7 @@ def _accuracy_html(report: dict) -> str:
 def _shard_errors_html(errors: list[dict]) -> str:
     if not errors:
         return "<h2>Shard errors</h2><p>None: every shard was read.</p>"
-    out = [f"<h2>Shard errors ({_count(len({x['shard'] for x in errors}), 'shard')})</h2><table>"
+    out = [f"<h2>Shard errors ({count(len({x['shard'] for x in errors}), 'shard')})</h2><table>"
            "<tr><th>shard</th><th>stage</th><th>error</th></tr>"]
     for x in errors[:HTML_LIST_CAP]:
         out.append(f"<tr><td>{e(x['shard'])}</td><td>{e(x['stage'])}</td>"
@@ -397,10 +398,6 @@ def _shard_errors_html(errors: list[dict]) -> str:
     if len(errors) > HTML_LIST_CAP:
         out.append(f'<p class="note">{len(errors) - HTML_LIST_CAP:,} more in report.json.</p>')
     return "\n".join(out)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def summary_table(report: dict, output: str) -> str:
@@ -414,13 +411,13 @@ def summary_table(report: dict, output: str) -> str:
                 **{k: v for k, v in ts["accuracy"].items() if k not in ("missing_count", "unknown_count")}))
         lines.append(line)
     t = report["training"]
-    lines.append(f"{_count(t['shards'], 'shard')}, {_count(t['train_hashes'], 'training image')}, "
-                 f"{_count(t['candidates'], 'candidate')}; {_count(t['shards_with_errors'], 'shard')} with errors")
+    lines.append(f"{count(t['shards'], 'shard')}, {count(t['train_hashes'], 'training image')}, "
+                 f"{count(t['candidates'], 'candidate')}; {count(t['shards_with_errors'], 'shard')} with errors")
     if report["options"]["verify"]:
         duplicates = sum(ts["matched_pairs"] for ts in report["test_sets"])
         made = f" (thumbnails of {t['thumbnails_from_tar']:,} made from the tars)" if t["thumbnails_from_tar"] else ""
         lines.append(f"candidates decided: {t['screened_out']:,} rejected on the stored thumbnails{made}, "
-                     f"{t['checked_on_pixels']:,} checked on the pixels, {_count(duplicates, 'duplicate pair')}")
+                     f"{t['checked_on_pixels']:,} checked on the pixels, {count(duplicates, 'duplicate pair')}")
     lines.append(f"report: {FileSystems.join(output, 'report.html')} (and report.json, pairs.csv, "
                  f"blocklist.txt: {report['blocklist']['keys']:,} keys)")
     return "\n".join(lines)

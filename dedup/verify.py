@@ -71,7 +71,8 @@ class Thresholds:
                                 # none at full coverage, linear between (see PARTIAL_AGREE)
     tone: float = 6.0           # levels (0..255): RMS colour residual of the smooth pixels after a brightness
                                 # change, at most (JPEG q30 of grainy dead-leaves pictures: 3-5.7; the demo's
-                                # same-class drawings on other backgrounds: mostly 5-25)
+                                # same-class drawings on other backgrounds: mostly 5-25); up to 3 more
+                                # where most of the overlap is texture (pixel_measures.tone_allowance)
     precheck: float = 0.30      # untrimmed grey NCC under which a placement is not compared further
 
 

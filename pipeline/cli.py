@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_output_folder(output: str | None) -> None:
+    """Every command's --output is a folder (made when missing): an existing file is a usage
+    error, said before any work (not a FileExistsError traceback once the job is under way)."""
+    import os
+
+    if output and "://" not in output and os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"--output {output} is a file; give a folder (it is made when missing)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from clipdata.pipeline.foundation import console
 
@@ -64,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     outer, console.VERBOSE = console.VERBOSE, verbose
     try:
+        check_output_folder(getattr(args, "output", None))
         with console.quiet_children(verbose):
             if getattr(args, "beam", False):
                 check_job_endpoint(extra)   # before a stage writes anything

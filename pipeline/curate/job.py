@@ -138,6 +138,9 @@ def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, 
             print(f"curate: rebuilding the cached matcher {path}: {err}", file=sys.stderr)
     if queries is None:
         entries = query_entries.load_entries(config.queries)
+        if not entries:
+            raise CurateError(f"the query list {config.queries} has no entries: nothing could match "
+                              "(build one with `clipdata queries build`)")
         matcher = match.Matcher(entries, lowercase=config.lowercase)
         queries = pa.array(entries, pa.string())
         if config.matcher_cache:

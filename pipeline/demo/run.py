@@ -41,10 +41,12 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--images", type=int, default=3000, help="images on the synthetic web (default: %(default)s)")
     parser.add_argument("--test-images", type=int, default=150,
                         help="images per synthetic test set (default: %(default)s)")
-    parser.add_argument("--planted", type=int, default=15, help="planted duplicates in the first test set")
+    parser.add_argument("--planted", type=int, default=15,
+                        help="transformed copies of training images planted in the first test set (default: %(default)s)")
     parser.add_argument("--train-steps", type=int, default=200, help="training steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch size (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every generated input and of training (default: %(default)s)")
     parser.set_defaults(handler=run_demo, beam=True)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 DOWNLOAD_EXAMPLE = """examples:
   clipdata download --input curated/ --output shards/            # a `clipdata curate` output
@@ -104,6 +105,12 @@ def run_download_command(args, beam_args: list[str]) -> int:
     except download.DownloadError as err:
         raise UsageError(str(err)) from err
     print(format_summary(summary))
+    if summary["rows"] and not summary["status"].get("success", 0):
+        # nothing to train on: a failure, whatever the reasons (they are in the lines above)
+        print(f"clipdata download: error: none of the {summary['rows']:,} rows gave an image; see the reasons "
+              "above (--timeout, --allow-private-addresses and the input's URL column are the usual causes)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

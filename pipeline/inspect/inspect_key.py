@@ -112,6 +112,9 @@ def run_inspect(args, extra) -> int:
 
     shards_dir = pick(args.shards, "shards")
     if not shards_dir:
+        if args.run:
+            raise UsageError(f"--run {args.run} has no shards/ folder (a `clipdata build` folder holds one); "
+                             "give the shards with --shards DIR")
         raise UsageError("give --shards DIR or --run DIR (a `clipdata build` folder)")
     try:
         report = inspect(args.key, shards_dir, pick(args.curated, "curated"), pick(args.dedup, "dedup"), args.blocklist)

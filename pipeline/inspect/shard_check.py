@@ -44,6 +44,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from clipdata.pipeline.foundation import webdataset_tars
+from clipdata.pipeline.foundation.words import count
 
 OPENCLIP_IMAGES = ("jpg", "jpeg", "png", "webp")  # open_clip_train: rename(image="jpg;png;jpeg;webp")
 TEXT = "txt"
@@ -364,13 +365,15 @@ def run_check_command(args, extra=None, out=None, err=None) -> int:
 
 
 def summary(scans: list[ShardScan], problems: list[Problem]) -> str:
-    head = f"checked {len(scans):,} shards, {sum(s.samples for s in scans):,} samples"
+    # a path that is not there was not checked: it is one of the problems
+    read = [s for s in scans if not any(p.kind == "not_found" for p in s.problems)]
+    head = f"checked {count(len(read), 'shard')}, {count(sum(s.samples for s in read), 'sample')}"
     if not problems:
         return f"{head}: clean"
     by_kind = collections.Counter(p.kind for p in problems)
     bad = len({p.shard for p in problems})
     kinds = ", ".join(f"{kind} {n:,}" for kind, n in by_kind.most_common())
-    return f"{head}: {len(problems):,} problems in {bad:,} shards ({kinds})"
+    return f"{head}: {count(len(problems), 'problem')} in {count(bad, 'path')} ({kinds})"
 
 
 def main(argv: list[str] | None = None) -> int:

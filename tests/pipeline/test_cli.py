@@ -34,3 +34,50 @@ def test_queries_build_errors_are_clear(tmp_path, capsys):
     code = cli.main(["queries", "build", "--output", str(tmp_path / "q"), "--sources", "digits,unigrams"])
     assert code == 2
     assert "source 'unigrams' needs --wikipedia DUMP" in capsys.readouterr().err
+
+
+def _pool(tmp_path, urls):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = str(tmp_path / "pool.parquet")
+    pq.write_table(pa.table({"url": urls, "caption": [f"a red dog {i}" for i in range(len(urls))]}), path)
+    return path
+
+
+@pytest.mark.parametrize("command", [["curate", "--pool", "POOL", "--queries", "QUERIES"],
+                                     ["download", "--input", "POOL"],
+                                     ["dedup", "--shards", "POOL", "--test-set", "t=POOL"],
+                                     ["queries", "build", "--sources", "digits"]])
+def test_an_output_that_is_a_file_is_a_usage_error_before_any_work(tmp_path, capsys, command):
+    pool = _pool(tmp_path, ["http://example.com/a.jpg"])
+    (tmp_path / "queries.txt").write_text("red dog\n")
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    argv = [{"POOL": pool, "QUERIES": str(tmp_path / "queries.txt"), "t=POOL": f"t={pool}"}.get(a, a) for a in command]
+    assert cli.main([*argv, "--output", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {taken} is a file; give a folder" in err and "Traceback" not in err
+    assert taken.read_text() == "not a folder"
+
+
+def test_an_empty_query_list_is_an_error_not_zero_of_zero(tmp_path, capsys):
+    pool = _pool(tmp_path, ["http://example.com/a.jpg"])
+    (tmp_path / "empty.txt").write_text("")
+    assert cli.main(["curate", "--pool", pool, "--queries", str(tmp_path / "empty.txt"),
+                     "--output", str(tmp_path / "out")]) == 2
+    assert "has no entries" in capsys.readouterr().err
+
+
+def test_a_download_where_no_row_gives_an_image_fails(tmp_path, capsys):
+    pool = _pool(tmp_path, ["not a url", "ftp://example.com/x.jpg", "", "http://"])
+    assert cli.main(["download", "--input", pool, "--output", str(tmp_path / "shards")]) == 1
+    captured = capsys.readouterr()
+    assert "0 of 4 rows downloaded" in captured.out
+    assert "none of the 4 rows gave an image" in captured.err
+
+
+def test_inspect_names_the_run_folder_that_has_no_shards(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert cli.main(["inspect", "000000000", "--run", str(tmp_path / "run")]) == 2
+    assert f"--run {tmp_path / 'run'} has no shards/ folder" in capsys.readouterr().err

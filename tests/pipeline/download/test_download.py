@@ -130,8 +130,9 @@ def test_shards_are_clean_and_read_by_webdataset_and_openclip_stages(tmp_path):
 def test_private_addresses_are_refused_by_default(tmp_path):
     with FaultServer() as server:
         write_input(str(tmp_path / "in.parquet"), [server.url("/image.jpg"), "http://169.254.169.254/latest/meta-data/"])
+        # every row refused: no image to train on, a failure (the rows are still all accounted for)
         assert cli.main(["download", "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out"),
-                         "--timeout", "2"]) == 0
+                         "--timeout", "2"]) == 1
         assert server.hits("/image.jpg") == 0
     rows = read_all_rows(str(tmp_path / "out")).to_pylist()
     assert [r["status"] for r in rows] == ["failed", "failed"]

@@ -191,7 +191,7 @@ def test_check_paths_folders_and_patterns(tmp_path, ours):
 def test_cli_exit_codes_and_lines(tmp_path, ours, capsys):
     assert shard_check.main([str(ours)]) == 0
     out, err = capsys.readouterr()
-    assert out == "" and "checked 1 shards, 3 samples: clean" in err
+    assert out == "" and "checked 1 shard, 3 samples: clean" in err
 
     broken = tmp_path / "broken.tar"
     make_tar(broken, sample("a.b", "jpg", "txt") + sample("000", "jpg"))
@@ -199,7 +199,11 @@ def test_cli_exit_codes_and_lines(tmp_path, ours, capsys):
     out, err = capsys.readouterr()
     lines = [line.split("\t") for line in out.splitlines()]
     assert [line[:3] for line in lines] == [[str(broken), "a.b", "dotted_key"], [str(broken), "000", "missing_text"]]
-    assert "2 problems in 1 shards (dotted_key 1, missing_text 1)" in err
+    assert "2 problems in 1 path (dotted_key 1, missing_text 1)" in err
+    # a path that is not there is a problem, not a shard checked
+    assert shard_check.main([str(tmp_path / "nowhere.tar")]) == 1
+    out, err = capsys.readouterr()
+    assert "checked 0 shards, 0 samples: 1 problem in 1 path (not_found 1)" in err
 
 
 def test_cli_caps_lines_per_kind(tmp_path, capsys):

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from clipdata.pipeline.foundation.words import count
 
 EXAMPLE = """examples:
   # a LAION/DataComp-style parquet pool (img2dataset's column names are the defaults)
@@ -75,6 +78,10 @@ def run_curate_command(args, beam_args: list[str]) -> int:
     except (curate.CurateError, QueryListError, FileNotFoundError) as err:
         raise UsageError(str(err)) from err
     print(summary(stats, args.output))
+    if stats["files_unreadable"] and not stats["rows_read"]:
+        print(f"clipdata curate: error: no pool file could be read ({len(stats['files_unreadable']):,} unreadable, "
+              "named above): nothing was curated", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -88,4 +95,8 @@ def summary(stats: dict, output: str) -> str:
                  f"{stats['entries_over_max']:,} over --max-per-entry {stats['max_per_entry']:,}")
     for error in stats["files_unreadable"]:
         lines.append(f"  unreadable: {error['file']} after {error['rows_read']} rows: {error['error']}")
+    if stats["files_unreadable"] and stats["rows_read"]:
+        # the counted report above stands; its last line says it is not the whole pool
+        lines.append(f"  {count(len(stats['files_unreadable']), 'pool file')} of the input could not be read "
+                     "(above): the counts are of the rows that could")
     return "\n".join(lines)

@@ -81,3 +81,18 @@ def test_inspect_names_the_run_folder_that_has_no_shards(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert cli.main(["inspect", "000000000", "--run", str(tmp_path / "run")]) == 2
     assert f"--run {tmp_path / 'run'} has no shards/ folder" in capsys.readouterr().err
+
+
+def test_curate_says_when_no_pool_file_or_only_some_could_be_read(tmp_path, capsys):
+    good = _pool(tmp_path, ["http://example.com/a.jpg"])
+    broken = tmp_path / "broken.parquet"
+    broken.write_text("not parquet")
+    (tmp_path / "queries.txt").write_text("red dog\n")
+    queries = str(tmp_path / "queries.txt")
+    assert cli.main(["curate", "--pool", str(broken), "--queries", queries, "--output", str(tmp_path / "a")]) == 1
+    captured = capsys.readouterr()
+    assert "no pool file could be read" in captured.err and "unreadable: " in captured.out
+    assert cli.main(["curate", "--pool", str(broken), "--pool", good, "--queries", queries,
+                     "--output", str(tmp_path / "b")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("  1 pool file of the input could not be read")

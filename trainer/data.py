@@ -54,6 +54,7 @@ import json
 import logging
 import os
 import random
+import tarfile
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterator
 
@@ -191,6 +192,26 @@ class StreamSpec:
         return d
 
 
+# Each skip reason in words, one and many (the log lines and the run's final summary).
+SKIP_WORDS = {
+    "shard_unreadable": ("shard that cannot be opened", "shards that cannot be opened"),
+    "shard_truncated": ("truncated shard", "truncated shards"),
+    "shard_corrupt": ("shard that is not a tar", "shards that are not tars"),
+    "missing_image": ("sample without an image", "samples without an image"),
+    "missing_text": ("sample without a caption", "samples without a caption"),
+    "text_undecodable": ("caption that is not UTF-8", "captions that are not UTF-8"),
+    "empty_text": ("empty caption", "empty captions"),
+    "image_undecodable": ("image that does not decode", "images that do not decode"),
+}
+
+
+def skip_words(counts: dict) -> str:
+    """"1 truncated shard, 14 samples without a caption" ("nothing" when empty)."""
+    parts = [f"{n:,} {SKIP_WORDS.get(reason, (reason, reason))[n != 1]}"
+             for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return ", ".join(parts) or "nothing"
+
+
 class SkipCounter:
     """Counts, by reason, the shards and samples a stream drops; logs the first few of each."""
 
@@ -204,7 +225,10 @@ class SkipCounter:
         self.logged[reason] += 1
         if self.logged[reason] <= LOGGED_PER_REASON:
             more = " (further ones counted only)" if self.logged[reason] == LOGGED_PER_REASON else ""
-            log.warning("stream %d: skipped (%s) %s%s", self.stream, reason, detail[:300], more)
+            # stream -1 reads the captions the tokenizer is learned from; the others are the
+            # training data streams (one per DataLoader worker of each process)
+            who = "reading captions for the tokenizer" if self.stream < 0 else f"data stream {self.stream}"
+            log.warning("%s: skipped (%s) %s%s", who, SKIP_WORDS.get(reason, (reason,))[0], detail[:300], more)
 
 
 def _shard_reason(errors: list[str]) -> str:
@@ -223,8 +247,13 @@ def read_shard(url: str, counter: SkipCounter, suffixes: set[str] | None = None
     errors: list[str] = []
 
     def handler(exn: Exception) -> bool:
-        # webdataset's handler= for errors inside this shard; True = go on with what is readable
-        errors.append(failures.describe(exn))
+        # webdataset's handler= for errors inside this shard; True = go on with what is readable.
+        # tarfile's ReadError carries (message, file object): the message alone is the words.
+        # (webdataset appends " @ <file object>" to the message.)
+        if isinstance(exn, tarfile.ReadError) and exn.args and isinstance(exn.args[0], str):
+            errors.append(f"{type(exn).__name__}: {exn.args[0].split(' @ ')[0]}")
+        else:
+            errors.append(failures.describe(exn))
         return True
 
     select = None
@@ -232,7 +261,7 @@ def read_shard(url: str, counter: SkipCounter, suffixes: set[str] | None = None
         select = lambda name: name.rsplit(".", 1)[-1].lower() in suffixes  # noqa: E731
     yield from tarfile_samples([{"url": url}], handler=handler, select_files=select)
     if errors:
-        counter.skip(_shard_reason(errors), f"{url}: {errors[0]}")
+        counter.skip(_shard_reason(errors), f"{url} ({errors[0]})")
 
 
 class ShardStream(IterableDataset):

@@ -350,7 +350,9 @@ def train(config: TrainConfig) -> int:
             progress.close()
         if run_log is not None:
             run_log.close()
-    distributed.print0(f"done: {step} steps, {samples_seen:,} samples; checkpoints in {ckpt_dir}")
+    skipped = total_skips()
+    distributed.print0(f"done: {step} steps, {samples_seen:,} samples; skipped {data.skip_words(skipped)}; "
+                       f"checkpoints in {ckpt_dir}")
     return 0
 
 

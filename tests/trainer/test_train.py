@@ -6,6 +6,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tarfile
 
 import pytest
 import torch
@@ -197,3 +198,19 @@ def test_two_process_gloo_ddp_with_torchrun(setup, tmp_path):
     assert [list(r["loader"]["positions"]) for r in state["ranks"]] == [[0], [1]]
     assert [r["step"] for r in read_log(out)] == [2, 4]
     assert all(r["samples"] == 16 * r["step"] for r in read_log(out))
+
+
+def test_the_final_line_says_what_was_skipped(setup, tmp_path, capsys):
+    """Training on a truncated shard goes on with what precedes the cut, and the last line says
+    what was left out, in words (it said nothing before)."""
+    shards_dir = tmp_path / "shards"
+    shutil.copytree(setup / "shards", shards_dir)
+    tars = sorted(p for p in shards_dir.iterdir() if p.suffix == ".tar")
+    with tarfile.open(tars[-1]) as tf:   # cut inside a member's data (a cut header reads as the end)
+        member = tf.getmembers()[len(tf.getmembers()) // 2]
+    blob = tars[-1].read_bytes()
+    tars[-1].write_bytes(blob[: member.offset_data + member.size // 2])
+    capsys.readouterr()
+    assert train.train(config(setup, tmp_path / "run", data=str(tars[-1]))) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("done: 6 steps") and "skipped " in last and "truncated shard" in last, last

@@ -134,7 +134,11 @@ def test_corrupt_samples_and_shards_are_skipped_and_counted(shards, tmp_path, ca
     assert loader.skips["image_undecodable"] == 2
     assert loader.skips == {"image_undecodable": 2, "missing_text": 1, "empty_text": 1,
                             "shard_truncated": 1, "shard_corrupt": 1, "shard_unreadable": 1}
-    assert "skipped (image_undecodable)" in caplog.text and "00003.tar" in caplog.text
+    assert "skipped (image that does not decode)" in caplog.text
+    assert "skipped (truncated shard) " in caplog.text and "00003.tar" in caplog.text
+    assert "stream -1" not in caplog.text
+    assert "unexpected end of data" in caplog.text and "BufferedReader" not in caplog.text  # words, no objects
+    assert data.skip_words(loader.skips).startswith("2 images that do not decode, ")
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -98,7 +98,8 @@ def preflight(config: CurateConfig, files: list[str]) -> None:
     try:
         next(iter(pool.read_pool_file(first, config.url_col, config.caption_col, batch_rows=16)), None)
     except pool.MissingColumnError as err:
-        raise CurateError(f"{err} (set --url-col / --caption-col)") from err
+        raise CurateError(f"{err}: name the pool's columns with --url-col / --caption-col "
+                          "(img2dataset's defaults, url and caption, are ours)") from err
     except pool.PoolReadError:
         pass  # one bad file is the job's to count, not a reason to stop
 

@@ -75,6 +75,17 @@ def input_files(patterns: list[str]) -> list[str]:
     return sorted(set(files))
 
 
+def check_columns(path: str, config: DownloadConfig) -> None:
+    """Before the job: the first input file has the URL and caption columns asked for (a wrong
+    name would fail every shard, each with Beam's traceback)."""
+    try:
+        next(iter(pool.read_pool_file(path, config.url_col, config.caption_col, batch_rows=16)), None)
+    except pool.MissingColumnError as err:
+        raise DownloadError(f"{err}: name the input's columns with --url-col / --caption-col") from err
+    except pool.PoolReadError:
+        pass  # an unreadable file is counted and said by the job, file by file
+
+
 def count_rows(path: str, config: DownloadConfig) -> int:
     if pool.pool_format(path) == "parquet" and not path.endswith(".gz"):
         with FileSystems.open(path, compression_type="uncompressed") as handle:
@@ -373,6 +384,7 @@ def _run_download(config: DownloadConfig, beam_args: list[str] | None) -> dict:
         files = input_files(config.input)
         if not files:
             raise DownloadError(f"no input files in {config.input}")
+        check_columns(files[0], config)
         specs = plan_shards([(f, count_rows(f, config)) for f in files], config.rows_per_shard)
         shard_digits, row_digits = shard_layout(len(specs), config.rows_per_shard)
         _save_plan(plan_path, specs, shard_digits, row_digits, config)

@@ -83,11 +83,9 @@ class MissingColumnError(ValueError):
     """The URL or caption column asked for is not in a pool file."""
 
     def __init__(self, path: str, role: str, column: str, present: list[str]):
-        super().__init__(
-            f"pool file {path} has no {role} column {column!r}; its columns are {present}. "
-            f"Name the pool's columns with url_col / caption_col (img2dataset's defaults are "
-            f"'url' and 'caption')")
-        self.path, self.column, self.present = path, column, present
+        # the command adds how to name the columns (its flags): said once, by the caller
+        super().__init__(f"{path} has no {role} column {column!r}; its columns are {', '.join(present)}")
+        self.path, self.role, self.column, self.present = path, role, column, present
 
 
 def pool_format(path: str) -> str:
@@ -127,7 +125,7 @@ def list_pool_files(pattern: str) -> list[str]:
             return sorted(set(files))
     files = _match(pattern)
     if not files:
-        raise FileNotFoundError(f"no pool file matches {pattern!r}")
+        raise FileNotFoundError(f"nothing matches {pattern!r}: no such file, folder or glob match")
     others = [p for p in files if not _is_pool_file(p)]
     if others:
         raise ValueError(f"{pattern!r} matches {len(others)} files that are not pool files, e.g. "

@@ -96,3 +96,14 @@ def test_curate_says_when_no_pool_file_or_only_some_could_be_read(tmp_path, caps
                      "--output", str(tmp_path / "b")]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("  1 pool file of the input could not be read")
+
+
+@pytest.mark.parametrize("command", [["curate", "--pool", "POOL", "--queries", "QUERIES"], ["download", "--input", "POOL"]])
+def test_a_wrong_column_name_is_said_once_before_the_job(tmp_path, capsys, command):
+    pool = _pool(tmp_path, ["http://example.com/a.jpg"])
+    (tmp_path / "queries.txt").write_text("red dog\n")
+    argv = [{"POOL": pool, "QUERIES": str(tmp_path / "queries.txt")}.get(a, a) for a in command]
+    assert cli.main([*argv, "--url-col", "URL", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "has no URL column 'URL'; its columns are url, caption" in err
+    assert err.count("--url-col") == 1 and "while running" not in err   # said once, before Beam runs

@@ -39,17 +39,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One --flag per TrainConfig field: same name with '-', the field's type, default and help."""
     from clipdata.trainer.train import TrainConfig
 
+    # --data and --output are checked by check_config, not argparse (`clipdata train eval` shares
+    # the parser), and listed apart in --help
+    required = parser.add_argument_group("required (except for `clipdata train eval`)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"]
+        target = required if f.name in ("data", "output") else parser
         if f.type in (bool, "bool"):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+            target.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=f.default, help=help_text + " (default: %(default)s)")
             continue
         kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
         metavar = f.name.upper() if kind is str else None
         shown = " (default: %(default)s)" if f.default not in ("", None) else ""
-        parser.add_argument(flag, dest=f.name, type=kind, default=f.default, metavar=metavar,
+        target.add_argument(flag, dest=f.name, type=kind, default=f.default, metavar=metavar,
                             help=help_text + shown)
 
 

@@ -60,6 +60,7 @@ setup(
     "contamination reports and a streaming contrastive trainer",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,

@@ -31,10 +31,13 @@ import json
 import os
 import re
 import tarfile
+import threading
+import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from clipdata.dedup import progress
 from clipdata.pipeline.foundation import beam_runner, failures, folder_lock, shards, webdataset_tars
 from clipdata.pipeline.foundation.storage import atomic_write, storage_for, write_temp
 
@@ -297,6 +300,37 @@ def apply_blocklist(shards_dir: str, blocklist, output_dir: str, reasons: dict[s
         return _apply(shards_dir, stats_names, keys, reasons, blocklist_path, str(output_dir), beam_args)
 
 
+class ShardsWritten:
+    """Progress of the job, seen from the driver: the output folder's committed shards (a shard's
+    stats file is written last), of all, with rate and ETA; a line every 2 s, local or remote."""
+
+    def __init__(self, output_dir: str, total: int, stream=None):
+        self.output_dir, self.total = output_dir, total
+        self.line = progress.Line(stream)
+        self.started = time.time()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def text(self) -> str:
+        done = len(list_committed(self.output_dir))
+        elapsed = max(time.time() - self.started, 1e-9)
+        return (f"apply-blocklist: wrote {done:,}/{self.total:,} shards ({done / elapsed:,.1f}/s, "
+                f"ETA {progress.eta(done, self.total, elapsed)})")
+
+    def _run(self) -> None:
+        while not self.stop.wait(2.0):
+            self.line.show(self.text())
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.line.show(self.text().split(" (")[0] + f" in {time.time() - self.started:.1f} s", final=True)
+
+
 def _apply(shards_dir, stats_names: list[str], keys: set[str], reasons: dict[str, str], blocklist_path,
            output_dir: str, beam_args) -> dict:
     results_prefix = storage_for(str(output_dir)).join(str(output_dir), "_blocklist_results")
@@ -305,7 +339,8 @@ def _apply(shards_dir, stats_names: list[str], keys: set[str], reasons: dict[str
            | "FilterShards" >> FilterShards(str(shards_dir), keys, str(output_dir), reasons))
     ((out.done, out.shard_errors) | "AllResults" >> beam.Flatten()
      | "Format" >> beam.Map(json.dumps) | "WriteResults" >> beam.io.WriteToText(results_prefix, ".jsonl"))
-    p.run().wait_until_finish()
+    with ShardsWritten(str(output_dir), len(stats_names)):
+        p.run().wait_until_finish()
 
     results = _read_and_delete(results_prefix)
     errors = sorted((r for r in results if "error" in r), key=lambda r: r["shard"])

@@ -169,3 +169,14 @@ def test_data_files_are_the_shards_own_names():
         with pytest.raises(shards.ShardNameError) as err:
             shards.data_files("00012_stats.json", {"files": files})
         assert err.value.stats == "00012_stats.json" and err.value.kind in ("tar", "parquet")
+
+
+def test_progress_counts_the_shards_written_and_ends_with_a_summary_line(source, tmp_path, capsys):
+    out = str(tmp_path / "clean")
+    os.makedirs(out)
+    watcher = blocklist.ShardsWritten(out, 3)
+    assert watcher.text().startswith("apply-blocklist: wrote 0/3 shards")
+    blocklist.apply_blocklist(source, BLOCKED, out)
+    assert watcher.text().startswith("apply-blocklist: wrote 3/3 shards")   # committed shards of the output
+    err = capsys.readouterr().err
+    assert "apply-blocklist: wrote 3/3 shards in " in err

@@ -37,8 +37,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from clipdata.dedup import progress
-from clipdata.pipeline.foundation import beam_runner, failures, folder_lock, shards, webdataset_tars
+from clipdata.pipeline.foundation import beam_runner, failures, folder_lock, progress, shards, webdataset_tars
 from clipdata.pipeline.foundation.storage import atomic_write, storage_for, write_temp
 
 BLOCKED = "blocked"

@@ -9,41 +9,14 @@ works on the local runner and on a cluster writing to gs:// or s3://, as downloa
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 
 from apache_beam.io.filesystems import FileSystems
 
-TTY_EVERY = 0.5    # seconds between redraws on a terminal
-LOG_EVERY = 30.0   # seconds between lines in a log
+from clipdata.pipeline.foundation.progress import Line, eta
 
-
-def eta(done: float, total: float, elapsed: float) -> str:
-    if done <= 0 or total <= done:
-        return "-"
-    left = elapsed * (total - done) / done
-    return f"{int(left // 60)}m{int(left % 60):02d}s" if left >= 60 else f"{left:.0f}s"
-
-
-class Line:
-    """A status line: redrawn on a terminal, printed every LOG_EVERY s (and at the end) in a log."""
-
-    def __init__(self, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.last, self.text = 0.0, ""
-
-    def show(self, text: str, final: bool = False) -> None:
-        now = time.time()
-        self.text = text
-        if self.tty:
-            if final or now - self.last >= TTY_EVERY:
-                print("\r\x1b[2K" + text, end="\n" if final else "", file=self.stream, flush=True)
-                self.last = now
-        elif final or now - self.last >= LOG_EVERY:
-            print(text, file=self.stream, flush=True)
-            self.last = now
+# The status line (terminal or log) and the ETA are the foundation's, shared with download.
 
 
 class Counter:

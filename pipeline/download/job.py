@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from clipdata.pipeline.download import fetch, images
-from clipdata.pipeline.foundation import beam_runner, folder_lock, pool, shards, webdataset_tars
+from clipdata.pipeline.foundation import beam_runner, folder_lock, pool, progress, shards, webdataset_tars
 
 # Columns a curated input carries that the shards keep (parquet and per-sample json).
 PASSTHROUGH = {"uid": pa.string(), "source_file": pa.string(), "source_row": pa.int64(), "page_url": pa.string()}
@@ -163,11 +163,18 @@ def _row_fields(table: pa.Table, i: int, columns: dict) -> tuple[str, str, list,
     return url, caption, entry_ids or [], extra
 
 
-def download_rows(table: pa.Table, keys: list[str], config: DownloadConfig, resizer) -> list[shards.ShardRow]:
-    """Download, check, resize and hash every row of a shard; one ShardRow per input row."""
+def download_rows(table: pa.Table, keys: list[str], config: DownloadConfig, resizer,
+                  on_row=None) -> list[shards.ShardRow]:
+    """Download, check, resize and hash every row of a shard; one ShardRow per input row.
+    `on_row(row)` is called as each row is done (progress)."""
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
     n = table.num_rows
     rows: list[shards.ShardRow | None] = [None] * n
+
+    def done(i: int, row: shards.ShardRow) -> None:
+        rows[i] = row
+        if on_row is not None:
+            on_row(row)
 
     def base(i: int) -> dict:
         url, caption, entry_ids, extra = _row_fields(table, i, columns)
@@ -187,20 +194,20 @@ def download_rows(table: pa.Table, keys: list[str], config: DownloadConfig, resi
         pending: dict = {}
         for result in fetch.fetch_many(urls, config.fetch):
             if result.error is not None:
-                rows[result.index] = shards.ShardRow(status="failed", error_message=result.error,
-                                                     error_kind=result.error_kind, **base(result.index))
+                done(result.index, shards.ShardRow(status="failed", error_message=result.error,
+                                                   error_kind=result.error_kind, **base(result.index)))
             else:
                 future = executor.submit(images.store_image, result.body, resizer, config.image)
                 pending[future] = result.index
             # Bound the bodies waiting for a resize thread: downloads wait instead of memory growing.
             if len(pending) >= 4 * max(1, config.resize_threads):
-                done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
+                finished, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
                     i = pending.pop(future)
-                    rows[i] = stored(i, future.result())
+                    done(i, stored(i, future.result()))
         for future in concurrent.futures.as_completed(list(pending)):
             i = pending.pop(future)
-            rows[i] = stored(i, future.result())
+            done(i, stored(i, future.result()))
     return rows  # type: ignore[return-value]
 
 
@@ -284,7 +291,8 @@ class DownloadShardFn(beam.DoFn):
             table = read_spec(spec, self.config)
             keys = [shards.sample_key(spec.shard_id, i, self.shard_digits, self.row_digits)
                     for i in range(table.num_rows)]
-            rows = download_rows(table, keys, self.config, self.resizer)
+            rows = download_rows(table, keys, self.config, self.resizer,
+                                 on_row=RowsDone(self.config.output, spec.shard_id).add)
         stats = shard_stats(rows, started)
         written = shards.write_shard(self.config.output, spec.shard_id, rows, stats, self.shard_digits,
                                      extra_types={k: v for k, v in PASSTHROUGH.items()
@@ -310,24 +318,70 @@ class DownloadShards(beam.PTransform):
         )
 
 
-class Progress:
-    """Shards done / total, images/s and success rate, read from the committed stats files.
+PROGRESS_DIR = "_progress"   # the workers' notes on shards in flight; removed when the job ends
+NOTE_EVERY = 2.0             # seconds between a worker's notes on one shard
 
-    It watches the output folder rather than the workers, so it works the same on the local
-    runner and on a cluster writing to gs://.
+
+class RowsDone:
+    """A worker's count of one shard's rows done so far, noted in PROGRESS_DIR every NOTE_EVERY s
+    (best-effort: a progress line is not worth failing a shard for), so the driver can show
+    images as they come, not when a 10,000-row shard commits."""
+
+    def __init__(self, output: str, shard_id: int):
+        self.path = FileSystems.join(output, PROGRESS_DIR, f"{shard_id}.json")
+        self.rows = self.successes = 0
+        self.last = time.time()
+
+    def add(self, row: shards.ShardRow) -> None:
+        self.rows += 1
+        self.successes += row.status == "success"
+        if time.time() - self.last >= NOTE_EVERY:
+            self.last = time.time()
+            try:
+                with FileSystems.create(self.path) as handle:
+                    handle.write(json.dumps({"rows": self.rows, "successes": self.successes}).encode())
+            except Exception:  # noqa: BLE001
+                pass
+
+
+class Progress:
+    """Shards done / total, images, images/s and success rate: from the committed stats files and
+    the workers' notes on the shards in flight (RowsDone). It watches the output folder rather
+    than the workers, so it works the same on the local runner and on a cluster writing to gs://;
+    a line redrawn on a terminal, a plain line every 30 s in a log, a last one at the end.
     """
 
     def __init__(self, output: str, total: int, already: set[int], shard_digits: int, stream=None):
         self.output, self.total, self.already, self.shard_digits = output, total, set(already), shard_digits
+        self.notes = FileSystems.join(output, PROGRESS_DIR)
         # sys.stderr as it is now, not as it was when this module was imported (a test's captured
         # stream, closed since, or one a host program has replaced).
-        self.stream = stream if stream is not None else sys.stderr
+        self.line = progress.Line(stream if stream is not None else sys.stderr)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.time()
 
+    def _in_flight(self, committed: set[int]) -> tuple[int, int]:
+        rows = successes = 0
+        try:
+            matches = FileSystems.match([FileSystems.join(self.notes, "*.json")])[0].metadata_list
+        except Exception:  # noqa: BLE001 - no note yet
+            return 0, 0
+        for m in matches:
+            name = m.path.replace("\\", "/").rsplit("/", 1)[-1]
+            if not name[:-5].isdigit() or int(name[:-5]) in committed:
+                continue
+            try:
+                with FileSystems.open(m.path) as handle:
+                    note = json.loads(handle.read())
+            except Exception:  # noqa: BLE001 - being written right now
+                continue
+            rows, successes = rows + note.get("rows", 0), successes + note.get("successes", 0)
+        return rows, successes
+
     def _line(self) -> str:
-        done = shards.committed_shards(self.output) - self.already
+        committed = shards.committed_shards(self.output)
+        done = committed - self.already
         rows = successes = 0
         for shard_id in done:
             try:
@@ -336,25 +390,34 @@ class Progress:
                 continue
             rows += stats.get("count", 0)
             successes += stats.get("successes", 0)
+        flight_rows, flight_successes = self._in_flight(committed)
+        rows, successes = rows + flight_rows, successes + flight_successes
         elapsed = max(time.time() - self.started, 1e-9)
         rate = 100 * successes / rows if rows else 0.0
         return (f"download: {len(done)}/{self.total} shards, {successes:,} images, "
-                f"{successes / elapsed:,.0f} images/s, {rate:.1f}% success")
+                f"{successes / elapsed:,.0f} images/s, {rate:.1f}% success; "
+                f"ETA {progress.eta(len(done), self.total, elapsed)}")
 
     def _run(self) -> None:
         while not self.stop.wait(2.0):
-            print("\r" + self._line(), end="", file=self.stream, flush=True)
+            self.line.show(self._line())
 
     def __enter__(self):
-        if self.stream.isatty():
-            self.thread.start()
+        try:
+            FileSystems.mkdirs(self.notes)
+        except Exception:  # noqa: BLE001 - there already
+            pass
+        self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        if self.thread.is_alive():
-            self.thread.join()
-            print(file=self.stream)
+        self.thread.join()
+        self.line.show(self._line().split("; ETA")[0] + f" in {time.time() - self.started:.1f} s", final=True)
+        try:
+            FileSystems.delete([self.notes])
+        except Exception:  # noqa: BLE001 - nothing written
+            pass
 
 
 def shard_layout(n_shards: int, rows_per_shard: int) -> tuple[int, int]:

@@ -254,7 +254,27 @@ def test_progress_writes_to_stderr_as_it_is_when_the_download_starts(tmp_path, m
     now = io.StringIO()
     monkeypatch.setattr(sys, "stderr", now)
     with download.Progress(str(tmp_path), total=1, already=set(), shard_digits=5) as progress:
-        assert progress.stream is now
+        assert progress.line.stream is now
+
+
+def test_progress_counts_images_of_shards_still_in_flight(tmp_path, monkeypatch):
+    """A 10,000-row shard used to show "0 images" until it committed: workers note their rows as
+    they go (RowsDone) and the line adds the notes of uncommitted shards."""
+    import io
+
+    from clipdata.pipeline.download import job as download
+    from clipdata.pipeline.foundation import shards
+
+    monkeypatch.setattr(download, "NOTE_EVERY", 0.0)
+    stream = io.StringIO()
+    with download.Progress(str(tmp_path), total=2, already=set(), shard_digits=5, stream=stream) as progress:
+        note = download.RowsDone(str(tmp_path), 1)
+        for status in ("success", "failed", "success"):
+            note.add(shards.ShardRow(key="x", url="u", caption="c", status=status))
+        assert progress._line().startswith("download: 0/2 shards, 2 images, ")
+        assert "66.7% success" in progress._line()
+    assert "download: 0/2 shards, 2 images" in stream.getvalue()             # the last line
+    assert not os.path.exists(tmp_path / download.PROGRESS_DIR)            # notes removed at the end
 
 
 def test_png_output_gets_a_compression_level_and_bad_image_options_are_refused_up_front(tmp_path, capsys):

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import tarfile
-import threading
 import time
 
 import apache_beam as beam
@@ -299,35 +298,19 @@ def apply_blocklist(shards_dir: str, blocklist, output_dir: str, reasons: dict[s
         return _apply(shards_dir, stats_names, keys, reasons, blocklist_path, str(output_dir), beam_args)
 
 
-class ShardsWritten:
+class ShardsWritten(progress.Watcher):
     """Progress of the job, seen from the driver: the output folder's committed shards (a shard's
-    stats file is written last), of all, with rate and ETA; a line every 2 s, local or remote."""
+    stats file is written last), of all, with rate and ETA; local or remote."""
 
     def __init__(self, output_dir: str, total: int, stream=None):
+        super().__init__(stream, cut=" (")
         self.output_dir, self.total = output_dir, total
-        self.line = progress.Line(stream)
-        self.started = time.time()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def text(self) -> str:
         done = len(list_committed(self.output_dir))
         elapsed = max(time.time() - self.started, 1e-9)
         return (f"apply-blocklist: wrote {done:,}/{self.total:,} shards ({done / elapsed:,.1f}/s, "
                 f"ETA {progress.eta(done, self.total, elapsed)})")
-
-    def _run(self) -> None:
-        while not self.stop.wait(2.0):
-            self.line.show(self.text())
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        self.line.show(self.text().split(" (")[0] + f" in {time.time() - self.started:.1f} s", final=True)
 
 
 def _apply(shards_dir, stats_names: list[str], keys: set[str], reasons: dict[str, str], blocklist_path,

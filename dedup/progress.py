@@ -9,12 +9,11 @@ works on the local runner and on a cluster writing to gs:// or s3://, as downloa
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 from apache_beam.io.filesystems import FileSystems
 
-from clipdata.pipeline.foundation.progress import Line, eta
+from clipdata.pipeline.foundation.progress import Line, Watcher, eta
 
 # The status line (terminal or log) and the ETA are the foundation's, shared with download.
 
@@ -76,16 +75,13 @@ def _read_all(work: str) -> dict[str, list[dict]]:
     return out
 
 
-class ShardWatcher:
+class ShardWatcher(Watcher):
     """The driver's view of the Beam job: shards searched of all, training images, candidates,
     screened out, checked on the pixels; a line every few seconds until the job ends."""
 
     def __init__(self, work: str, shards: int, stream=None):
+        super().__init__(stream)
         self.work, self.shards = work, shards
-        self.line = Line(stream)
-        self.started = time.time()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def text(self) -> str:
         notes = _read_all(self.work)
@@ -98,16 +94,3 @@ class ShardWatcher:
         return (f"dedup: searched {len(search):,}/{self.shards:,} shards ({images:,} training images, "
                 f"{images / elapsed:,.0f}/s), {candidates:,} candidates, {screened:,} rejected on thumbnails, "
                 f"{pixels:,} checked on pixels; ETA {eta(len(search), self.shards, elapsed)}")
-
-    def _run(self) -> None:
-        while not self.stop.wait(2.0):
-            self.line.show(self.text())
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        self.line.show(self.text().split("; ETA")[0] + f" in {time.time() - self.started:.1f} s", final=True)

@@ -17,7 +17,6 @@ import concurrent.futures
 import dataclasses
 import json
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -344,7 +343,7 @@ class RowsDone:
                 pass
 
 
-class Progress:
+class Progress(progress.Watcher):
     """Shards done / total, images, images/s and success rate: from the committed stats files and
     the workers' notes on the shards in flight (RowsDone). It watches the output folder rather
     than the workers, so it works the same on the local runner and on a cluster writing to gs://;
@@ -352,14 +351,11 @@ class Progress:
     """
 
     def __init__(self, output: str, total: int, already: set[int], shard_digits: int, stream=None):
-        self.output, self.total, self.already, self.shard_digits = output, total, set(already), shard_digits
-        self.notes = FileSystems.join(output, PROGRESS_DIR)
         # sys.stderr as it is now, not as it was when this module was imported (a test's captured
         # stream, closed since, or one a host program has replaced).
-        self.line = progress.Line(stream if stream is not None else sys.stderr)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.started = time.time()
+        super().__init__(stream if stream is not None else sys.stderr)
+        self.output, self.total, self.already, self.shard_digits = output, total, set(already), shard_digits
+        self.notes = FileSystems.join(output, PROGRESS_DIR)
 
     def _in_flight(self, committed: set[int]) -> tuple[int, int]:
         rows = successes = 0
@@ -379,7 +375,7 @@ class Progress:
             rows, successes = rows + note.get("rows", 0), successes + note.get("successes", 0)
         return rows, successes
 
-    def _line(self) -> str:
+    def text(self) -> str:
         committed = shards.committed_shards(self.output)
         done = committed - self.already
         rows = successes = 0
@@ -398,22 +394,15 @@ class Progress:
                 f"{successes / elapsed:,.0f} images/s, {rate:.1f}% success; "
                 f"ETA {progress.eta(len(done), self.total, elapsed)}")
 
-    def _run(self) -> None:
-        while not self.stop.wait(2.0):
-            self.line.show(self._line())
-
     def __enter__(self):
         try:
             FileSystems.mkdirs(self.notes)
         except Exception:  # noqa: BLE001 - there already
             pass
-        self.thread.start()
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        self.line.show(self._line().split("; ETA")[0] + f" in {time.time() - self.started:.1f} s", final=True)
+        super().__exit__(*exc)
         try:
             FileSystems.delete([self.notes])
         except Exception:  # noqa: BLE001 - nothing written

@@ -4,6 +4,7 @@ at the end. With the ETA's arithmetic. Used by dedup's stages, download and appl
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 TTY_EVERY = 0.5    # seconds between redraws on a terminal
@@ -35,3 +36,34 @@ class Line:
         elif final or now - self.last >= LOG_EVERY:
             print(text, file=self.stream, flush=True)
             self.last = now
+
+
+class Watcher:
+    """A status line kept up to date while a job runs elsewhere (Beam workers): a thread shows
+    `text()` every EVERY seconds through a Line; at the end, one last line: text() up to `cut`
+    (the rate and ETA of a finished job say nothing) and the time taken. Subclasses say text()."""
+
+    EVERY = 2.0
+
+    def __init__(self, stream=None, cut: str = "; ETA"):
+        self.line = Line(stream)
+        self.cut = cut
+        self.started = time.time()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def text(self) -> str:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.EVERY):
+            self.line.show(self.text())
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.line.show(self.text().split(self.cut)[0] + f" in {time.time() - self.started:.1f} s", final=True)

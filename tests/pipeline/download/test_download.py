@@ -271,8 +271,8 @@ def test_progress_counts_images_of_shards_still_in_flight(tmp_path, monkeypatch)
         note = download.RowsDone(str(tmp_path), 1)
         for status in ("success", "failed", "success"):
             note.add(shards.ShardRow(key="x", url="u", caption="c", status=status))
-        assert progress._line().startswith("download: 0/2 shards, 2 images, ")
-        assert "66.7% success" in progress._line()
+        assert progress.text().startswith("download: 0/2 shards, 2 images, ")
+        assert "66.7% success" in progress.text()
     assert "download: 0/2 shards, 2 images" in stream.getvalue()             # the last line
     assert not os.path.exists(tmp_path / download.PROGRESS_DIR)            # notes removed at the end
 

@@ -8,12 +8,11 @@ works on the local runner and on a cluster writing to gs:// or s3://, as downloa
 """
 from __future__ import annotations
 
-import json
 import time
 
 from apache_beam.io.filesystems import FileSystems
 
-from clipdata.pipeline.foundation.progress import Line, Watcher, eta
+from clipdata.pipeline.foundation.progress import Line, Watcher, eta, read_notes, write_note
 
 # The status line (terminal or log) and the ETA are the foundation's, shared with download.
 
@@ -49,29 +48,15 @@ class Counter:
 
 
 def record(work: str, step: str, shard_name: str, counts: dict) -> None:
-    """A worker's note that `step` (search, verify) is done for a shard; best-effort (a
-    progress line is not worth failing a shard for). Rewritten, not added to, by a retry."""
-    try:
-        path = FileSystems.join(work, f"progress-{step}-{shard_name}.json")
-        with FileSystems.create(path) as handle:
-            handle.write(json.dumps(counts).encode("utf-8"))
-    except Exception:  # noqa: BLE001
-        pass
+    """A worker's note that `step` (search, verify) is done for a shard. Rewritten, not added to,
+    by a retry."""
+    write_note(FileSystems.join(work, f"progress-{step}-{shard_name}.json"), counts)
 
 
 def _read_all(work: str) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {"search": [], "verify": []}
-    try:
-        matches = FileSystems.match([FileSystems.join(work, "progress-*.json")])[0].metadata_list
-    except Exception:  # noqa: BLE001 - the folder may not exist yet
-        return out
-    for m in matches:
-        step = m.path.replace("\\", "/").rsplit("/", 1)[-1].split("-")[1]
-        try:
-            with FileSystems.open(m.path) as handle:
-                out.setdefault(step, []).append(json.loads(handle.read()))
-        except Exception:  # noqa: BLE001 - being written right now
-            continue
+    for name, note in read_notes(FileSystems.join(work, "progress-*.json")):
+        out.setdefault(name.split("-")[1], []).append(note)
     return out
 
 

@@ -96,12 +96,10 @@ def preflight(config: CurateConfig, files: list[str]) -> None:
     if first is None:
         return
     try:
-        next(iter(pool.read_pool_file(first, config.url_col, config.caption_col, batch_rows=16)), None)
+        pool.check_columns(first, config.url_col, config.caption_col)
     except pool.MissingColumnError as err:
         raise CurateError(f"{err}: name the pool's columns with --url-col / --caption-col "
                           "(img2dataset's defaults, url and caption, are ours)") from err
-    except pool.PoolReadError:
-        pass  # one bad file is the job's to count, not a reason to stop
 
 
 def default_cache_dir() -> str:

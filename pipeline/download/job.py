@@ -74,17 +74,6 @@ def input_files(patterns: list[str]) -> list[str]:
     return sorted(set(files))
 
 
-def check_columns(path: str, config: DownloadConfig) -> None:
-    """Before the job: the first input file has the URL and caption columns asked for (a wrong
-    name would fail every shard, each with Beam's traceback)."""
-    try:
-        next(iter(pool.read_pool_file(path, config.url_col, config.caption_col, batch_rows=16)), None)
-    except pool.MissingColumnError as err:
-        raise DownloadError(f"{err}: name the input's columns with --url-col / --caption-col") from err
-    except pool.PoolReadError:
-        pass  # an unreadable file is counted and said by the job, file by file
-
-
 def count_rows(path: str, config: DownloadConfig) -> int:
     if pool.pool_format(path) == "parquet" and not path.endswith(".gz"):
         with FileSystems.open(path, compression_type="uncompressed") as handle:
@@ -336,11 +325,7 @@ class RowsDone:
         self.successes += row.status == "success"
         if time.time() - self.last >= NOTE_EVERY:
             self.last = time.time()
-            try:
-                with FileSystems.create(self.path) as handle:
-                    handle.write(json.dumps({"rows": self.rows, "successes": self.successes}).encode())
-            except Exception:  # noqa: BLE001
-                pass
+            progress.write_note(self.path, {"rows": self.rows, "successes": self.successes})
 
 
 class Progress(progress.Watcher):
@@ -356,36 +341,26 @@ class Progress(progress.Watcher):
         super().__init__(stream if stream is not None else sys.stderr)
         self.output, self.total, self.already, self.shard_digits = output, total, set(already), shard_digits
         self.notes = FileSystems.join(output, PROGRESS_DIR)
+        self.counted: dict[int, tuple[int, int]] = {}   # committed shard -> (rows, successes)
 
     def _in_flight(self, committed: set[int]) -> tuple[int, int]:
         rows = successes = 0
-        try:
-            matches = FileSystems.match([FileSystems.join(self.notes, "*.json")])[0].metadata_list
-        except Exception:  # noqa: BLE001 - no note yet
-            return 0, 0
-        for m in matches:
-            name = m.path.replace("\\", "/").rsplit("/", 1)[-1]
-            if not name[:-5].isdigit() or int(name[:-5]) in committed:
-                continue
-            try:
-                with FileSystems.open(m.path) as handle:
-                    note = json.loads(handle.read())
-            except Exception:  # noqa: BLE001 - being written right now
-                continue
-            rows, successes = rows + note.get("rows", 0), successes + note.get("successes", 0)
+        for name, note in progress.read_notes(FileSystems.join(self.notes, "*.json")):
+            if name[:-5].isdigit() and int(name[:-5]) not in committed:
+                rows, successes = rows + note.get("rows", 0), successes + note.get("successes", 0)
         return rows, successes
 
     def text(self) -> str:
         committed = shards.committed_shards(self.output)
         done = committed - self.already
-        rows = successes = 0
-        for shard_id in done:
+        for shard_id in done - self.counted.keys():   # each stats file read once, not every tick
             try:
                 stats = shards.read_shard_stats(self.output, shard_id, self.shard_digits)
             except Exception:  # noqa: BLE001 - a stats file being replaced right now
                 continue
-            rows += stats.get("count", 0)
-            successes += stats.get("successes", 0)
+            self.counted[shard_id] = (stats.get("count", 0), stats.get("successes", 0))
+        rows = sum(self.counted[s][0] for s in done if s in self.counted)
+        successes = sum(self.counted[s][1] for s in done if s in self.counted)
         flight_rows, flight_successes = self._in_flight(committed)
         rows, successes = rows + flight_rows, successes + flight_successes
         elapsed = max(time.time() - self.started, 1e-9)
@@ -436,7 +411,10 @@ def _run_download(config: DownloadConfig, beam_args: list[str] | None) -> dict:
         files = input_files(config.input)
         if not files:
             raise DownloadError(f"no input files in {config.input}")
-        check_columns(files[0], config)
+        try:   # before the job: a wrong name would fail every shard, each with Beam's traceback
+            pool.check_columns(files[0], config.url_col, config.caption_col)
+        except pool.MissingColumnError as err:
+            raise DownloadError(f"{err}: name the input's columns with --url-col / --caption-col") from err
         specs = plan_shards([(f, count_rows(f, config)) for f in files], config.rows_per_shard)
         shard_digits, row_digits = shard_layout(len(specs), config.rows_per_shard)
         _save_plan(plan_path, specs, shard_digits, row_digits, config)

@@ -88,6 +88,16 @@ class MissingColumnError(ValueError):
         self.path, self.role, self.column, self.present = path, role, column, present
 
 
+def check_columns(path: str, url_col: str, caption_col: str) -> None:
+    """Before a job: the file has the URL and caption columns asked for (MissingColumnError if
+    not; a wrong name would fail every file). A file that cannot be read passes: the job counts
+    and names it, file by file."""
+    try:
+        next(iter(read_pool_file(path, url_col, caption_col, batch_rows=16)), None)
+    except PoolReadError:
+        pass
+
+
 def pool_format(path: str) -> str:
     """'parquet', 'csv', 'tsv', 'jsonl' or 'wat', from the file name (an optional .gz aside)."""
     name = path.rsplit("/", 1)[-1].lower()

@@ -3,9 +3,12 @@ place (every TTY_EVERY s); in a log (stderr not a terminal) a plain line every L
 at the end. With the ETA's arithmetic. Used by dedup's stages, download and apply-blocklist."""
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
+
+from apache_beam.io.filesystems import FileSystems
 
 TTY_EVERY = 0.5    # seconds between redraws on a terminal
 LOG_EVERY = 30.0   # seconds between lines in a log
@@ -36,6 +39,37 @@ class Line:
         elif final or now - self.last >= LOG_EVERY:
             print(text, file=self.stream, flush=True)
             self.last = now
+
+
+# Notes: what workers tell the driver's watcher, a small JSON file per shard (local or any Beam file
+# system, so a watcher works the same on a cluster).
+
+
+def write_note(path: str, counts: dict) -> None:
+    """Write (or rewrite) a worker's note; best-effort: a progress line is not worth failing a
+    shard for."""
+    try:
+        with FileSystems.create(path) as handle:
+            handle.write(json.dumps(counts).encode("utf-8"))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def read_notes(pattern: str) -> list[tuple[str, dict]]:
+    """(file name, note) of every note matching `pattern`; none while the folder does not exist,
+    a note being written right now left out."""
+    try:
+        matches = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # noqa: BLE001 - the folder may not exist yet
+        return []
+    out = []
+    for m in matches:
+        try:
+            with FileSystems.open(m.path) as handle:
+                out.append((m.path.replace("\\", "/").rsplit("/", 1)[-1], json.loads(handle.read())))
+        except Exception:  # noqa: BLE001 - being written right now
+            continue
+    return out
 
 
 class Watcher:

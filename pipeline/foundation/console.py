@@ -55,7 +55,11 @@ def configure_logging(verbose: bool) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
         root.addHandler(handler)
     for handler in root.handlers:
-        if not verbose and not any(isinstance(f, _DropNoise) for f in handler.filters):
+        ours = [f for f in handler.filters if isinstance(f, _DropNoise)]
+        if verbose:   # a quiet command earlier in this process left its filter: --verbose shows all
+            for f in ours:
+                handler.removeFilter(f)
+        elif not ours:
             handler.addFilter(_DropNoise())
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     # Beam logs its own progress (stages, bundles, renames) at INFO; faiss its loader

@@ -6,6 +6,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clipdata.pipeline.foundation import console
 from clipdata.pipeline.foundation.console import is_noise
 
 
@@ -47,3 +48,18 @@ def test_a_beam_job_with_worker_processes_prints_only_its_own_lines(tmp_path):
     loud = _curate(tmp_path, "--verbose")
     assert loud.returncode == 0, loud.stderr
     assert sum(1 for line in loud.stderr.splitlines() if line.startswith("INFO:")) >= 10
+
+
+def test_verbose_after_a_quiet_command_in_the_same_process_shows_everything():
+    import logging
+
+    def filtered():
+        return any(isinstance(f, console._DropNoise) for h in logging.getLogger().handlers for f in h.filters)
+
+    try:
+        console.configure_logging(verbose=False)
+        assert filtered() and logging.getLogger().level == logging.WARNING
+        console.configure_logging(verbose=True)
+        assert not filtered() and logging.getLogger().level == logging.INFO
+    finally:
+        console.configure_logging(verbose=False)

@@ -273,18 +273,21 @@ class DownloadShardFn(beam.DoFn):
 
     def process(self, spec: ShardSpec):
         started = time.time()
+        note = None
         if self.config.retry_failed:
             rows = retry_rows(self.config.output, spec.shard_id, self.shard_digits, self.config, self.resizer)
         else:
             table = read_spec(spec, self.config)
             keys = [shards.sample_key(spec.shard_id, i, self.shard_digits, self.row_digits)
                     for i in range(table.num_rows)]
-            rows = download_rows(table, keys, self.config, self.resizer,
-                                 on_row=RowsDone(self.config.output, spec.shard_id).add)
+            note = RowsDone(self.config.output, spec.shard_id)
+            rows = download_rows(table, keys, self.config, self.resizer, on_row=note.add)
         stats = shard_stats(rows, started)
         written = shards.write_shard(self.config.output, spec.shard_id, rows, stats, self.shard_digits,
                                      extra_types={k: v for k, v in PASSTHROUGH.items()
                                                   if rows and k in rows[0].extra})
+        if note is not None:
+            note.close()
         self.shards_done.inc()
         self._count("rows", len(rows))
         self._count("success", written["successes"])
@@ -326,6 +329,15 @@ class RowsDone:
         if time.time() - self.last >= NOTE_EVERY:
             self.last = time.time()
             progress.write_note(self.path, {"rows": self.rows, "successes": self.successes})
+
+    def close(self) -> None:
+        """The shard is committed: its note goes (the driver reads only the shards in flight, so a
+        tick costs reads for the workers' shards, not for every shard done)."""
+        try:
+            if FileSystems.exists(self.path):
+                FileSystems.delete([self.path])
+        except Exception:  # noqa: BLE001 - best-effort, as the note itself
+            pass
 
 
 class Progress(progress.Watcher):

@@ -11,7 +11,7 @@ TORCH  := torch==2.13.0
 # img2dataset imports albumentations, which looks for updates online at import time.
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: venv system-deps test demo bench clean
+.PHONY: venv system-deps test demo bench screenshot clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,17 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed
 
-# Debian packages the tests use: WordNet 3.0 (the real database the query-list tests read).
+# Debian packages the tests use: WordNet 3.0 (the real database the query-list tests read) and
+# Chromium (the pages are checked in a real browser, headless).
 system-deps:
-	@if [ ! -f /usr/share/wordnet/data.noun ]; then \
+	@missing=; \
+	[ -f /usr/share/wordnet/data.noun ] || missing="$$missing wordnet-base"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wordnet-base >/dev/null \
-	    || echo "warning: could not install Debian's wordnet-base; tests that read it will skip"; \
+	  echo "installing Debian packages the tests use:$$missing"; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	    || echo "warning: could not install$$missing; tests that need them skip (the browser tests fail under CI)"; \
 	fi
 
 test: venv system-deps
@@ -42,6 +47,10 @@ bench: venv
 	$(BIN)/python bench/curate.py pipeline
 	$(BIN)/python bench/download.py
 	$(BIN)/python bench/train.py
+
+# The README's screenshot, from the demo's page rendered in headless Chromium (run `make demo` first).
+screenshot: venv system-deps
+	$(BIN)/python tests/browser.py demo_output/index.html pipeline/demo/demo_report.png
 
 clean:
 	rm -rf $(VENV) demo_output bench_output .pytest_cache

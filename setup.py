@@ -48,6 +48,7 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.20",  # the trainer's byte-level BPE
     "tensorboard>=2.14",  # the trainer's TensorBoard event logs
     "scipy>=1.10",  # the contamination report's binomial test
+    "matplotlib>=3.7",  # the plots of the demo page and the contamination report
     "tqdm>=4.62",
     "numpy>=1.24",
     "pillow>=10",

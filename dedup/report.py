@@ -2,9 +2,11 @@
 
 Written into `--output DIR`:
 
-    report.html     self-contained (inline CSS and SVG, thumbnails as base64 data URLs, no script,
-                    nothing fetched): per test set its size, unreadable images, overlap count and %,
-                    a bar chart of overlap % per test set, the histogram of each test image's
+    report.html     self-contained (inline CSS, matplotlib charts and thumbnails as data URLs, no
+                    script, nothing fetched): first what to take away (per test set, how many of its
+                    images have a copy in the training data; training keys blocklisted), then per
+                    test set its size, unreadable images, overlap count and share,
+                    a bar chart of overlap per test set, the histogram of each test image's
                     nearest training-hash distance, every matched pair as test image beside its
                     training twin (thumbnails for the first THUMBS_PER_SET), the candidates the
                     pixel check rejected, unreadable shards; and All / Clean / Overlap accuracy
@@ -31,7 +33,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from clipdata.dedup import significance
 from clipdata.pipeline.foundation.storage import atomic_write
-from clipdata.pipeline.foundation.words import count
+from clipdata.pipeline.foundation import plots
+from clipdata.pipeline.foundation.words import count, percent
 
 THUMBS_PER_SET = 200
 STAGE_WORDS = {"screen": "the stored thumbnail", "pixels": "the pixels", "hash": "the hash alone",
@@ -184,12 +187,16 @@ def e(value) -> str:
 
 
 CSS = """
-body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;padding:0 24px;color:#222;max-width:1200px}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .pair img{width:96px;height:auto;border:1px solid #ccc;background:#fff}
-.small{color:#666;font-size:12px}.cap{max-width:380px;word-break:break-word}.url{max-width:300px;word-break:break-all;font-size:12px;color:#555}
+.small{color:#666;font-size:12px}.cap{min-width:160px;max-width:320px;overflow-wrap:break-word}.check{min-width:260px}
+.url{max-width:220px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:12px;color:#555}
+img.plot{display:block;max-width:100%;height:auto;margin:8px 0}
+.takeaway{background:#fdf0ec;border:1px solid #e8c1b3;border-radius:6px;padding:8px 16px;margin:12px 0}
+.takeaway ul{margin:4px 0;padding-left:20px}
 .note{background:#fff8e1;border:1px solid #f0d890;padding:6px 10px}.err{color:#a00}
 """
 
@@ -201,6 +208,7 @@ def render_html(report: dict, thumbs: dict) -> str:
         "<title>clipdata dedup: contamination report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>Contamination report</h1>",
+        _takeaway_html(report),
         _options_html(report),
         _summary_html(report),
         _overlap_chart(report["test_sets"]),
@@ -233,11 +241,18 @@ def _options_html(report: dict) -> str:
         f'<p class="small">created {e(report["created"])} &middot; shards {e(" ".join(o["shards"]))}</p>'
         f"<p>{count(t['shards'], 'training shard')}, {count(t['train_hashes'], 'training image')} "
         f"({t['train_hashed_from_tar']:,} hashed from the tars), {t['train_images_unreadable']:,} unreadable; "
-        f"{count(t['shards_with_errors'], 'shard')} with errors. Search: pHash views {e(', '.join(o['views']))} "
+        f"{count(t['shards_with_errors'], 'shard')} with errors. Search: pHash of {_views_words(o['views'])} "
         f"within {o['radius']} bits ({e(o['index'])} index){_descriptor_words(o, t)}, "
         f"{t['candidates']:,} candidates; {e(verify)}"
         f"{semantic}.</p>"
     )
+
+
+def _views_words(views: list[str]) -> str:
+    """The test-side views searched, short: the first few by name (report.json lists them all)."""
+    shown = ", ".join(views[:4])
+    more = f" and {len(views) - 4} more crops and borders (report.json lists them)" if len(views) > 4 else ""
+    return e(f"{count(len(views), 'view')} of each test image ({shown}{more})")
 
 
 def _summary_html(report: dict) -> str:
@@ -247,7 +262,7 @@ def _summary_html(report: dict) -> str:
         rows.append(
             f'<tr><td><a href="#set-{e(ts["name"])}">{e(ts["name"])}</a></td><td class="n">{ts["size"]:,}</td>'
             f'<td class="n">{ts["unreadable"]:,}</td><td class="n">{ts["overlap"]:,}</td>'
-            f'<td class="n">{ts["overlap_percent"]:.2f}%</td><td class="n">{ts["matched_pairs"]:,}</td>'
+            f'<td class="n">{percent(ts["overlap"] / ts["size"]) if ts["size"] else "n/a"}</td><td class="n">{ts["matched_pairs"]:,}</td>'
             f'<td class="n">{ts["rejected_pairs"]:,}</td></tr>')
     rows.append("</table>")
     rows.append(f'<p class="small">blocklist.txt: {report["blocklist"]["keys"]:,} training keys to drop '
@@ -255,48 +270,40 @@ def _summary_html(report: dict) -> str:
     return "\n".join(rows)
 
 
+def _takeaway_html(report: dict) -> str:
+    """The first lines a reader sees: per test set, how many of its images are in the training data."""
+    lines = []
+    for ts in report["test_sets"]:
+        share = percent(ts["overlap"] / ts["size"]) if ts["size"] else "n/a"
+        lines.append(f"{ts['name']}: {ts['overlap']:,} of {count(ts['size'], 'test image')} ({share}) "
+                     f"{'has' if ts['overlap'] == 1 else 'have'} a near-duplicate in the training data")
+    keys = report["blocklist"]["keys"]
+    lines.append(f"{count(keys, 'training image')} to remove: blocklist.txt "
+                 "(clipdata dedup apply-blocklist writes shards without them)")
+    return ('<div class="takeaway"><b>What to take away</b><ul>'
+            + "".join(f"<li>{e(line)}</li>" for line in lines) + "</ul></div>")
+
+
 def _overlap_chart(test_sets: list[dict]) -> str:
-    """Horizontal bars: overlap % per test set."""
+    """Horizontal bars: the share of each test set with a copy in the training data."""
     if not test_sets:
         return ""
-    bar_h, label_w, chart_w = 22, 160, 420
-    top = max(max(ts["overlap_percent"] for ts in test_sets), 1.0) * 1.15
-    height = bar_h * len(test_sets) + 10
-    out = [f'<h2>Overlap per test set</h2><svg role="img" '
-           f'width="{label_w + chart_w + 80}" height="{height}" aria-label="overlap percent per test set">']
-    for i, ts in enumerate(test_sets):
-        y = 5 + i * bar_h
-        w = chart_w * ts["overlap_percent"] / top
-        out.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" font-size="12">{e(ts["name"])}</text>'
-                   f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{bar_h - 6}" fill="#d9534f"/>'
-                   f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" font-size="12">{ts["overlap_percent"]:.2f}% '
-                   f'({ts["overlap"]:,})</text>')
-    out.append("</svg>")
-    return "".join(out)
+    shares = [100 * ts["overlap"] / ts["size"] if ts["size"] else 0.0 for ts in test_sets]
+    names = [ts["name"] for ts in test_sets]
+    chart = plots.horizontal_bars(
+        "Test images with a near-duplicate in the training data", names, [("overlap", shares, plots.RED)],
+        xlabel="share of the test set (%)", integer=False,
+        value_text=lambda v: percent(v / 100))
+    return "<h2>Overlap per test set</h2>" + chart
 
 
-def _histogram_svg(ts: dict, radius: int) -> str:
-    """Bars of how many test images have their nearest training hash at each distance 0..64 (the
-    search looks within the radius only: no image has a bar beyond it)."""
-    counts = ts["nearest_distance_histogram"]
-    top = max(max(counts), 1)
-    bar_w, h, left, bottom = 8, 120, 36, 20
-    width = left + 65 * bar_w + 10
-    out = [f'<svg role="img" width="{width}" height="{h + bottom + 10}" '
-           f'aria-label="nearest training hash distance histogram">',
-           f'<text x="{left - 4}" y="14" text-anchor="end" font-size="10">{top:,}</text>',
-           f'<text x="{left - 4}" y="{h + 4}" text-anchor="end" font-size="10">0</text>']
-    for d, n in enumerate(counts):
-        bh = h * n / top
-        fill = "#d9534f" if d <= radius else "#7a9cc6"
-        out.append(f'<rect x="{left + d * bar_w}" y="{h - bh + 4:.1f}" width="{bar_w - 1}" height="{bh:.1f}" '
-                   f'fill="{fill}"><title>{d} bits: {n:,}</title></rect>')
-    x = left + (radius + 1) * bar_w - 0.5
-    out.append(f'<line x1="{x}" y1="0" x2="{x}" y2="{h + 4}" stroke="#333" stroke-dasharray="3,2"/>')
-    for d in range(0, 65, 8):
-        out.append(f'<text x="{left + d * bar_w + 4}" y="{h + 18}" text-anchor="middle" font-size="10">{d}</text>')
-    out.append("</svg>")
-    return "".join(out)
+def _histogram_chart(ts: dict, radius: int) -> str:
+    """How many test images have their nearest training hash at each distance (the search looks
+    within the radius only: no image has a bar beyond it)."""
+    return plots.histogram(
+        f"{ts['name']}: nearest training pHash per test image", ts["nearest_distance_histogram"],
+        xlabel="Hamming distance to the nearest training pHash (bits, of 64)", ylabel="test images",
+        cutoff=radius, cutoff_label=f"search radius ({radius} bits)")
 
 
 def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
@@ -306,19 +313,20 @@ def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
     for i, p in enumerate(pairs[:HTML_LIST_CAP]):
         test_thumb, train_thumb = thumbs.get((p["test_set"], p["test_id"], p["shard"], p["key"]), (None, None))
         cells = []
-        for thumb in (test_thumb, train_thumb):
+        for side, thumb in (("test", test_thumb), ("training", train_thumb)):
             ok = i < with_thumbs and isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
-            cells.append(f'<td class="pair"><img alt="" src="{e(thumb)}"></td>' if ok else "<td>&ndash;</td>")
+            cells.append(f'<td class="pair"><img alt="{side} image" src="{e(thumb)}"></td>' if ok else "<td>&ndash;</td>")
         distance = e(p["view"]) if p["distance"] is None else f"{p['distance']} bits ({e(p['view'])})"
         if p.get("similarity") is not None:
             distance += f"<br><span class=small>descriptor cosine {p['similarity']:.2f}</span>"
-        score = "" if p.get("score") is None else f" {p['score']}"
+        # The score and the measures behind the words stay in the tooltip (and in pairs.csv).
+        tip = "; ".join(x for x in ("" if p.get("score") is None else f"score {p['score']}", p.get("detail") or "") if x)
         rows.append(
             f"<tr>{cells[0]}{cells[1]}<td>{e(p['test_id'])}<br><span class=small>{e(p.get('label'))}</span></td>"
             f"<td>{e(p['key'])}<br><span class=small>{e(p['shard'])}</span></td>"
-            f'<td class="cap">{e(p.get("caption"))}</td><td class="url">{e(p.get("url"))}</td>'
-            f"<td>{distance}</td><td>{e(p.get('reason'))}<br><span class=small title=\"{e(p.get('detail'))}\">"
-            f"decided by {e(STAGE_WORDS.get(p.get('stage'), p.get('stage')))}{e(score)}</span></td></tr>")
+            f'<td class="cap">{e(p.get("caption"))}</td><td><div class="url" title="{e(p.get("url"))}">{e(p.get("url"))}</div></td>'
+            f'<td>{distance}</td><td class="check">{e(p.get("reason"))}<br><span class=small title="{e(tip)}">'
+            f"decided by {e(STAGE_WORDS.get(p.get('stage'), p.get('stage')))}</span></td></tr>")
     rows.append("</table>")
     if len(pairs) > HTML_LIST_CAP:
         rows.append(f'<p class="note">{len(pairs) - HTML_LIST_CAP:,} more pairs are not shown here; '
@@ -329,13 +337,13 @@ def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
 def _test_set_html(ts: dict, radius: int, thumbs: dict) -> str:
     out = [f'<h2 id="set-{e(ts["name"])}">{e(ts["name"])}</h2>',
            f'<p>{e(ts["path"])} ({e(ts["format"])}): {count(ts["size"], "image")}, {ts["unreadable"]:,} unreadable; '
-           f'<b>{ts["overlap"]:,} ({ts["overlap_percent"]:.2f}%)</b> have a near duplicate in the training '
+           f'<b>{ts["overlap"]:,} ({percent(ts["overlap"] / ts["size"]) if ts["size"] else "n/a"})</b> have a near duplicate in the training '
            f'data ({count(ts["matched_pairs"], "pair")}).</p>',
            "<h3>Nearest training hash per test image</h3>",
            f'<p class="small">Hamming distance from each readable test image (its closest view) to the nearest '
            f'training pHash within the search radius ({radius} bits); '
            f'{ts["nearest_distance_none"]:,} images have none that close.</p>',
-           _histogram_svg(ts, radius),
+           _histogram_chart(ts, radius),
            f"<h3>Matched pairs ({ts['matched_pairs']:,})</h3>"]
     if ts["matches"]:
         out += _pair_rows(ts["matches"], thumbs, THUMBS_PER_SET)
@@ -363,7 +371,7 @@ def _test_set_html(ts: dict, radius: int, thumbs: dict) -> str:
 
 def _accuracy_html(report: dict) -> str:
     def pct(x):
-        return "n/a" if x is None else f"{100 * x:.2f}%"
+        return "n/a" if x is None else percent(x)
 
     rows = ["<h2>Accuracy: All / Clean / Overlap</h2>",
             "<table><tr><th>test set</th><th>All</th><th>Clean</th><th>Overlap</th><th>n overlap</th>"
@@ -405,7 +413,7 @@ def summary_table(report: dict, output: str) -> str:
     lines = [f"{'test set':<20}{'images':>10}{'unreadable':>12}{'overlap':>10}{'%':>9}"]
     for ts in report["test_sets"]:
         line = (f"{ts['name']:<20}{ts['size']:>10,}{ts['unreadable']:>12,}{ts['overlap']:>10,}"
-                f"{ts['overlap_percent']:>8.2f}%")
+                f"{percent(ts['overlap'] / ts['size']) if ts['size'] else 'n/a':>9}")
         if "accuracy" in ts:
             line += "  " + significance.describe(significance.SplitAccuracy(
                 **{k: v for k, v in ts["accuracy"].items() if k not in ("missing_count", "unknown_count")}))

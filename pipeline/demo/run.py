@@ -25,6 +25,8 @@ import os
 import random
 import time
 
+from clipdata.pipeline.foundation.words import count, percent
+
 # The generated Wikipedia has ~1M words where the real one has ~4B, so CLIP's thresholds are
 # scaled down with it; the real defaults are in `clipdata queries build --help`.
 DEMO_THRESHOLDS = ["--min-count", "20", "--min-pmi", "12", "--min-bigram-count", "2", "--min-views", "70"]
@@ -141,9 +143,9 @@ def run_demo(args, beam_args: list[str]) -> int:
     # Copies are planted from the web images that reached the shards: curation's balancing drops
     # some of every head class, and a copy of a dropped image is in no training set to be found.
     in_shards = downloaded_web(web, shards)
-    planted = synthetic_web.build_test_set(os.path.join(testsets, "planted"), args.test_images, args.seed + 1,
-                                           planted_from=in_shards, planted_count=args.planted,
-                                           lookalike_count=max(1, args.planted // 2))
+    synthetic_web.build_test_set(os.path.join(testsets, "planted"), args.test_images, args.seed + 1,
+                               planted_from=in_shards, planted_count=args.planted,
+                               lookalike_count=max(1, args.planted // 2))
     synthetic_web.build_test_set(os.path.join(testsets, "heldout"), args.test_images, args.seed + 2,
                                  planted_from=web, planted_count=0)
     dedup = os.path.join(out, "dedup")
@@ -175,7 +177,6 @@ def run_demo(args, beam_args: list[str]) -> int:
     lap("train + zero-shot")
 
     summary = demo_summary(out)
-    summary["planted"] = sum(1 for image in planted["images"] if image["kind"] == "planted")
     summary["chance"] = 1 / len(synthetic_web.make_classes())
     summary["seconds"] = {**seconds, "total": round(time.perf_counter() - started, 1)}
     with open(os.path.join(out, "demo_summary.json"), "w") as f:
@@ -187,11 +188,13 @@ def run_demo(args, beam_args: list[str]) -> int:
     print(f"  shards/               {summary['samples']:,} samples in {summary['shards']} shards")
     for test_set in summary["overlap"]:
         print(f"  dedup/                {test_set['name']}: {test_set['overlap']} of {test_set['size']} test images "
-              f"overlap the shards ({test_set['overlap_percent']:.1f}%)")
+              f"overlap the shards ({percent(test_set['overlap'] / test_set['size'])})")
+    if "planted_found" in summary:
+        print(f"                        {takeaway_contamination(summary)}")
     print(f"  shards_clean/         {summary['clean_samples']:,} samples after the blocklist")
     if summary.get("zeroshot_top1") is not None:
-        print(f"  train/                zero-shot top-1 {100 * summary['zeroshot_top1']:.1f}% on the held-out test "
-              f"set (chance {100 * summary['chance']:.1f}%)")
+        print(f"  train/                zero-shot top-1 {percent(summary['zeroshot_top1'])} on the held-out test "
+              f"set (chance {percent(summary['chance'])})")
     print("  time per step: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()))
     print(f"Open {index} for the page with every output and plot.")
     return 0
@@ -223,6 +226,7 @@ def demo_summary(out: str) -> dict:
                "samples": manifest["totals"]["samples"], "download_errors": manifest["totals"].get("errors", {})}
     if report:
         summary["overlap"] = [{k: s[k] for k in ("name", "size", "overlap", "overlap_percent")} for s in report["test_sets"]]
+        summary.update(planted_outcome(out, report))
     if clean:
         summary["clean_samples"] = clean["totals"]["samples"]
     log = os.path.join(out, "train", "log.jsonl")
@@ -231,3 +235,32 @@ def demo_summary(out: str) -> dict:
         summary["zeroshot_top1"] = evals[-1]["zeroshot/top1"] if evals else None
         summary["zeroshot_top5"] = evals[-1].get("zeroshot/top5") if evals else None
     return summary
+
+
+def planted_outcome(out: str, report: dict) -> dict:
+    """What the contamination check found of what the demo planted: copies found of those planted,
+    lookalikes (same class, different picture) and held-out images wrongly flagged."""
+    flagged = {s["name"]: set(s["overlap_ids"]) for s in report["test_sets"]}
+    outcome = {}
+    path = os.path.join(out, "testsets", "planted", "test_set.json")
+    if os.path.exists(path) and "planted" in flagged:
+        images = json.load(open(path))["images"]
+        copies = [i["path"] for i in images if i["kind"] == "planted"]
+        lookalikes = [i["path"] for i in images if i["kind"] == "lookalike"]
+        outcome.update(planted=len(copies), planted_found=sum(p in flagged["planted"] for p in copies),
+                       lookalikes=len(lookalikes),
+                       lookalikes_flagged=sum(p in flagged["planted"] for p in lookalikes))
+    if "heldout" in flagged:
+        size = next(s["size"] for s in report["test_sets"] if s["name"] == "heldout")
+        outcome.update(heldout=size, heldout_flagged=len(flagged["heldout"]))
+    return outcome
+
+
+def takeaway_contamination(summary: dict) -> str:
+    """The demo's contamination outcome in one sentence (the console's summary and the page's first line)."""
+    parts = [f"{summary['planted_found']} of {count(summary['planted'], 'planted copy', 'planted copies')} found"]
+    if summary.get("lookalikes"):
+        parts.append(f"{summary['lookalikes_flagged']} of {count(summary['lookalikes'], 'lookalike')} flagged")
+    if "heldout" in summary:
+        parts.append(f"{summary['heldout_flagged']} of {count(summary['heldout'], 'held-out image')} flagged")
+    return ", ".join(parts)

@@ -425,7 +425,7 @@ def test_html_is_self_contained_and_escapes_web_text(world):
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     pairs = world["report"]["training"]["candidates"]
     assert html_count(page, "data:image/jpeg;base64,") == 2 * pairs   # test image beside its twin
-    assert "<svg" in page and "shapes" in page
+    assert '<img class="plot"' in page and "shapes" in page
 
 
 def html_count(page: str, needle: str) -> int:

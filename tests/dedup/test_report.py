@@ -100,9 +100,10 @@ def test_files_are_written_and_html_is_self_contained_and_escaped(tmp_path):
     assert len(sources) == 2 * 5
     small = Image.open(io.BytesIO(base64.b64decode(sources[0].split(",", 1)[1])))
     assert max(small.size) <= candidates.THUMB_SIZE
-    assert page.count("<svg") == 1 + 2                           # overlap bars + a histogram per set
+    assert page.count('<img class="plot"') == 1 + 2              # overlap bars + a histogram per set
+    assert "What to take away" in page and "cifar&lt;10&gt;: 4 of 40 test images (10.0%) have" in page
     assert written["blocklist"]["keys"] == 3
-    assert "10.00%" in report.summary_table(written, str(tmp_path))
+    assert "10.0%" in report.summary_table(written, str(tmp_path))
 
 
 def html_escaped(text: str) -> str:

@@ -9,12 +9,21 @@ from clipdata.pipeline import cli
 from clipdata.pipeline.inspect import shard_check
 from clipdata.query_lists import entries
 
+import browser
 
-@pytest.mark.slow
-def test_demo_runs_every_stage(tmp_path):
-    out = str(tmp_path / "demo")
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One reduced demo run; its outputs are read by the tests below."""
+    out = str(tmp_path_factory.mktemp("demo") / "demo")
     assert cli.main(["demo", "--output", out, "--pages", "400", "--images", "400", "--test-images", "80",
                      "--planted", "8", "--train-steps", "24", "--batch-size", "32"]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage(demo):
+    out = demo
 
     queries = entries.load_entries(os.path.join(out, "queries", "queries.txt"))
     assert queries[:100] == [str(i) for i in range(100)]
@@ -63,9 +72,16 @@ def test_demo_runs_every_stage(tmp_path):
     page = open(os.path.join(out, "index.html")).read()
     for section in ("Query list", "Curate", "Download", "Contamination", "Train"):
         assert section in page
-    assert "<script" not in page and "<svg" in page
+    assert "<script" not in page and page.count('<img class="plot"') == 5
+    # what to take away comes first, and says what the report says
+    first = page.split("What to take away", 1)[1].split("</ul>", 1)[0]
+    assert "8 of 8 planted copies of training images found" in first
+    assert "0 of 80 held-out test images flagged" in first
     summary = json.load(open(os.path.join(out, "demo_summary.json")))
     assert summary["samples"] == manifest["totals"]["samples"]
+    assert (summary["planted"], summary["planted_found"], summary["heldout"], summary["heldout_flagged"]) == (8, 8, 80, 0)
+    assert summary["lookalikes"] == 4 and summary["lookalikes_flagged"] == len(
+        {i["path"] for i in planted["images"] if i["kind"] == "lookalike"} & set(by_name["planted"]["overlap_ids"]))
     steps = summary["seconds"]
     assert list(steps)[:4] == ["queries", "synthetic web", "curate", "download"] and "train + zero-shot" in steps
     assert 0 < sum(v for k, v in steps.items() if k != "total") <= steps["total"] + 0.05 * len(steps)  # rounding
@@ -77,3 +93,29 @@ def _shard_rows(folder):
 
     return [r for f in sorted(os.listdir(folder)) if f.endswith(".parquet")
             for r in pq.read_table(os.path.join(folder, f)).to_pylist()]
+
+
+@pytest.mark.slow
+def test_pages_load_in_a_real_browser_with_every_chart_and_thumbnail(demo):
+    """index.html and report.html in headless Chromium at a normal screen's width: every image and
+    chart loads, no console error, nothing wider than the window."""
+    chromium = browser.chromium_path()
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium on this machine: `make system-deps` installs Debian's chromium")
+        pytest.skip("no Chromium installed (make system-deps installs it)")
+    with browser.Browser(chromium) as b:
+        index = b.load(os.path.join(demo, "index.html"), width=1280)
+        assert index.errors == []
+        assert len(index.images) == 5 and all(i["loaded"] and i["width"] > 300 for i in index.images), index.images
+        assert index.overflow_px == 0
+        assert "What to take away" in index.text and "8 of 8 planted copies" in index.text
+
+        report = b.load(os.path.join(demo, "dedup", "report.html"), width=1280)
+        assert report.errors == []
+        charts = [i for i in report.images if i["width"] > 300]        # overlap bars + a histogram per set
+        thumbs = [i for i in report.images if i["width"] <= 300]
+        assert len(charts) == 3 and len(thumbs) >= 2 * 8
+        assert all(i["loaded"] for i in report.images), [i for i in report.images if not i["loaded"]]
+        assert report.overflow_px == 0
+        assert "What to take away" in report.text

@@ -32,7 +32,7 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from clipdata.pipeline.foundation import beam_runner
 from clipdata.pipeline.foundation.storage import delete_matching
-from clipdata.query_lists import assemble, entries, ngrams, pageviews as pageview_lines, wikidump, wordnet
+from clipdata.query_lists import assemble, entries, ngrams, pageviews as pageview_lines, progress, wikidump, wordnet
 
 # Compressed bytes of dump per work item: ~700 work items for a full English Wikipedia.
 DUMP_BYTES_PER_WORK_ITEM = 32 * 1024 * 1024
@@ -87,8 +87,9 @@ class CountNgramsFn(beam.DoFn):
     cost 5x the time of reading the dump.
     """
 
-    def __init__(self, n_partitions: int):
+    def __init__(self, n_partitions: int, notes: str):
         self.n_partitions = n_partitions
+        self.notes = notes  # the folder of the progress notes
         self.pages = Metrics.counter("queries", "pages_counted")
         self.words = Metrics.counter("queries", "words_counted")
         self.text_bytes = Metrics.counter("queries", "wikitext_bytes")
@@ -101,12 +102,16 @@ class CountNgramsFn(beam.DoFn):
     def process(self, work_item):
         path, start, end = work_item
         words, pairs = Counter(), Counter()
+        note = progress.Note(self.notes, "dump", path, start)
+        articles = 0
         try:
-            for page in wikidump.read_pages(path, start, end):
+            for page in wikidump.read_pages(path, start, end,
+                                            on_read=lambda n: note.update(bytes=n, articles=articles)):
                 reason = wikidump.is_article(page)
                 if reason:
                     self.skipped[reason].inc()
                     continue
+                articles += 1
                 self.pages.inc()
                 self.text_bytes.inc(len(page.text))
                 self.words.inc(ngrams.count_ngrams(wikidump.plain_text(page.text), words, pairs))
@@ -117,6 +122,8 @@ class CountNgramsFn(beam.DoFn):
             self.errors.inc()
             yield TaggedOutput("errors", str(err))
             return
+        finally:
+            note.done(articles=articles)
         yield from self._emit(words, pairs)
 
     def _emit(self, words: Counter, pairs: Counter):
@@ -156,9 +163,10 @@ class SumCounts(beam.CombineFn):
 class ParseViewsFn(beam.DoFn):
     """(file, raw line) -> (title, views) for lines that count; other lines counted by reason."""
 
-    def __init__(self, project: str, min_line_views: int):
+    def __init__(self, project: str, min_line_views: int, notes: str):
         self.project = project
         self.min_line_views = min_line_views
+        self.notes = notes  # the folder of the progress notes
         self._counters = {}
 
     def _count(self, reason: str) -> None:
@@ -169,8 +177,13 @@ class ParseViewsFn(beam.DoFn):
     def process(self, path):
         # One file per call rather than Beam's ReadFromText: that reader silently stops at the cut
         # of a truncated .gz/.bz2 (half a day of views would vanish); iter_lines raises instead.
+        note = progress.Note(self.notes, "views", path)
+        lines = 0
         try:
             for raw in pageview_lines.iter_lines(path):
+                lines += 1
+                if lines % 4096 == 0:
+                    note.update(lines=lines)
                 outcome = pageview_lines.line_views(raw, self.project, self.min_line_views)
                 if isinstance(outcome, str):
                     self._count(outcome)
@@ -180,6 +193,8 @@ class ParseViewsFn(beam.DoFn):
         except (OSError, EOFError) as err:
             self._count("file_errors")
             yield TaggedOutput("errors", f"{path}: {err}")
+        finally:
+            note.done(lines=lines)
 
 
 def _attach_count(keyed, which: str):
@@ -211,7 +226,7 @@ class CountWikipedia(beam.PTransform):
         counted = (
             work_items
             | "SpreadWork" >> beam.Reshuffle()
-            | "CountNgrams" >> beam.ParDo(CountNgramsFn(self.n_partitions)).with_outputs("words", "pairs", "errors")
+            | "CountNgrams" >> beam.ParDo(CountNgramsFn(self.n_partitions, counts_dir(self.config.output))).with_outputs("words", "pairs", "errors")
         )
         # (partition, {word: count}) with every count of the dump summed.
         word_parts = counted.words | "SumWords" >> beam.CombinePerKey(SumCounts())
@@ -268,7 +283,7 @@ class CountTitles(beam.PTransform):
         parsed = (
             files
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseViews" >> beam.ParDo(ParseViewsFn(cfg.project, cfg.min_line_views)).with_outputs(
+            | "ParseViews" >> beam.ParDo(ParseViewsFn(cfg.project, cfg.min_line_views, counts_dir(cfg.output))).with_outputs(
                 "errors", main="views")
         )
         popular = (
@@ -372,9 +387,23 @@ def run_counts(config: BuildConfig, beam_args: list[str]) -> dict:
         popular, view_errors = p | "PageviewFiles" >> beam.Create(view_files) | "CountTitles" >> CountTitles(config)
         popular | "WriteTitles" >> beam.io.WriteToText(prefixes["titles"], ".tsv")
         view_errors | "WriteViewErrors" >> beam.io.WriteToText(prefixes["view_errors"], ".txt")
-    result = p.run()
-    result.wait_until_finish()
+    notes = FileSystems.join(out, "progress-")
+    delete_matching(notes)
+    with progress.BuildWatcher(out, dump_bytes(work), len(view_files)):
+        result = p.run()
+        result.wait_until_finish()
+    delete_matching(notes)
     return beam_runner.counters(result)
+
+
+def dump_bytes(work: list[tuple[str, int, int | None]]) -> int:
+    """File bytes the work items cover (a range to the end of its file counts to the file's size)."""
+    total = 0
+    for path, start, end in work:
+        if end is None:
+            end = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        total += end - start
+    return total
 
 
 def _ranked(lines: list[str], score_columns: int) -> list[tuple]:

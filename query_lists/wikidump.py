@@ -25,7 +25,7 @@ import bz2
 import codecs
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 from xml.parsers import expat
 
 import mwparserfromhell
@@ -185,6 +185,14 @@ def _raw_chunks(f, start: int, end: int | None) -> Iterator[bytes]:
         yield chunk
 
 
+def _told(chunks: Iterator[bytes], on_read: Callable[[int], None]) -> Iterator[bytes]:
+    read = 0
+    for chunk in chunks:
+        read += len(chunk)
+        on_read(read)
+        yield chunk
+
+
 def _bz2_pieces(chunks: Iterator[bytes], position: _Position) -> Iterator[bytes]:
     """Decompress a run of concatenated bz2 streams; every stream must be complete."""
     decompressor = bz2.BZ2Decompressor()
@@ -222,11 +230,13 @@ def _bz2_pieces(chunks: Iterator[bytes], position: _Position) -> Iterator[bytes]
 # Decompressed pieces -> pages
 
 
-def read_pages(path: str, start: int = 0, end: int | None = None) -> Iterator[Page]:
+def read_pages(path: str, start: int = 0, end: int | None = None,
+               on_read: Callable[[int], None] | None = None) -> Iterator[Page]:
     """Pages of a dump, or of the bz2 streams in bytes [start, end) of a multistream dump.
 
     Reading to EOF (end=None) requires the closing `</mediawiki>`, so a dump cut at a stream or
-    page boundary is reported rather than read as a shorter dump.
+    page boundary is reported rather than read as a shorter dump. `on_read(n)` is told the file
+    bytes of the range read so far, after each chunk (for progress).
     """
     position = _Position(path, start)
     with _open(path) as f:
@@ -234,6 +244,8 @@ def read_pages(path: str, start: int = 0, end: int | None = None) -> Iterator[Pa
         head = f.read(len(BZ2_MAGIC))
         f.seek(start)
         chunks = _raw_chunks(f, start, end)
+        if on_read is not None:
+            chunks = _told(chunks, on_read)
         if head == BZ2_MAGIC:
             pieces = _bz2_pieces(chunks, position)
         elif path.endswith(".bz2") and head:

@@ -9,10 +9,12 @@ import gzip
 import json
 import math
 import os
+import re
 
 import pytest
 
 from clipdata.pipeline import cli
+from clipdata.pipeline.foundation.words import size as size_words
 from clipdata.query_lists import build, entries, synthetic
 
 PAGES = [
@@ -69,12 +71,22 @@ def build_args(folder, dump, index, output):
 
 
 @pytest.mark.parametrize("multistream", [False, True], ids=["plain", "multistream"])
-def test_build_gives_the_hand_counted_list(tmp_path, monkeypatch, multistream):
+def test_build_gives_the_hand_counted_list(tmp_path, monkeypatch, capsys, multistream):
     # One bz2 stream per work item, so the multistream run really is split four ways.
     monkeypatch.setattr(build, "DUMP_BYTES_PER_WORK_ITEM", 1)
     dump, index = write_sources(str(tmp_path), multistream)
     output = str(tmp_path / "out")
     assert cli.main(build_args(str(tmp_path), dump, index, output)) == 0
+
+    # The progress line's last word: every byte of the dump read (of a multistream dump, the
+    # streams its index lists), the articles, the pageview files.
+    last = [line for line in capsys.readouterr().err.splitlines() if line.startswith("queries: ")][-1]
+    read = re.match(r"queries: Wikipedia (\S+ \S+) of (\S+ \S+) read \(", last)
+    assert read and read.group(1) == read.group(2), last
+    if not multistream:
+        assert read.group(1) == size_words(os.path.getsize(dump))
+    assert "2 articles counted, pageviews 2/2 files (9 lines) in " in last
+    assert not [f for f in os.listdir(os.path.join(output, "counts")) if f.startswith("progress-")]
 
     assert entries.load_entries(os.path.join(output, "queries.txt")) == EXPECTED_ENTRIES
     sidecar = json.loads(open(os.path.join(output, "queries.json")).read())

@@ -102,7 +102,7 @@ class CountNgramsFn(beam.DoFn):
     def process(self, work_item):
         path, start, end = work_item
         words, pairs = Counter(), Counter()
-        note = progress.Note(self.notes, "dump", path, start)
+        note = progress.work_note(self.notes, "dump", path, start)
         articles = 0
         try:
             for page in wikidump.read_pages(path, start, end,
@@ -177,7 +177,7 @@ class ParseViewsFn(beam.DoFn):
     def process(self, path):
         # One file per call rather than Beam's ReadFromText: that reader silently stops at the cut
         # of a truncated .gz/.bz2 (half a day of views would vanish); iter_lines raises instead.
-        note = progress.Note(self.notes, "views", path)
+        note = progress.work_note(self.notes, "views", path)
         lines = 0
         try:
             for raw in pageview_lines.iter_lines(path):

@@ -14,36 +14,19 @@ import zlib
 
 from apache_beam.io.filesystems import FileSystems
 
-from clipdata.pipeline.foundation.progress import Watcher, eta, read_notes, write_note
+from clipdata.pipeline.foundation.progress import Note, Watcher, eta, read_notes
 from clipdata.pipeline.foundation.words import count, size
-
-NOTE_EVERY = 5.0   # seconds between a worker's notes on one work item
-
 
 def note_name(kind: str, path: str, start: int = 0) -> str:
     """The note of one work item: a dump range (path, start) or a pageview file."""
     return f"progress-{kind}-{zlib.crc32(path.encode('utf-8')):08x}-{start}.json"
 
 
-class Note:
-    """A worker's running counts for one work item, written at most every NOTE_EVERY s (`update`)
-    and once at the end (`done`)."""
-
-    def __init__(self, folder: str, kind: str, path: str, start: int = 0):
-        self.path = FileSystems.join(folder, note_name(kind, path, start))
-        self.counts: dict = {"kind": kind}
-        self.last = 0.0
-
-    def update(self, **counts) -> None:
-        self.counts.update(counts)
-        now = time.monotonic()
-        if now - self.last >= NOTE_EVERY:
-            self.last = now
-            write_note(self.path, self.counts)
-
-    def done(self, **counts) -> None:
-        self.counts.update(counts, done=True)
-        write_note(self.path, self.counts)
+def work_note(folder: str, kind: str, path: str, start: int = 0) -> Note:
+    """A worker's note on one work item, its kind ("dump", "views") among its counts."""
+    note = Note(FileSystems.join(folder, note_name(kind, path, start)))
+    note.counts["kind"] = kind
+    return note
 
 
 class BuildWatcher(Watcher):

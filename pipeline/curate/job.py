@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from clipdata.pipeline.curate import balance, text, work_files
+from clipdata.pipeline.curate import balance, progress, text, work_files
 from clipdata.pipeline.curate.steps import BalanceEntries, DedupPairs, MatchPool, parquet_bytes
 from clipdata.pipeline.foundation import beam_runner, folder_lock, pool
 from clipdata.pipeline.foundation.storage import atomic_write, clear_folder
@@ -218,8 +218,9 @@ def _run_curate(config: CurateConfig, files: list[str], beam_args: list[str] | N
     matched_counts | "SaveMatchedCounts" >> beam.Map(_write_counts, matched_path).with_output_types(Any)
     kept_counts | "SaveKeptCounts" >> beam.Map(_write_counts, kept_path).with_output_types(Any)
     try:
-        result = p.run()
-        result.wait_until_finish()
+        with progress.CurateWatcher(work_dir, progress.file_sizes(files)):
+            result = p.run()
+            result.wait_until_finish()
     finally:
         work_files.delete_folder(work_dir)
     counters = beam_runner.counters(result)

@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 from apache_beam.utils import shared
 
-from clipdata.pipeline.curate import work_files
+from clipdata.pipeline.curate import progress, work_files
 from clipdata.pipeline.curate.rows import (DROPPED_SCHEMA, balance_partition, curated_table, entry_counts,
                                            keep_first_copies, match_rows, partition_of, read_partition_rows)
 from clipdata.pipeline.foundation import pool
@@ -95,13 +95,18 @@ class MatchPieceFn(beam.DoFn):
         stats = wat.WatStats()
         writer = work_files.PartitionWriter(work_files.unique_path(self.work_dir, f"matched-{name}"), self.partitions)
         drops = []
-        read = 0
+        read = n_matched = 0
+        share, piece_rows = pool.piece_share(path, first_group, end_group)
+        note = progress.piece_note(self.work_dir, name, path)
+        note.update(share=share, piece_rows=piece_rows, rows=0, matched=0)
         try:
             for batch in pool.read_pool_file(path, cfg.url_col, cfg.caption_col, cfg.batch_rows, wat_stats=stats,
                                              row_groups=None if whole else (first_group, end_group)):
                 read += batch.num_rows
                 _count(self.counters, "rows_read", batch.num_rows)
                 matched, dropped = match_rows(batch, self.matcher, cfg.max_caption_chars, self.patterns)
+                n_matched += matched.num_rows
+                note.update(rows=read, matched=n_matched)
                 _count(self.counters, "rows_matched", matched.num_rows)
                 _count_drops(self.counters, dropped)
                 drops.append(dropped)
@@ -112,6 +117,7 @@ class MatchPieceFn(beam.DoFn):
             _count(self.counters, "files_unreadable", 1)
             error = {"file": path, "rows_read": read, "error": str(err)}
             atomic_write(FileSystems.join(self.errors_dir, f"{name}.json"), json.dumps(error).encode("utf-8"))
+        note.done(rows=read, matched=n_matched)
         for reason, n in stats.drops.items():
             _count(self.counters, f"wat_links_{reason}", n)
         atomic_write(FileSystems.join(self.dropped_dir, f"read-{name}.parquet"),

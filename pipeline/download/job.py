@@ -319,25 +319,18 @@ class RowsDone:
     images as they come, not when a 10,000-row shard commits."""
 
     def __init__(self, output: str, shard_id: int):
-        self.path = FileSystems.join(output, PROGRESS_DIR, f"{shard_id}.json")
+        self.note = progress.Note(FileSystems.join(output, PROGRESS_DIR, f"{shard_id}.json"), every=NOTE_EVERY)
         self.rows = self.successes = 0
-        self.last = time.time()
 
     def add(self, row: shards.ShardRow) -> None:
         self.rows += 1
         self.successes += row.status == "success"
-        if time.time() - self.last >= NOTE_EVERY:
-            self.last = time.time()
-            progress.write_note(self.path, {"rows": self.rows, "successes": self.successes})
+        self.note.update(rows=self.rows, successes=self.successes)
 
     def close(self) -> None:
         """The shard is committed: its note goes (the driver reads only the shards in flight, so a
         tick costs reads for the workers' shards, not for every shard done)."""
-        try:
-            if FileSystems.exists(self.path):
-                FileSystems.delete([self.path])
-        except Exception:  # noqa: BLE001 - best-effort, as the note itself
-            pass
+        self.note.remove()
 
 
 class Progress(progress.Watcher):

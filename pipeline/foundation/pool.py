@@ -174,6 +174,23 @@ def pool_pieces(path: str, rows_per_piece: int = DEFAULT_BATCH_ROWS) -> list[tup
     return pieces or [(path, 0, -1)]
 
 
+def piece_share(path: str, first_group: int, end_group: int) -> tuple[float, int | None]:
+    """(the share of its file's bytes a piece from pool_pieces holds, its rows): row groups
+    [first, end) of a parquet file by their compressed size; (1.0, None) for a whole file (end < 0)
+    or when the footer cannot be read. For progress: the shares of a file's pieces sum to 1."""
+    if end_group < 0:
+        return 1.0, None
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+    except (pa.ArrowException, OSError, ValueError):
+        return 1.0, None
+    sizes = [sum(metadata.row_group(g).column(c).total_compressed_size for c in range(metadata.num_columns))
+             for g in range(metadata.num_row_groups)]
+    rows = sum(metadata.row_group(g).num_rows for g in range(first_group, end_group))
+    return sum(sizes[first_group:end_group]) / (sum(sizes) or 1), rows
+
+
 def read_pool_file(path: str, url_col: str = "url", caption_col: str = "caption",
                    batch_rows: int = DEFAULT_BATCH_ROWS,
                    wat_stats=None, row_groups: tuple[int, int] | None = None) -> Iterator[pa.RecordBatch]:

@@ -1,6 +1,7 @@
 """A status line for long work, as every command shows it: on a terminal one line redrawn in
 place (every TTY_EVERY s); in a log (stderr not a terminal) a plain line every LOG_EVERY s and
-at the end. With the ETA's arithmetic. Used by dedup's stages, download and apply-blocklist."""
+at the end. With the ETA's arithmetic, and the notes workers write for a driver's watcher. Used by
+queries build, curate, dedup's stages, download and apply-blocklist."""
 from __future__ import annotations
 
 import json
@@ -70,6 +71,39 @@ def read_notes(pattern: str) -> list[tuple[str, dict]]:
         except Exception:  # noqa: BLE001 - being written right now
             continue
     return out
+
+
+NOTE_EVERY = 5.0   # seconds between a worker's notes on one work item
+
+
+class Note:
+    """A worker's running counts for one work item (a dump range, a pool piece, a shard) in the
+    note file `path`: written at most every NOTE_EVERY s (`update`) and once at the end (`done`,
+    which adds done=True). Cost: one small write per work item every NOTE_EVERY s."""
+
+    def __init__(self, path: str, every: float = NOTE_EVERY):
+        self.path, self.every = path, every
+        self.counts: dict = {}
+        self.last = 0.0
+
+    def update(self, **counts) -> None:
+        self.counts.update(counts)
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            write_note(self.path, self.counts)
+
+    def done(self, **counts) -> None:
+        self.counts.update(counts, done=True)
+        write_note(self.path, self.counts)
+
+    def remove(self) -> None:
+        """The work item is committed and counted elsewhere: its note goes (best-effort)."""
+        try:
+            if FileSystems.exists(self.path):
+                FileSystems.delete([self.path])
+        except Exception:  # noqa: BLE001 - best-effort, as the note itself
+            pass
 
 
 class Watcher:

@@ -192,12 +192,12 @@ h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .pair img{width:96px;height:auto;border:1px solid #ccc;background:#fff}
-.small{color:#666;font-size:12px}.cap{min-width:160px;max-width:320px;overflow-wrap:break-word}.check{min-width:260px}
-.url{max-width:220px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:12px;color:#555}
+.small{color:#666;font-size:12px}.cap{min-width:120px;max-width:300px;overflow-wrap:break-word}.check{min-width:200px}.id{max-width:170px;overflow-wrap:anywhere}
+.url{max-width:160px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:12px;color:#555}
 img.plot{display:block;max-width:100%;height:auto;margin:8px 0}
 .takeaway{background:#fdf0ec;border:1px solid #e8c1b3;border-radius:6px;padding:8px 16px;margin:12px 0}
 .takeaway ul{margin:4px 0;padding-left:20px}
-.note{background:#fff8e1;border:1px solid #f0d890;padding:6px 10px}.err{color:#a00}
+.scroll{overflow-x:auto}.note{background:#fff8e1;border:1px solid #f0d890;padding:6px 10px}.err{color:#a00}
 """
 
 
@@ -307,7 +307,7 @@ def _histogram_chart(ts: dict, radius: int) -> str:
 
 
 def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
-    rows = ["<table><tr><th>test image</th><th>training image</th><th>test id / label</th>"
+    rows = ['<div class="scroll"><table><tr><th>test image</th><th>training image</th><th>test id / label</th>'
             "<th>training key / shard</th><th>caption</th><th>url</th><th>distance</th>"
             "<th>check</th></tr>"]
     for i, p in enumerate(pairs[:HTML_LIST_CAP]):
@@ -322,12 +322,12 @@ def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
         # The score and the measures behind the words stay in the tooltip (and in pairs.csv).
         tip = "; ".join(x for x in ("" if p.get("score") is None else f"score {p['score']}", p.get("detail") or "") if x)
         rows.append(
-            f"<tr>{cells[0]}{cells[1]}<td>{e(p['test_id'])}<br><span class=small>{e(p.get('label'))}</span></td>"
+            f"<tr>{cells[0]}{cells[1]}<td class=id>{e(p['test_id'])}<br><span class=small>{e(p.get('label'))}</span></td>"
             f"<td>{e(p['key'])}<br><span class=small>{e(p['shard'])}</span></td>"
             f'<td class="cap">{e(p.get("caption"))}</td><td><div class="url" title="{e(p.get("url"))}">{e(p.get("url"))}</div></td>'
             f'<td>{distance}</td><td class="check">{e(p.get("reason"))}<br><span class=small title="{e(tip)}">'
             f"decided by {e(STAGE_WORDS.get(p.get('stage'), p.get('stage')))}</span></td></tr>")
-    rows.append("</table>")
+    rows.append("</table></div>")
     if len(pairs) > HTML_LIST_CAP:
         rows.append(f'<p class="note">{len(pairs) - HTML_LIST_CAP:,} more pairs are not shown here; '
                     "pairs.csv holds them all.</p>")

@@ -119,3 +119,5 @@ def test_pages_load_in_a_real_browser_with_every_chart_and_thumbnail(demo):
         assert all(i["loaded"] for i in report.images), [i for i in report.images if not i["loaded"]]
         assert report.overflow_px == 0
         assert "What to take away" in report.text
+        for page in ("index.html", os.path.join("dedup", "report.html")):   # a smaller screen: no sideways scroll
+            assert b.load(os.path.join(demo, page), width=1024).overflow_px == 0, page

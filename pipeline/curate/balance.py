@@ -32,8 +32,9 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def keep_probability(counts: np.ndarray, max_per_entry: int) -> np.ndarray:
-    """min(1, t / count_e) per entry; entries nothing matched get 1 (never used)."""
+def keep_probability(counts: np.ndarray, max_per_entry: int | np.ndarray) -> np.ndarray:
+    """min(1, t / count_e) per entry; entries nothing matched get 1 (never used). t is one number
+    or one per entry (worldwide lists: each entry its language's t)."""
     counts = np.asarray(counts, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return np.where(counts > max_per_entry, max_per_entry / np.maximum(counts, 1), 1.0)
@@ -57,7 +58,7 @@ def keep_mask(
     offsets: np.ndarray,
     entry_ids: np.ndarray,
     counts: np.ndarray,
-    max_per_entry: int = DEFAULT_MAX_PER_ENTRY,
+    max_per_entry: int | np.ndarray = DEFAULT_MAX_PER_ENTRY,
     seed: int = 0,
 ) -> np.ndarray:
     """Which pairs of a batch balancing keeps. A pair with no matched entry is never kept."""
@@ -79,3 +80,40 @@ def keep_mask(
     kept = np.logical_or.reduceat(hit, starts)
     kept &= np.diff(offsets) > 0
     return kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Worldwide (MetaCLIP 2): one t per language, each leaving the same tail share as English's t
+
+
+def tail_share(counts: np.ndarray, t: int) -> float:
+    """The share of all matches that entries matched fewer than t times hold: the part of the data
+    balancing at t leaves whole (MetaCLIP 2's `t_to_p`)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    return float(counts[counts < t].sum() / total) if total else 0.0
+
+
+def threshold_for_share(counts: np.ndarray, share: float) -> int:
+    """The t that leaves about `share` of a language's matches in its tail (MetaCLIP 2's `p_to_t`):
+    the count of the entry, ascending, at which the running share of matches is nearest `share`.
+    Unlike MetaCLIP 2's, entries nothing matched are left out first, so a small language never
+    gets t = 0 (which would drop every one of its pairs); t is at least 1."""
+    counts = np.sort(np.asarray(counts, dtype=np.int64))
+    counts = counts[counts > 0]
+    if not len(counts):
+        return 1
+    running = np.cumsum(counts) / counts.sum()
+    return max(1, int(counts[int(np.abs(running - share).argmin())]))
+
+
+def language_thresholds(counts_by_language: dict[str, np.ndarray], t: int, reference: str = "en") -> dict[str, int]:
+    """t per language: `reference` (English) keeps t; every other language the t that leaves the
+    same tail share of its matches as t leaves of English's. Without the reference language, or
+    when nothing of it matched, every language keeps t."""
+    reference_counts = counts_by_language.get(reference)
+    if reference_counts is None or not np.asarray(reference_counts).sum():
+        return {language: t for language in counts_by_language}
+    share = tail_share(reference_counts, t)
+    return {language: (t if language == reference else threshold_for_share(counts, share))
+            for language, counts in counts_by_language.items()}

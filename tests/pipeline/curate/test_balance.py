@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from clipdata.pipeline.curate import balance
 
@@ -87,3 +88,63 @@ def test_keep_mask_is_the_draw_rule_on_every_match():
     hit = balance.draws(5, hashes, offsets, entry_ids) < balance.keep_probability(counts, 100)[entry_ids]
     plain = np.array([hit[a:b].any() for a, b in zip(offsets[:-1], offsets[1:])])
     assert np.array_equal(balance.keep_mask(hashes, offsets, entry_ids, counts, 100, 5), plain)
+
+
+# ---------------------------------------------------------------------------------------------
+# Worldwide: one t per language
+
+
+def metaclip2_t_to_p(counts, t):       # MetaCLIP 2's curate.py, written out for the comparison
+    return float(counts[counts < t].sum() / counts.sum())
+
+
+def metaclip2_p_to_t(counts, p):
+    counts = np.sort(counts)
+    portion = np.cumsum(counts) / counts.sum()
+    return counts[np.abs(portion - p).argmin()]
+
+
+def test_tail_share_and_its_inverse_match_metaclip2_on_zipf_counts():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        counts = rng.zipf(1.3, size=5000).astype(np.int64)
+        t = int(rng.integers(5, 500))
+        p = balance.tail_share(counts, t)
+        assert p == pytest.approx(metaclip2_t_to_p(counts, t))
+        assert balance.threshold_for_share(counts, p) == metaclip2_p_to_t(counts, p)   # no zeros here
+
+
+def test_a_language_gets_the_t_leaving_the_same_tail_share():
+    en = np.array([1] * 100 + [10] * 50 + [1000] * 5)            # total 5,600; below t=100: 600
+    de = np.array([1] * 10 + [5] * 10 + [50] * 4 + [500] * 1)    # total 760
+    thresholds = balance.language_thresholds({"en": en, "de": de}, t=100)
+    assert thresholds["en"] == 100
+    assert balance.tail_share(en, 100) == pytest.approx(600 / 5600)
+    # de's running shares, ascending: ... 60/760 = 0.079 at the last 5, 110/760 = 0.145 at the
+    # first 50; 0.107 is nearer 0.079: t_de = 5
+    assert thresholds["de"] == 5
+
+
+def test_a_small_language_is_never_given_t_zero():
+    # MetaCLIP 2's p_to_t over the raw array picks an unmatched entry's 0 here, dropping the language
+    en = np.array([1] * 1000 + [100_000])
+    small = np.array([0] * 500 + [40, 60])
+    assert metaclip2_p_to_t(small, balance.tail_share(en, 20_000)) == 0
+    assert balance.language_thresholds({"en": en, "xx": small}, t=20_000)["xx"] >= 1
+
+
+def test_without_english_every_language_keeps_t():
+    assert balance.language_thresholds({"de": np.array([5, 7]), "fr": np.array([1])}, t=9) == {"de": 9, "fr": 9}
+    assert balance.language_thresholds({"en": np.zeros(3), "de": np.array([5])}, t=9) == {"en": 9, "de": 9}
+
+
+def test_keep_mask_takes_one_t_per_entry():
+    # entry 0 (t 10, 100 matches) keeps 10%; entry 1 (t 1000) keeps all: a per-entry t array
+    counts = np.array([100, 100])
+    t = np.array([10, 1000])
+    n = 20_000
+    hashes = np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    offsets = np.arange(n + 1)
+    kept0 = balance.keep_mask(hashes, offsets, np.zeros(n, np.int64), counts, t).mean()
+    kept1 = balance.keep_mask(hashes, offsets, np.ones(n, np.int64), counts, t).mean()
+    assert abs(kept0 - 0.1) < 0.01 and kept1 == 1.0

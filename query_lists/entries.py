@@ -7,6 +7,10 @@ Two formats:
 Either may be compressed (.gz, .bz2, ... detected by extension), and paths go through Beam's
 FileSystems, so gs://, s3:// and hdfs:// work.
 
+A worldwide list (MetaCLIP 2: one list per language) is a manifest, `manifest.json`: a JSON object
+`{"languages": {"en": "en/queries.txt", "de": "de/queries.txt", ...}}`, each path relative to the
+manifest's folder (or absolute); `load_manifest` reads it, `is_manifest` tells it from a list.
+
 Entries are matched literally (MetaCLIP's rule tests `" " + entry + " "` inside the padded
 caption), so nothing is stripped but the line ending. What makes a list unusable is refused with
 the line or index that caused it:
@@ -193,3 +197,43 @@ def save_entries(path: str, entries, *, allow_duplicates: bool = False) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+MANIFEST = "manifest.json"
+
+
+def is_manifest(path: str) -> bool:
+    """Whether `path` is a worldwide list's manifest (a JSON object with "languages"), not a list."""
+    if not is_json_list(path):
+        return False
+    try:
+        value = json.loads(_read_bytes(path))
+    except (QueryListError, ValueError):
+        return False
+    return isinstance(value, dict) and "languages" in value
+
+
+def load_manifest(path: str) -> dict[str, str]:
+    """language -> path of its list, in the manifest's order, each path resolved against the
+    manifest's folder. Refuses, naming the manifest: no languages, a language code that is not a
+    short lower-case name, a list that does not exist."""
+    import re
+
+    try:
+        value = json.loads(_read_bytes(path))
+    except ValueError as err:
+        raise QueryListError(f"{path}: not a JSON manifest ({err})") from err
+    languages = value.get("languages") if isinstance(value, dict) else None
+    if not isinstance(languages, dict) or not languages:
+        raise QueryListError(f'{path}: a manifest needs "languages": {{"en": "en/queries.txt", ...}}')
+    folder = path.rsplit("/", 1)[0] if "/" in path else "."
+    lists = {}
+    for language, list_path in languages.items():
+        if not re.fullmatch(r"[a-z]{2,3}(_[a-z]+)*|other", str(language)) or not isinstance(list_path, str):
+            raise QueryListError(f"{path}: {language!r}: {list_path!r} is not a language code "
+                                 "(lower-case, as Wikipedia's: en, de, zh, zh_yue) with its list's path")
+        resolved = list_path if "://" in list_path or list_path.startswith("/") else FileSystems.join(folder, list_path)
+        if not FileSystems.exists(resolved):
+            raise QueryListError(f"{path}: the list of {language!r}, {resolved}, does not exist")
+        lists[language] = resolved
+    return lists

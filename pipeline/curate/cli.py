@@ -36,7 +36,12 @@ def add_curate_arguments(parser, queries_required: bool = True) -> None:
                         help="pool files: a file, a glob or a folder of parquet/csv/tsv/jsonl (.gz ok) "
                         "or Common Crawl .wat(.gz) files, on any Beam file system; repeatable")
     parser.add_argument("--queries", required=queries_required,
-                        help="the query list: one entry per line, or a MetaCLIP-style JSON list")
+                        help="the query list: one entry per line, or a MetaCLIP-style JSON list; or a "
+                        "worldwide list's manifest.json (one list per language, MetaCLIP 2: each caption's "
+                        "language is identified and matched against its own list)")
+    parser.add_argument("--language-map", action="append", default=[], metavar="LABEL=LANG",
+                        help="with a worldwide list: send the language identifier's label LABEL to the list "
+                        "LANG (e.g. wuu=zh); yue=zh is the default, as MetaCLIP 2; repeatable or comma-separated")
     parser.add_argument("--url-col", default="url", help="url column of table pools (default: %(default)s)")
     parser.add_argument("--caption-col", default="caption", help="caption column (default: %(default)s)")
     parser.add_argument("--lowercase", action="store_true",
@@ -56,13 +61,14 @@ def add_curate_arguments(parser, queries_required: bool = True) -> None:
 
 
 def curate_config(args, output: str):
-    from clipdata.pipeline.curate import job as curate
+    from clipdata.pipeline.curate import job as curate, language
 
     return curate.CurateConfig(
         pool=args.pool, queries=args.queries, output=output, url_col=args.url_col,
         caption_col=args.caption_col, lowercase=args.lowercase, max_per_entry=args.max_per_entry,
         seed=args.seed, max_caption_chars=args.max_caption_chars, partitions=args.partitions,
         matcher_cache=curate.default_cache_dir() if args.matcher_cache is None else args.matcher_cache,
+        language_map=language.parse_map(args.language_map),
     )
 
 
@@ -75,7 +81,7 @@ def run_curate_command(args, beam_args: list[str]) -> int:
     beam_runner.quiet_beam_logs()
     try:
         stats = curate.run_curate(curate_config(args, args.output), beam_args)
-    except (curate.CurateError, QueryListError, FileNotFoundError) as err:
+    except (curate.CurateError, QueryListError, FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     print(summary(stats, args.output))
     if stats["files_unreadable"] and not stats["rows_read"]:
@@ -93,6 +99,12 @@ def summary(stats: dict, output: str) -> str:
         lines.append(f"  {reason:<18}{n:>12,}  {100 * n / read:5.1f}%")
     lines.append(f"  entries matched {stats['entries_matched']:,} of {stats['entries']:,}; "
                  f"{stats['entries_over_max']:,} over --max-per-entry {stats['max_per_entry']:,}")
+    if stats.get("languages"):
+        lines.append(f"  {'language':<10}{'captions':>12}{'matched':>12}{'kept':>12}{'t':>10}")
+        for language, row in stats["languages"].items():
+            t = f"{row['t']:,}" if "t" in row else "-"
+            lines.append(f"  {language:<10}{row['captions']:>12,}{row['captions_matched']:>12,}"
+                         f"{row['pairs_kept']:>12,}{t:>10}")
     for error in stats["files_unreadable"]:
         lines.append(f"  unreadable: {error['file']} after {error['rows_read']} rows: {error['error']}")
     if stats["files_unreadable"] and stats["rows_read"]:

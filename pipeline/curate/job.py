@@ -73,6 +73,8 @@ class CurateConfig:
     batch_rows: int = pool.DEFAULT_BATCH_ROWS
     # Where built matchers are kept between runs, by the query list's hash; None: build every run.
     matcher_cache: str | None = None
+    # With a worldwide list (a manifest): the language identifier's labels sent to other lists.
+    language_map: dict[str, str] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,40 +109,61 @@ def default_cache_dir() -> str:
     return os.environ.get("CLIPDATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "clipdata")
 
 
-def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, str, bool]:
+def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, str, bool, list | None]:
     """(entries as an Arrow array, matcher file for the workers, whether that file is this run's own,
-    to delete).
+    to delete, and with a worldwide list each language's (language, first id, end id)).
 
     The matcher of a 500k-entry list takes seconds to build and milliseconds to load, so it is
     built once here, not in each worker, into `<matcher_cache>/matchers/<hash>.pkl`, the hash
     of the list file's bytes and of how they are read (match.matcher_file_key): a rerun with the
     same list skips the build and the list's checks. Workers on a cluster cannot see this
     machine's disk, so for any runner but the local one the file is copied into the output folder.
+    A worldwide list (a manifest: one list per language) becomes one match_worldwide.WorldwideLists,
+    hashed over the manifest, every list and the language map.
     """
     from clipdata.pipeline.curate import match
+    from clipdata.pipeline.curate.match_worldwide import WorldwideLists
 
+    worldwide = query_entries.is_manifest(config.queries)
     with FileSystems.open(config.queries, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         list_bytes = handle.read()
-    kind = f"json={query_entries.is_json_list(config.queries)} " \
-           f"compression={CompressionTypes.detect_compression_type(config.queries)}"
+    if worldwide:
+        lists = query_entries.load_manifest(config.queries)
+        for language, path in lists.items():
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                list_bytes += f"\x00{language}\x00{path}\x00".encode() + handle.read()
+        kind = f"worldwide map={sorted((config.language_map or {}).items())}"
+    else:
+        kind = f"json={query_entries.is_json_list(config.queries)} " \
+               f"compression={CompressionTypes.detect_compression_type(config.queries)}"
     key = match.matcher_file_key(list_bytes, kind, config.lowercase)
     if config.matcher_cache:
         path = os.path.join(config.matcher_cache, "matchers", f"{key}.pkl")
     else:
         path = FileSystems.join(config.output, f"_matcher-{key}.pkl")
-    queries = None
+    queries = ranges = None
     if config.matcher_cache and os.path.exists(path):
         try:
             with open(path, "rb") as handle:
-                queries = match.read_matcher_file(handle)[1]
+                cached, queries = match.read_matcher_file(handle)
+            ranges = _language_ranges(cached)
+            del cached
         except match.StaleMatcherFile as err:
             print(f"curate: rebuilding the cached matcher {path}: {err}", file=sys.stderr)
     if queries is None:
-        entries = query_entries.load_entries(config.queries)
+        if worldwide:
+            per_language = {language: query_entries.load_entries(list_path) for language, list_path in lists.items()}
+            entries = [entry for language in per_language for entry in per_language[language]]
+        else:
+            entries = query_entries.load_entries(config.queries)
         if not entries:
             raise CurateError(f"the query list {config.queries} has no entries: nothing could match "
                               "(build one with `clipdata queries build`)")
-        matcher = match.Matcher(entries, lowercase=config.lowercase)
+        if worldwide:
+            matcher = WorldwideLists(per_language, config.language_map, lowercase=config.lowercase)
+        else:
+            matcher = match.Matcher(entries, lowercase=config.lowercase)
+        ranges = _language_ranges(matcher)
         queries = pa.array(entries, pa.string())
         if config.matcher_cache:
             atomic_write(path, lambda handle: match.write_matcher_file(handle, matcher, queries))
@@ -153,7 +176,14 @@ def prepare_matcher(config: CurateConfig, local: bool) -> tuple[pa.StringArray, 
         with open(path, "rb") as source, FileSystems.create(shipped) as handle:
             handle.write(source.read())
         path = shipped
-    return queries, path, path.startswith(config.output)
+    return queries, path, path.startswith(config.output), ranges
+
+
+def _language_ranges(matcher) -> list[tuple[str, int, int]] | None:
+    """(language, first entry id, end entry id) of each list of a worldwide matcher; None for one list."""
+    if not hasattr(matcher, "languages"):
+        return None
+    return [(language, *matcher.language_range(language)) for language in matcher.languages]
 
 
 def fast_path_patterns(cache_dir: str | None) -> tuple[str, str]:
@@ -201,7 +231,7 @@ def _run_curate(config: CurateConfig, files: list[str], beam_args: list[str] | N
         stale = FileSystems.join(config.output, name)
         if FileSystems.exists(stale):
             FileSystems.delete([stale])
-    queries, matcher_path, temporary = prepare_matcher(config, beam_runner.uses_local_runner(options))
+    queries, matcher_path, temporary, ranges = prepare_matcher(config, beam_runner.uses_local_runner(options))
     n_entries = len(queries)
     patterns = fast_path_patterns(config.matcher_cache)
     matched_path = FileSystems.join(config.output, "_matched_counts.npy")
@@ -214,7 +244,7 @@ def _run_curate(config: CurateConfig, files: list[str], beam_args: list[str] | N
         config, matcher_path, patterns, work_dir, dropped_dir, errors_dir, partitions)
     distinct, matched_counts = refs | "DedupPairs" >> DedupPairs(dropped_dir, n_entries)
     kept_counts = distinct | "BalanceEntries" >> BalanceEntries(
-        config, matched_counts, curated_dir, dropped_dir, partitions, n_entries)
+        config, matched_counts, curated_dir, dropped_dir, partitions, n_entries, ranges)
     matched_counts | "SaveMatchedCounts" >> beam.Map(_write_counts, matched_path).with_output_types(Any)
     kept_counts | "SaveKeptCounts" >> beam.Map(_write_counts, kept_path).with_output_types(Any)
     try:
@@ -226,21 +256,25 @@ def _run_curate(config: CurateConfig, files: list[str], beam_args: list[str] | N
     counters = beam_runner.counters(result)
     if temporary:
         FileSystems.delete([matcher_path])
-    return finish(config, queries, counters, matched_path, kept_path, errors_dir, partitions)
+    return finish(config, queries, counters, matched_path, kept_path, errors_dir, partitions, ranges)
 
 
-def finish(config, queries, counters, matched_path, kept_path, errors_dir, partitions) -> dict:
+def finish(config, queries, counters, matched_path, kept_path, errors_dir, partitions, ranges=None) -> dict:
     """Per-entry counts artifact and curate_stats.json, with the row accounting checked."""
     n_entries = len(queries)
     matched = _read_counts(matched_path) if FileSystems.exists(matched_path) else np.zeros(n_entries, np.int64)
     kept = _read_counts(kept_path) if FileSystems.exists(kept_path) else np.zeros(n_entries, np.int64)
     FileSystems.delete([p for p in (matched_path, kept_path) if FileSystems.exists(p)])
-    entry_table = pa.table({
+    columns = {
         "entry_id": pa.array(np.arange(n_entries), pa.int32()),
         "entry": queries,
         "matched": pa.array(matched, pa.int64()),
         "kept": pa.array(kept, pa.int64()),
-    })
+    }
+    if ranges is not None:
+        columns["language"] = pa.array([language for language, start, end in ranges for _ in range(end - start)],
+                                       pa.string())
+    entry_table = pa.table(columns)
     atomic_write(FileSystems.join(config.output, "entry_counts.parquet"), parquet_bytes(entry_table))
 
     file_errors = []
@@ -276,9 +310,36 @@ def finish(config, queries, counters, matched_path, kept_path, errors_dir, parti
         "queries": config.queries,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if ranges is not None:
+        stats["languages"] = language_stats(counters, matched, kept, ranges, config.max_per_entry)
     with FileSystems.create(FileSystems.join(config.output, "curate_stats.json")) as handle:
         handle.write(json.dumps(stats, indent=2).encode("utf-8"))
     return stats
+
+
+def language_stats(counters: dict, matched: np.ndarray, kept: np.ndarray, ranges: list[tuple[str, int, int]],
+                   t: int) -> dict:
+    """Per language of a worldwide list: captions identified as it, captions that matched its list
+    (before the pair dedup), pairs kept, its entries matched, and its t (English's t for English,
+    the t leaving the same tail share for the others); `other` for captions without a list."""
+    from clipdata.pipeline.curate.rows import language_thresholds
+
+    thresholds = language_thresholds(matched, ranges, t)
+    out = {}
+    for language, start, end in ranges:
+        out[language] = {
+            "captions": counters.get(f"language_captions_{language}", 0),
+            "captions_matched": counters.get(f"language_matched_{language}", 0),
+            "pairs_kept": counters.get(f"language_kept_{language}", 0),
+            "entries": end - start,
+            "entries_matched": int((matched[start:end] > 0).sum()),
+            "pairs_per_entry_matched": int(matched[start:end].sum()),
+            "t": thresholds[language],
+        }
+    if "other" not in out:
+        out["other"] = {"captions": counters.get("language_captions_other", 0), "captions_matched": 0,
+                        "pairs_kept": 0}
+    return out
 
 
 def read_curated(output: str) -> pa.Table:

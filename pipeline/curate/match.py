@@ -468,13 +468,16 @@ def matcher_file_key(list_bytes: bytes, list_kind: str, lowercase: bool) -> str:
     import hashlib
 
     # The pickle names Matcher by its module path, so a move of the module is a new format too.
+    from clipdata.pipeline.curate import match_worldwide
+
     digest = hashlib.sha256(
-        f"{MATCHER_FILE_FORMAT}\x00{Matcher.__module__}\x00{list_kind}\x00{lowercase}\x00".encode())
+        f"{MATCHER_FILE_FORMAT}\x00{Matcher.__module__}\x00{match_worldwide.__name__}\x00{list_kind}\x00"
+        f"{lowercase}\x00".encode())
     digest.update(list_bytes)
     return digest.hexdigest()[:32]
 
 
-def write_matcher_file(handle, matcher: Matcher, entries: Sequence[str] | pa.StringArray) -> None:
+def write_matcher_file(handle, matcher, entries: Sequence[str] | pa.StringArray) -> None:
     """Pickle (plain numpy arrays, and the entries as one Arrow array) into an open binary file."""
     import pickle
 
@@ -487,7 +490,7 @@ class StaleMatcherFile(ValueError):
     by a module path an older or newer clipdata had (a cached file outlives an upgrade)."""
 
 
-def read_matcher_file(handle) -> tuple[Matcher, pa.StringArray]:
+def read_matcher_file(handle) -> tuple:
     """(matcher, entries) from a file written by write_matcher_file (our own files only: pickle)."""
     import pickle
 
@@ -495,6 +498,8 @@ def read_matcher_file(handle) -> tuple[Matcher, pa.StringArray]:
         version, matcher, entries = pickle.load(handle)
     except (ImportError, AttributeError, EOFError, pickle.UnpicklingError, TypeError, ValueError) as err:
         raise StaleMatcherFile(f"unreadable matcher file ({type(err).__name__}: {err})") from err
-    if version != MATCHER_FILE_FORMAT or not isinstance(matcher, Matcher):
+    from clipdata.pipeline.curate.match_worldwide import WorldwideLists
+
+    if version != MATCHER_FILE_FORMAT or not isinstance(matcher, (Matcher, WorldwideLists)):
         raise StaleMatcherFile(f"matcher file format {version}, expected {MATCHER_FILE_FORMAT}")
     return matcher, entries

@@ -126,3 +126,70 @@ class WorldwideMatcher:
             parts.append(merged.astype(np.int32))
             out_offsets[i + 1] = out_offsets[i] + len(merged)
         return out_offsets, (np.concatenate(parts) if parts else np.zeros(0, np.int32))
+
+
+class WorldwideLists:
+    """One list per language, as one matcher for curate: each caption's language is identified
+    (language.LanguageOf) and the caption matched against that language's list only, under
+    MetaCLIP 2's rule. Entry ids are global: the languages' lists one after another, in the
+    manifest's order (`starts[k]` is language k's first id), so counts, balancing and the shards'
+    entry ids work as for one list; a caption whose language has no list (`other`, unless the
+    manifest has an `other` list) matches nothing.
+
+        lists = WorldwideLists({"en": [...], "de": [...], "zh": [...]})
+        offsets, ids, languages = lists.match_languages(captions)
+    """
+
+    def __init__(self, lists: dict[str, Sequence[str]], label_map: dict[str, str] | None = None,
+                 lowercase: bool = False):
+        from clipdata.pipeline.curate.language import LanguageOf
+
+        if not lists:
+            raise ValueError("a worldwide list needs at least one language")
+        self.languages = list(lists)
+        self.lowercase = lowercase
+        self.label_map = dict(label_map or {})
+        self.language_of = LanguageOf(self.languages, self.label_map)
+        sizes = [len(lists[language]) for language in self.languages]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n_entries = int(self.starts[-1])
+        self.matchers = {language: WorldwideMatcher(lists[language], lowercase) for language in self.languages}
+
+    def language_range(self, language: str) -> tuple[int, int]:
+        k = self.languages.index(language)
+        return int(self.starts[k]), int(self.starts[k + 1])
+
+    def entry_languages(self, entry_ids: np.ndarray) -> np.ndarray:
+        """The language (index into `languages`) of each global entry id."""
+        return np.searchsorted(self.starts, np.asarray(entry_ids, dtype=np.int64), side="right") - 1
+
+    def match_languages(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(offsets, global entry ids) as match.Matcher.match_batch gives them, and each caption's
+        language (a list language or language.OTHER)."""
+        captions = _clean_captions(captions)
+        languages = self.language_of(captions)
+        per_caption: list[np.ndarray | None] = [None] * len(captions)
+        by_language: dict[str, list[int]] = {}
+        for i, language in enumerate(languages):
+            by_language.setdefault(language, []).append(i)
+        for language, rows in by_language.items():
+            matcher = self.matchers.get(language)
+            if matcher is None:
+                continue
+            offsets, ids = matcher.match_batch([captions[i] for i in rows])
+            start = self.starts[self.languages.index(language)]
+            for k, i in enumerate(rows):
+                per_caption[i] = ids[offsets[k]:offsets[k + 1]].astype(np.int64) + start
+        counts = np.fromiter((0 if ids is None else len(ids) for ids in per_caption), dtype=np.int64,
+                             count=len(captions))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        present = [ids for ids in per_caption if ids is not None and len(ids)]
+        ids = np.concatenate(present).astype(np.int32) if present else np.zeros(0, np.int32)
+        return offsets, ids, languages
+
+    def match_batch(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        offsets, ids, _ = self.match_languages(captions)
+        return offsets, ids
+
+    def match(self, caption: str | None) -> list[int]:
+        return self.match_batch([caption])[1].tolist()

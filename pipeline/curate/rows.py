@@ -27,12 +27,23 @@ WORK_COLUMNS = ["url", "caption", "source_row", "page_url", "uid_high", "uid_low
 
 
 def match_rows(batch: pa.RecordBatch, matcher, max_caption_chars: int,
-               patterns: tuple[str, str]) -> tuple[pa.Table, pa.Table]:
+               patterns: tuple[str, str], languages: dict | None = None) -> tuple[pa.Table, pa.Table]:
     """A pool batch -> (its pairs that match the list, in WORK_COLUMNS; the rest, as dropped rows
-    with their reasons): clean the text, match the captions, hash the matched pairs."""
+    with their reasons): clean the text, match the captions, hash the matched pairs. With a
+    worldwide matcher, `languages` (a dict) is added to: captions per language ("captions_<lang>")
+    and matched captions per language ("matched_<lang>")."""
     kept, dropped = text.clean_batch(batch, max_caption_chars, patterns)
     drops = [_dropped(dropped)]
-    offsets, entry_ids = matcher.match_batch(kept.column("caption"))
+    if hasattr(matcher, "match_languages"):
+        offsets, entry_ids, caption_languages = matcher.match_languages(kept.column("caption"))
+        if languages is not None:
+            matched = np.diff(offsets) > 0
+            for language, has in zip(caption_languages, matched):
+                languages[f"captions_{language}"] = languages.get(f"captions_{language}", 0) + 1
+                if has:
+                    languages[f"matched_{language}"] = languages.get(f"matched_{language}", 0) + 1
+    else:
+        offsets, entry_ids = matcher.match_batch(kept.column("caption"))
     has_match = np.diff(offsets) > 0
     table = pa.Table.from_batches([kept])
     if not has_match.all():
@@ -110,7 +121,7 @@ def entry_counts(table: pa.Table, rows: np.ndarray | None = None) -> tuple[np.nd
     return ids, counts[ids]
 
 
-def balance_partition(rows: pa.Table, distinct: np.ndarray, counts: np.ndarray, max_per_entry: int,
+def balance_partition(rows: pa.Table, distinct: np.ndarray, counts: np.ndarray, max_per_entry,
                       seed: int) -> tuple[pa.Table, pa.Table]:
     """A partition's pairs and the mask of the distinct ones -> (the distinct pairs balancing
     keeps, the other distinct pairs as dropped rows), given the pool's count of distinct pairs
@@ -125,9 +136,39 @@ def balance_partition(rows: pa.Table, distinct: np.ndarray, counts: np.ndarray, 
 CURATED_COLUMNS = ["uid", "url", "caption", "entry_ids", "source_file", "source_row", "page_url"]
 
 
-def curated_table(pairs: pa.Table) -> pa.Table:
-    """Pairs in WORK_COLUMNS (+ source_file) -> the curated files' columns, uid as 32 hex digits."""
+def curated_table(pairs: pa.Table, ranges: list[tuple[str, int, int]] | None = None) -> pa.Table:
+    """Pairs in WORK_COLUMNS (+ source_file) -> the curated files' columns, uid as 32 hex digits;
+    with a worldwide list's `ranges` ((language, first id, end id) per list), a `language` column:
+    the list its entries come from."""
     uids = pair_dedup.uid_strings(pairs.column("uid_high").to_numpy(), pairs.column("uid_low").to_numpy())
     table = _string_files(pairs).append_column("uid", uids)
+    columns = list(CURATED_COLUMNS)
+    if ranges is not None:
+        table = table.append_column("language", pair_languages(table, ranges))
+        columns.append("language")
     # One chunk per column: how the rows arrived must not change the file's bytes.
-    return table.select(CURATED_COLUMNS).combine_chunks()
+    return table.select(columns).combine_chunks()
+
+
+def language_thresholds(counts: np.ndarray, ranges: list[tuple[str, int, int]], t: int) -> dict[str, int]:
+    """t per language of a worldwide list (balance.language_thresholds over each list's counts)."""
+    return balance.language_thresholds({language: counts[start:end] for language, start, end in ranges}, t)
+
+
+def per_entry_threshold(counts: np.ndarray, ranges: list[tuple[str, int, int]], t: int) -> np.ndarray:
+    """Each entry's t: its language's."""
+    per_entry = np.empty(len(counts), dtype=np.float64)
+    for language, t_language in language_thresholds(counts, ranges, t).items():
+        _, start, end = next(r for r in ranges if r[0] == language)
+        per_entry[start:end] = t_language
+    return per_entry
+
+
+def pair_languages(table: pa.Table, ranges: list[tuple[str, int, int]]) -> pa.Array:
+    """The language of each pair: of its first entry id (a pair matches one language's list)."""
+    offsets, entry_ids = _flat_entry_ids(table)
+    first = entry_ids[np.minimum(offsets[:-1], max(len(entry_ids) - 1, 0))] if len(entry_ids) else np.zeros(0, np.int64)
+    starts = np.array([start for _, start, _ in ranges], dtype=np.int64)
+    names = pa.array([language for language, _, _ in ranges], pa.string())
+    index = np.searchsorted(starts, first, side="right") - 1
+    return pa.DictionaryArray.from_arrays(pa.array(index.astype(np.int32)), names).cast(pa.string())

@@ -19,7 +19,8 @@ from apache_beam.utils import shared
 
 from clipdata.pipeline.curate import progress, work_files
 from clipdata.pipeline.curate.rows import (DROPPED_SCHEMA, balance_partition, curated_table, entry_counts,
-                                           keep_first_copies, match_rows, partition_of, read_partition_rows)
+                                           keep_first_copies, match_rows, partition_of, per_entry_threshold,
+                                           read_partition_rows)
 from clipdata.pipeline.foundation import pool
 from clipdata.pipeline.foundation.storage import atomic_write
 
@@ -96,6 +97,7 @@ class MatchPieceFn(beam.DoFn):
         writer = work_files.PartitionWriter(work_files.unique_path(self.work_dir, f"matched-{name}"), self.partitions)
         drops = []
         read = n_matched = 0
+        languages: dict[str, int] = {}   # a worldwide list's captions and matches per language
         share, piece_rows = pool.piece_share(path, first_group, end_group)
         note = progress.piece_note(self.work_dir, name, path)
         note.update(share=share, piece_rows=piece_rows, rows=0, matched=0)
@@ -104,7 +106,7 @@ class MatchPieceFn(beam.DoFn):
                                              row_groups=None if whole else (first_group, end_group)):
                 read += batch.num_rows
                 _count(self.counters, "rows_read", batch.num_rows)
-                matched, dropped = match_rows(batch, self.matcher, cfg.max_caption_chars, self.patterns)
+                matched, dropped = match_rows(batch, self.matcher, cfg.max_caption_chars, self.patterns, languages)
                 n_matched += matched.num_rows
                 note.update(rows=read, matched=n_matched)
                 _count(self.counters, "rows_matched", matched.num_rows)
@@ -118,6 +120,8 @@ class MatchPieceFn(beam.DoFn):
             error = {"file": path, "rows_read": read, "error": str(err)}
             atomic_write(FileSystems.join(self.errors_dir, f"{name}.json"), json.dumps(error).encode("utf-8"))
         note.done(rows=read, matched=n_matched)
+        for name, n in languages.items():
+            _count(self.counters, f"language_{name}", n)
         for reason, n in stats.drops.items():
             _count(self.counters, f"wat_links_{reason}", n)
         atomic_write(FileSystems.join(self.dropped_dir, f"read-{name}.parquet"),
@@ -177,8 +181,10 @@ class BalanceAndWriteFn(beam.DoFn):
     """(partition, (refs, copies)) -> curated/part-PPPPP-of-KKKKK.parquet of the distinct pairs
     balancing keeps, the rest to dropped/balanced-out-PPPPP.parquet; yields the kept counts."""
 
-    def __init__(self, config: CurateConfig, curated_dir: str, dropped_dir: str, partitions: int):
+    def __init__(self, config: CurateConfig, curated_dir: str, dropped_dir: str, partitions: int,
+                 ranges: list[tuple[str, int, int]] | None = None):
         self.config, self.curated_dir, self.dropped_dir, self.partitions = config, curated_dir, dropped_dir, partitions
+        self.ranges = ranges   # a worldwide list's (language, first id, end id): one t per language
         self.kept = Metrics.counter("curate", "rows_kept")
         self.balanced_out = Metrics.counter("curate", "dropped_balanced-out")
 
@@ -187,14 +193,22 @@ class BalanceAndWriteFn(beam.DoFn):
         rows = read_partition_rows(refs)  # in the same order as KeepFirstCopy's: partition_rows sorts
         distinct = np.ones(rows.num_rows, dtype=bool)
         distinct[copies] = False
-        kept, out = balance_partition(rows, distinct, counts, self.config.max_per_entry, self.config.seed)
+        t = self.config.max_per_entry
+        if self.ranges is not None:
+            t = per_entry_threshold(counts, self.ranges, t)
+        kept, out = balance_partition(rows, distinct, counts, t, self.config.seed)
         if out.num_rows:
             self.balanced_out.inc(out.num_rows)
             atomic_write(FileSystems.join(self.dropped_dir, f"balanced-out-{partition:05d}.parquet"),
                              parquet_bytes(out))
         name = f"part-{partition:05d}-of-{self.partitions:05d}.parquet"
-        atomic_write(FileSystems.join(self.curated_dir, name), parquet_bytes(curated_table(kept)))
+        table = curated_table(kept, self.ranges)
+        atomic_write(FileSystems.join(self.curated_dir, name), parquet_bytes(table))
         self.kept.inc(kept.num_rows)
+        if self.ranges is not None:
+            for language, n in zip(*np.unique(table.column("language").to_numpy(zero_copy_only=False),
+                                              return_counts=True)):
+                Metrics.counter("curate", f"language_kept_{language}").inc(int(n))
         yield entry_counts(kept)
 
 
@@ -255,9 +269,9 @@ class BalanceEntries(beam.PTransform):
     of pairs per entry; -> the pool-wide count of kept pairs per entry."""
 
     def __init__(self, config: CurateConfig, matched_counts, curated_dir: str, dropped_dir: str,
-                 partitions: int, n_entries: int):
+                 partitions: int, n_entries: int, ranges: list[tuple[str, int, int]] | None = None):
         super().__init__()
-        self.write = BalanceAndWriteFn(config, curated_dir, dropped_dir, partitions)
+        self.write = BalanceAndWriteFn(config, curated_dir, dropped_dir, partitions, ranges)
         self.matched_counts, self.n_entries = matched_counts, n_entries
 
     def expand(self, parts):

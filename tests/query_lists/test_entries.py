@@ -146,3 +146,27 @@ def test_iter_chunks_reads_concatenated_streams(tmp_path):
     path.write_bytes(gzip.compress(b"a\n") + gzip.compress(b"") + gzip.compress(b"b\n"))
     for chunk_size in (1, 5, 1 << 20):
         assert b"".join(entries.iter_chunks(str(path), chunk_size)) == b"a\nb\n"
+
+
+def test_a_worldwide_manifest_is_told_from_a_list_and_its_paths_resolved(tmp_path):
+    (tmp_path / "de.txt").write_text("Hund\n")
+    (tmp_path / "list.json").write_text(json.dumps(["dog", "cat"]))
+    (tmp_path / "manifest.json").write_text(json.dumps({"languages": {"de": "de.txt", "en": str(tmp_path / "list.json")}}))
+    assert not entries.is_manifest(str(tmp_path / "list.json"))
+    assert not entries.is_manifest(str(tmp_path / "de.txt"))
+    assert entries.is_manifest(str(tmp_path / "manifest.json"))
+    lists = entries.load_manifest(str(tmp_path / "manifest.json"))
+    assert list(lists) == ["de", "en"]
+    assert entries.load_entries(lists["de"]) == ["Hund"] and entries.load_entries(lists["en"]) == ["dog", "cat"]
+
+
+@pytest.mark.parametrize("languages,message", [
+    ({}, "a manifest needs"),
+    ({"German": "de.txt"}, "is not a language code"),
+    ({"de": "nowhere.txt"}, "does not exist"),
+])
+def test_a_bad_manifest_says_what_is_wrong(tmp_path, languages, message):
+    (tmp_path / "de.txt").write_text("Hund\n")
+    (tmp_path / "manifest.json").write_text(json.dumps({"languages": languages}))
+    with pytest.raises(entries.QueryListError, match=message):
+        entries.load_manifest(str(tmp_path / "manifest.json"))

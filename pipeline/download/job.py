@@ -30,7 +30,8 @@ from clipdata.pipeline.download import fetch, images
 from clipdata.pipeline.foundation import beam_runner, folder_lock, pool, progress, shards, webdataset_tars
 
 # Columns a curated input carries that the shards keep (parquet and per-sample json).
-PASSTHROUGH = {"uid": pa.string(), "source_file": pa.string(), "source_row": pa.int64(), "page_url": pa.string()}
+PASSTHROUGH = {"uid": pa.string(), "source_file": pa.string(), "source_row": pa.int64(), "page_url": pa.string(),
+               "language": pa.string()}   # a worldwide list's curated pairs: the caption's list language
 
 
 class DownloadError(Exception):

@@ -244,6 +244,25 @@ def test_build_runs_curate_then_download_and_resumes(tmp_path, capsys):
         assert "skipped" in capsys.readouterr().out
 
 
+def test_a_worldwide_list_s_language_reaches_every_sample(tmp_path):
+    captions = ["a red circle drawn on white paper with a thick pen", "ein roter Kreis auf weißem Papier gezeichnet",
+                "一个红色的圆圈画在白纸上"]
+    with FaultServer() as server:
+        pq.write_table(pa.table({"url": [server.url(f"/image/{70 + i}x50.jpg") for i in range(3)],
+                                 "caption": captions}), str(tmp_path / "pool.parquet"))
+        for language, words in {"en": "red\ncircle\n", "de": "Kreis\n", "zh": "红色\n"}.items():
+            (tmp_path / f"{language}.txt").write_text(words, encoding="utf-8")
+        (tmp_path / "manifest.json").write_text(json.dumps({"languages": {k: f"{k}.txt" for k in ("en", "de", "zh")}}))
+        assert cli.main(["build", "--pool", str(tmp_path / "pool.parquet"), "--queries", str(tmp_path / "manifest.json"),
+                         "--output", str(tmp_path / "run"), "--matcher-cache", "", *FAST]) == 0
+    samples = list(wds.WebDataset(sorted(glob.glob(str(tmp_path / "run" / "shards" / "*.tar"))), shardshuffle=False))
+    meta = {s["txt"].decode(): json.loads(s["json"]) for s in samples}
+    assert {c: (m["language"], m["entry_ids"]) for c, m in meta.items()} == {
+        captions[0]: ("en", [0, 1]), captions[1]: ("de", [2]), captions[2]: ("zh", [3])}
+    table = pq.read_table(glob.glob(str(tmp_path / "run" / "shards" / "*.parquet"))[0])
+    assert sorted(table.column("language").to_pylist()) == ["de", "en", "zh"]
+
+
 def test_progress_writes_to_stderr_as_it_is_when_the_download_starts(tmp_path, monkeypatch):
     """Not the stderr of the moment the module was imported: under pytest that was a capture
     stream closed since, and the demo's download crashed on it (`I/O operation on closed file`)."""

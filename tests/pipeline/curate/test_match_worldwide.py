@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from clipdata.pipeline.curate.match_worldwide import WorldwideMatcher, is_cjk_like, padded, reference_matches
+from clipdata.pipeline.curate.match_worldwide import WorldwideMatcher, padded, reference_matches
+from clipdata.pipeline.foundation.scripts import is_cjk_like
 
 
 def test_which_ends_are_padded():

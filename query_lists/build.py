@@ -19,6 +19,7 @@ file and byte position; malformed pageview lines are counted per reason in the s
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import zlib
@@ -33,6 +34,7 @@ from apache_beam.pvalue import AsSingleton, TaggedOutput
 from clipdata.pipeline.foundation import beam_runner
 from clipdata.pipeline.foundation.storage import delete_matching
 from clipdata.query_lists import assemble, entries, ngrams, pageviews as pageview_lines, progress, wikidump, wordnet
+from clipdata.query_lists import worldwide as worldwide_lists
 
 # Compressed bytes of dump per work item: ~700 work items for a full English Wikipedia.
 DUMP_BYTES_PER_WORK_ITEM = 32 * 1024 * 1024
@@ -61,6 +63,15 @@ class BuildConfig:
     min_views: int = 70
     min_line_views: int = pageview_lines.DEFAULT_MIN_LINE_VIEWS
     project: str = "en"
+    # A Wikipedia language other than English: MetaCLIP 2's recipe (query_lists/worldwide.py):
+    # its words split by the simple tokenizer, its own namespace names, per-source caps.
+    language: str = "en"
+    # The File/Media/Category link prefixes of the dump's wiki (from its <siteinfo>); set by run_counts.
+    link_prefixes: tuple[str, ...] = wikidump.DROPPED_LINK_PREFIXES
+
+    @property
+    def worldwide(self) -> bool:
+        return self.language != "en"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,9 +98,12 @@ class CountNgramsFn(beam.DoFn):
     cost 5x the time of reading the dump.
     """
 
-    def __init__(self, n_partitions: int, notes: str):
+    def __init__(self, n_partitions: int, notes: str, worldwide: bool = False,
+                 link_prefixes: tuple[str, ...] = wikidump.DROPPED_LINK_PREFIXES):
         self.n_partitions = n_partitions
         self.notes = notes  # the folder of the progress notes
+        self.count = worldwide_lists.count_ngrams if worldwide else ngrams.count_ngrams
+        self.link_prefixes = link_prefixes
         self.pages = Metrics.counter("queries", "pages_counted")
         self.words = Metrics.counter("queries", "words_counted")
         self.text_bytes = Metrics.counter("queries", "wikitext_bytes")
@@ -114,7 +128,7 @@ class CountNgramsFn(beam.DoFn):
                 articles += 1
                 self.pages.inc()
                 self.text_bytes.inc(len(page.text))
-                self.words.inc(ngrams.count_ngrams(wikidump.plain_text(page.text), words, pairs))
+                self.words.inc(self.count(wikidump.plain_text(page.text, self.link_prefixes), words, pairs))
                 if len(pairs) >= FLUSH_DISTINCT_KEYS:
                     yield from self._emit(words, pairs)
         except wikidump.DumpError as err:
@@ -226,7 +240,8 @@ class CountWikipedia(beam.PTransform):
         counted = (
             work_items
             | "SpreadWork" >> beam.Reshuffle()
-            | "CountNgrams" >> beam.ParDo(CountNgramsFn(self.n_partitions, counts_dir(self.config.output))).with_outputs("words", "pairs", "errors")
+            | "CountNgrams" >> beam.ParDo(CountNgramsFn(self.n_partitions, counts_dir(cfg.output), cfg.worldwide,
+                                                       cfg.link_prefixes)).with_outputs("words", "pairs", "errors")
         )
         # (partition, {word: count}) with every count of the dump summed.
         word_parts = counted.words | "SumWords" >> beam.CombinePerKey(SumCounts())
@@ -235,6 +250,12 @@ class CountWikipedia(beam.PTransform):
             word_parts
             | "PartTotals" >> beam.Map(lambda part: sum(part[1].values()))
             | "TotalWords" >> beam.CombineGlobally(sum)
+        )
+        # distinct words: MetaCLIP 2 caps a language's unigrams at 10% of them
+        distinct = (
+            word_parts
+            | "PartDistinct" >> beam.Map(lambda part: len(part[1]))
+            | "DistinctWords" >> beam.CombineGlobally(sum)
         )
         frequent = word_parts | "FrequentWords" >> beam.FlatMap(
             lambda part: (f"{w}\t{n}" for w, n in part[1].items() if n >= cfg.min_count)
@@ -268,7 +289,7 @@ class CountWikipedia(beam.PTransform):
             | "HighPMI" >> beam.Filter(lambda p: p[1] >= cfg.min_pmi)
             | "FormatBigrams" >> beam.Map(lambda p: f"{p[0]}\t{p[1]!r}\t{p[2]}")
         )
-        return frequent, scored, counted.errors, total
+        return frequent, scored, counted.errors, total, distinct
 
 
 class CountTitles(beam.PTransform):
@@ -286,13 +307,15 @@ class CountTitles(beam.PTransform):
             | "ParseViews" >> beam.ParDo(ParseViewsFn(cfg.project, cfg.min_line_views, counts_dir(cfg.output))).with_outputs(
                 "errors", main="views")
         )
+        summed = parsed.views | "SumViews" >> beam.CombinePerKey(sum)
         popular = (
-            parsed.views
-            | "SumViews" >> beam.CombinePerKey(sum)
+            summed
             | "PopularTitles" >> beam.Filter(lambda kv: kv[1] >= cfg.min_views)
             | "FormatTitles" >> beam.Map(lambda kv: f"{kv[0]}\t{kv[1]}")
         )
-        return popular, parsed.errors
+        # titles with views: MetaCLIP 2 caps a language's titles at 76% of them
+        distinct = summed | "DistinctTitles" >> beam.combiners.Count.Globally()
+        return popular, parsed.errors, distinct
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +368,8 @@ def check_sources(config: BuildConfig) -> None:
     needs = {"wordnet": ("wordnet", "--wordnet DIR"), "unigrams": ("wikipedia", "--wikipedia DUMP"),
              "bigrams": ("wikipedia", "--wikipedia DUMP"), "titles": ("pageviews", "--pageviews FILES")}
     for source in config.sources:
+        if source == "wordnet" and config.worldwide:
+            continue   # Open Multilingual Wordnet: a missing folder or language is said in the sidecar
         if source in needs and not getattr(config, needs[source][0]):
             raise BuildError(
                 f"source '{source}' needs {needs[source][1]}; give it, or leave '{source}' out of "
@@ -364,7 +389,9 @@ def _read_lines(prefix: str) -> list[str]:
 def run_counts(config: BuildConfig, beam_args: list[str]) -> dict:
     """Run the Beam graph; returns its counters. Writes counts/{words,bigrams,titles,errors}-*."""
     out = counts_dir(config.output)
-    prefixes = {name: FileSystems.join(out, name) for name in ("words", "bigrams", "titles", "errors", "view_errors", "total")}
+    prefixes = {name: FileSystems.join(out, name)
+                for name in ("words", "bigrams", "titles", "errors", "view_errors", "total", "distinct_words",
+                             "distinct_titles")}
     for prefix in prefixes.values():
         delete_matching(prefix)
     need_wiki = bool({"unigrams", "bigrams"} & set(config.sources))
@@ -376,15 +403,20 @@ def run_counts(config: BuildConfig, beam_args: list[str]) -> dict:
 
     p = beam_runner.make_pipeline(beam_args)
     if need_wiki:
-        frequent, scored, errors, total = (
+        frequent, scored, errors, total, distinct = (
             p | "DumpWork" >> beam.Create(work) | "CountWikipedia" >> CountWikipedia(config, count_partitions(work))
         )
+        distinct | "FormatDistinct" >> beam.Map(str) | "WriteDistinct" >> beam.io.WriteToText(
+            prefixes["distinct_words"], ".txt")
         frequent | "WriteWords" >> beam.io.WriteToText(prefixes["words"], ".tsv")
         scored | "WriteBigrams" >> beam.io.WriteToText(prefixes["bigrams"], ".tsv")
         errors | "WriteErrors" >> beam.io.WriteToText(prefixes["errors"], ".txt")
         total | "FormatTotal" >> beam.Map(str) | "WriteTotal" >> beam.io.WriteToText(prefixes["total"], ".txt")
     if need_titles:
-        popular, view_errors = p | "PageviewFiles" >> beam.Create(view_files) | "CountTitles" >> CountTitles(config)
+        popular, view_errors, titles_seen = (
+            p | "PageviewFiles" >> beam.Create(view_files) | "CountTitles" >> CountTitles(config))
+        titles_seen | "FormatTitlesSeen" >> beam.Map(str) | "WriteTitlesSeen" >> beam.io.WriteToText(
+            prefixes["distinct_titles"], ".txt")
         popular | "WriteTitles" >> beam.io.WriteToText(prefixes["titles"], ".tsv")
         view_errors | "WriteViewErrors" >> beam.io.WriteToText(prefixes["view_errors"], ".txt")
     notes = FileSystems.join(out, "progress-")
@@ -417,6 +449,10 @@ def _ranked(lines: list[str], score_columns: int) -> list[tuple]:
 def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
     """Build the list into config.output/queries.txt with its sidecar queries.json; return the sidecar."""
     check_sources(config)
+    if config.worldwide and config.wikipedia:
+        # the wiki's own names of its File/Media/Category namespaces, from each dump's <siteinfo>
+        names = [p for dump in config.wikipedia for p in wikidump.read_siteinfo(dump).dropped_link_prefixes()]
+        config = dataclasses.replace(config, link_prefixes=tuple(dict.fromkeys(names)))
     if not FileSystems.exists(config.output):
         FileSystems.mkdirs(config.output)
     counters = run_counts(config, beam_args or [])
@@ -427,6 +463,8 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
         shown = "\n  ".join(errors[:20])
         raise BuildError(f"{len(errors)} input(s) could not be read, so no list was written:\n  {shown}")
 
+    if config.worldwide:
+        return _finish_worldwide(config, out, counters)
     candidates: dict[str, list[str]] = {"digits": assemble.digit_entries()}
     if "wordnet" in config.sources:
         candidates["wordnet"] = wordnet.head_lemmas(config.wordnet, truncate_at_dot=not config.wordnet_full_names)
@@ -476,3 +514,78 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
     with FileSystems.create(FileSystems.join(config.output, "queries.json")) as handle:
         handle.write(json.dumps(sidecar, indent=2, ensure_ascii=False).encode("utf-8"))
     return sidecar
+
+
+def _single_number(prefix: str) -> int:
+    lines = _read_lines(prefix)
+    return int(lines[0]) if lines else 0
+
+
+def _finish_worldwide(config: BuildConfig, out: str, counters: dict) -> dict:
+    """A language's list by MetaCLIP 2's recipe (query_lists/worldwide.py) from the job's counts."""
+    language = config.language
+    candidates: dict[str, list[str]] = {"digits": assemble.digit_entries()}
+    notes: dict = {}
+    if "wordnet" in config.sources:
+        lemmas, notes["wordnet"] = worldwide_lists.omw_lemmas(config.wordnet, language) if config.wordnet else ([], {})
+        candidates["wordnet"] = lemmas
+    if "unigrams" in config.sources:
+        words = _ranked(_read_lines(FileSystems.join(out, "words")), 1)
+        distinct = _single_number(FileSystems.join(out, "distinct_words"))
+        cap = worldwide_lists.unigram_cap(distinct)
+        ranked = [w for w, _ in sorted(words, key=lambda r: (-r[1], r[0]))]
+        candidates["unigrams"] = worldwide_lists.top(ranked, cap)
+        notes["unigrams"] = {"distinct": distinct, "cap": cap, "at_least_min_count": len(ranked)}
+    if "bigrams" in config.sources:
+        pairs = _ranked(_read_lines(FileSystems.join(out, "bigrams")), 2)
+        ranked = [worldwide_lists.bigram_entry(*b.split(" ", 1), language)
+                  for b, pmi, _ in sorted(pairs, key=lambda r: (-r[1], -r[2], r[0])) if pmi > config.min_pmi]
+        candidates["bigrams"] = worldwide_lists.top(ranked, worldwide_lists.BIGRAM_CAP)
+        notes["bigrams"] = {"pmi_over_threshold": len(ranked), "cap": worldwide_lists.BIGRAM_CAP}
+    if "titles" in config.sources:
+        titles = _ranked(_read_lines(FileSystems.join(out, "titles")), 1)
+        seen = _single_number(FileSystems.join(out, "distinct_titles"))
+        cap = worldwide_lists.title_cap(seen)
+        ranked = [t for t, _ in sorted(titles, key=lambda r: (-r[1], r[0]))]
+        candidates["titles"] = worldwide_lists.top(ranked, cap)
+        notes["titles"] = {"with_views": seen, "cap": cap}
+    # every source is capped on its own (MetaCLIP 2); no cap on the whole list
+    built = assemble.assemble([(name, candidates[name]) for name in config.sources], 10**9, config.dedup)
+    entries.save_entries(FileSystems.join(config.output, "queries.txt"), built.entries,
+                         allow_duplicates=not config.dedup)
+    sidecar = {
+        "language": language,
+        "recipe": "MetaCLIP 2 (worldwide)",
+        "entries": len(built.entries),
+        "list": FileSystems.join(config.output, "queries.txt"),
+        "sources": list(config.sources),
+        "per_source": {name: stats.as_dict() for name, stats in built.per_source.items()},
+        "caps": notes,
+        "link_prefixes": list(config.link_prefixes),
+        "inputs": {"wikipedia": config.wikipedia, "wikipedia_index": config.wikipedia_index,
+                   "pageviews": config.pageviews, "wordnet": config.wordnet, "project": config.project},
+        "wikipedia_words": _single_number(FileSystems.join(out, "total")),
+        "counters": counters,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with FileSystems.create(FileSystems.join(config.output, "queries.json")) as handle:
+        handle.write(json.dumps(sidecar, indent=2, ensure_ascii=False).encode("utf-8"))
+    return sidecar
+
+
+def update_manifest(folder: str, language: str, list_path: str) -> str:
+    """Add (or replace) `language` in `folder`/manifest.json, the worldwide list curate reads;
+    `list_path` relative to the folder. Returns the manifest's path."""
+    from clipdata.pipeline.foundation.storage import atomic_write
+
+    path = FileSystems.join(folder, entries.MANIFEST)
+    manifest = {"languages": {}}
+    if FileSystems.exists(path):
+        with FileSystems.open(path) as handle:
+            manifest = json.loads(handle.read().decode("utf-8"))
+    languages = dict(manifest.get("languages", {}))
+    languages[language] = list_path
+    # English first (its t is the reference), then by code: the entry ids' order
+    manifest["languages"] = {k: languages[k] for k in sorted(languages, key=lambda k: (k != "en", k))}
+    atomic_write(path, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from clipdata.query_lists.assemble import DEFAULT_MAX_ENTRIES, DEFAULT_SOURCES
 
@@ -44,19 +45,27 @@ def add_commands(subparsers) -> None:
                        help="cap on the list length (default: %(default)s)")
     build.add_argument("--no-dedup", dest="dedup", action="store_false",
                        help="keep an entry again when a later source repeats it (default: dedup)")
-    build.add_argument("--min-count", type=int, default=100,
-                       help="keep Wikipedia words seen at least this often (default: %(default)s)")
+    build.add_argument("--min-count", type=int, default=None,
+                       help="keep Wikipedia words seen at least this often (default: 100; with --lang other "
+                       "than en 1, as MetaCLIP 2 ranks every word)")
     build.add_argument("--min-pmi", type=float, default=30.0,
                        help="keep bigrams with PMI (bits, NLTK's definition) at least this (default: %(default)s)")
     build.add_argument("--min-bigram-count", type=int, default=1,
                        help="and seen at least this often (default: %(default)s, as MetaCLIP)")
-    build.add_argument("--min-views", type=int, default=70,
-                       help="keep titles whose summed pageviews reach this (default: %(default)s)")
+    build.add_argument("--min-views", type=int, default=None,
+                       help="keep titles whose summed pageviews reach this (default: 70; with --lang other "
+                       "than en 1, as MetaCLIP 2 ranks every title)")
     build.add_argument("--min-line-views", type=int, default=50,
                        help="a pageview line adds to its title's sum only with at least this many views "
                        "(default: %(default)s, MetaCLIP's int(views/50) > 0 rule; 1 counts every line)")
-    build.add_argument("--project", default="en",
-                       help="pageview project code to count (default: %(default)s)")
+    build.add_argument("--project", default=None,
+                       help="pageview project code to count (default: the --lang, else en)")
+    build.add_argument("--lang", default=None, metavar="CODE",
+                       help="build the list of this Wikipedia language (de, zh, th, ...) by MetaCLIP 2's "
+                       "recipe into OUTPUT/CODE/ and add it to OUTPUT/manifest.json, the worldwide list "
+                       "`clipdata curate --queries` takes; --wordnet is then an Open Multilingual Wordnet "
+                       "folder (wn-data-<code>.tab files). --lang en builds CLIP's English list there. "
+                       "Default: CLIP's English list into OUTPUT/")
     build.set_defaults(handler=run_build_command, beam=True)
 
 
@@ -72,8 +81,14 @@ def run_build_command(args, beam_args: list[str]) -> int:
     from clipdata.query_lists import build, entries, wikidump, wordnet
 
     beam_runner.quiet_beam_logs()
+    language = args.lang
+    if language is not None and not re.fullmatch(r"[a-z]{2,3}(_[a-z]+)*", language):
+        raise UsageError(f"--lang {language!r}: give a Wikipedia language code, lower-case (en, de, zh, th, "
+                         "zh_yue)")
+    worldwide = language not in (None, "en")
+    output = args.output if language is None else f"{args.output.rstrip('/')}/{language}"
     config = build.BuildConfig(
-        output=args.output,
+        output=output,
         wikipedia=args.wikipedia,
         wikipedia_index=args.wikipedia_index,
         pageviews=args.pageviews,
@@ -82,28 +97,53 @@ def run_build_command(args, beam_args: list[str]) -> int:
         sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
         max_entries=args.max_entries,
         dedup=args.dedup,
-        min_count=args.min_count,
+        min_count=args.min_count if args.min_count is not None else (1 if worldwide else 100),
         min_pmi=args.min_pmi,
         min_bigram_count=args.min_bigram_count,
-        min_views=args.min_views,
+        min_views=args.min_views if args.min_views is not None else (1 if worldwide else 70),
         min_line_views=args.min_line_views,
-        project=args.project,
+        project=args.project or language or "en",
+        language=language or "en",
     )
     try:
+        if worldwide:
+            check_dump_language(config)
         sidecar = build.run_build(config, beam_args)
     except (build.BuildError, wikidump.DumpError, wordnet.WordNetError, entries.QueryListError) as err:
         raise UsageError(str(err)) from err
     print(summary(sidecar))
+    if language is not None:
+        manifest = build.update_manifest(args.output, language, f"{language}/queries.txt")
+        print(f"  {manifest}: the worldwide list now holds "
+              f"{', '.join(entries.load_manifest(manifest))} (clipdata curate --queries {manifest})")
     return 0
 
 
+def check_dump_language(config) -> None:
+    """A dump of another wiki than --lang is a mistake worth stopping for: its <siteinfo> names it."""
+    from clipdata.query_lists import build, wikidump
+
+    for dump in config.wikipedia:
+        dbname = wikidump.read_siteinfo(dump).dbname
+        if dbname.endswith("wiki") and dbname[:-len("wiki")].replace("_", "-") != config.language.replace("_", "-"):
+            raise build.BuildError(f"--lang {config.language}, but {dump} is a dump of {dbname} "
+                                   f"(language {dbname[:-len('wiki')]}): give that wiki's --lang, or its dump")
+
+
 def summary(sidecar: dict) -> str:
-    lines = [f"wrote {sidecar['entries']:,} entries to {sidecar['list']}"]
+    recipe = f" ({sidecar['language']}, {sidecar['recipe']})" if "recipe" in sidecar else ""
+    lines = [f"wrote {sidecar['entries']:,} entries to {sidecar['list']}{recipe}"]
     for name, stats in sidecar["per_source"].items():
         lines.append(
             f"  {name:<9} offered {stats['offered']:>9,}  added {stats['added']:>9,}  "
             f"duplicate {stats['duplicate']:>8,}  over cap {stats['over_cap']:>8,}"
         )
+    for name, cap in sidecar.get("caps", {}).items():
+        if name == "wordnet" and not cap.get("files"):
+            lines.append("  wordnet: no Open Multilingual Wordnet file for this language (--wordnet DIR with "
+                         "wn-data-<code>.tab files): no WordNet entries")
+        elif name != "wordnet":
+            lines.append(f"  {name} cap: " + ", ".join(f"{k} {v:,}" for k, v in cap.items()))
     counters = sidecar.get("counters", {})
     if counters:
         shown = ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items()))

@@ -46,26 +46,27 @@ _TEXT_ENTITIES = {'"': "&quot;"}  # MediaWiki escapes quotes in text too
 # Dumps
 
 
-def dump_header(dbname: str = "enwiki") -> str:
-    """`<mediawiki ...><siteinfo>..</siteinfo>` as a real export starts (no XML declaration)."""
-    namespaces = "\n".join(
+def dump_header(dbname: str = "enwiki", namespaces: list | None = None, lang: str = "en") -> str:
+    """`<mediawiki ...><siteinfo>..</siteinfo>` as a real export starts (no XML declaration);
+    `namespaces` (key, name) pairs in the wiki's language (default: English's)."""
+    namespace_lines = "\n".join(
         f'      <namespace key="{key}" case="first-letter" />'
         if not name
         else f'      <namespace key="{key}" case="first-letter">{escape(name)}</namespace>'
-        for key, name in NAMESPACES
+        for key, name in (namespaces or NAMESPACES)
     )
     return (
         f'<mediawiki xmlns="{EXPORT_NS}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
         f'xsi:schemaLocation="{EXPORT_NS} http://www.mediawiki.org/xml/export-0.11.xsd" '
-        f'version="0.11" xml:lang="en">\n'
+        f'version="0.11" xml:lang="{escape(lang)}">\n'
         "  <siteinfo>\n"
         "    <sitename>Wikipedia</sitename>\n"
         f"    <dbname>{escape(dbname)}</dbname>\n"
-        "    <base>https://en.wikipedia.org/wiki/Main_Page</base>\n"
+        f"    <base>https://{escape(lang)}.wikipedia.org/wiki/Main_Page</base>\n"
         "    <generator>MediaWiki 1.43.0-wmf.1</generator>\n"
         "    <case>first-letter</case>\n"
         "    <namespaces>\n"
-        f"{namespaces}\n"
+        f"{namespace_lines}\n"
         "    </namespaces>\n"
         "  </siteinfo>\n"
     )
@@ -111,7 +112,8 @@ def page_xml(page) -> str:
 
 
 def write_dump(
-    path: str, pages: Iterable, multistream: bool = False, pages_per_stream: int = 100
+    path: str, pages: Iterable, multistream: bool = False, pages_per_stream: int = 100,
+    dbname: str = "enwiki", namespaces: list | None = None, lang: str = "en",
 ) -> str | None:
     """Write `pages` (dicts or Page: title, ns, page_id, text, redirect) as a `.xml.bz2` dump.
 
@@ -124,7 +126,7 @@ def write_dump(
     if not multistream:
         compressor = bz2.BZ2Compressor(9)
         with open(path, "wb") as out:
-            out.write(compressor.compress(dump_header().encode("utf-8")))
+            out.write(compressor.compress(dump_header(dbname, namespaces, lang).encode("utf-8")))
             for page in pages:
                 out.write(compressor.compress(page_xml(page).encode("utf-8")))
             out.write(compressor.compress(DUMP_FOOTER.encode("utf-8")))
@@ -137,7 +139,7 @@ def write_dump(
     index_path = f"{dumpname}-index.txt.bz2"
     index = bz2.BZ2Compressor(9)
     with open(path, "wb") as out, open(index_path, "wb") as index_out:
-        out.write(bz2.compress(dump_header().encode("utf-8")))
+        out.write(bz2.compress(dump_header(dbname, namespaces, lang).encode("utf-8")))
         batches = _batches(iter(pages), pages_per_stream)
         batch = next(batches, None)
         while batch is not None:

@@ -390,7 +390,7 @@ DROPPED_LINK_PREFIXES = ("file:", "image:", "category:", "media:")
 DROPPED_TAGS = {"ref", "references", "table"}
 
 
-def plain_text(wikitext: str) -> str:
+def plain_text(wikitext: str, dropped_prefixes: tuple[str, ...] = DROPPED_LINK_PREFIXES) -> str:
     """Article prose from wikitext: templates, refs, tables, File/Image/Category links removed,
     link text kept, HTML entities decoded, runs of blank lines collapsed.
 
@@ -405,13 +405,13 @@ def plain_text(wikitext: str) -> str:
     """
     try:
         code = mwparserfromhell.parse(wikitext)
-        _prune(code)
+        _prune(code, dropped_prefixes)
         return code.strip_code(normalize=True, collapse=True)
     except Exception:  # noqa: BLE001 - see docstring: any parser failure falls back to raw text
         return wikitext
 
 
-def _prune(code) -> None:
+def _prune(code, dropped_prefixes: tuple[str, ...] = DROPPED_LINK_PREFIXES) -> None:
     """Remove dropped nodes from `code` and from every nested wikicode (e.g. a ref inside bold)."""
     kept = []
     for node in code.nodes:
@@ -419,17 +419,17 @@ def _prune(code) -> None:
             continue
         if isinstance(node, Tag) and str(node.tag).strip().lower() in DROPPED_TAGS:
             continue
-        if isinstance(node, Wikilink) and _dropped_link(node):
+        if isinstance(node, Wikilink) and _dropped_link(node, dropped_prefixes):
             continue
         for child in node.__children__():  # nested wikicode: tag contents, link text, heading title
-            _prune(child)
+            _prune(child, dropped_prefixes)
         kept.append(node)
     if len(kept) != len(code.nodes):
         code.nodes = kept
 
 
-def _dropped_link(link: Wikilink) -> bool:
-    return str(link.title).strip().lstrip(":").lower().startswith(DROPPED_LINK_PREFIXES)
+def _dropped_link(link: Wikilink, dropped_prefixes: tuple[str, ...] = DROPPED_LINK_PREFIXES) -> bool:
+    return str(link.title).strip().lstrip(":").lower().startswith(dropped_prefixes)
 
 
 def is_article(page: Page) -> str | None:
@@ -443,3 +443,54 @@ def is_article(page: Page) -> str | None:
     if page.redirect or page.text.lstrip()[:9].upper() == "#REDIRECT":
         return "redirect"
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# <siteinfo>: the wiki's own namespace names (any language)
+
+# Namespaces whose links carry no prose: Media (-2), File (6), Category (14).
+LINK_NAMESPACES = (-2, 6, 14)
+SITEINFO_MAX_BYTES = 1 << 20   # decompressed bytes read looking for </siteinfo>
+
+
+@dataclass(frozen=True)
+class Siteinfo:
+    dbname: str
+    namespaces: dict   # namespace key (int) -> the wiki's name for it ("" for articles)
+
+    def dropped_link_prefixes(self) -> tuple[str, ...]:
+        """Lower-cased "name:" of the File, Media and Category namespaces in this wiki's language,
+        and the English ones every wiki also accepts ([[Category:X]] works on de.wikipedia)."""
+        local = tuple(f"{self.namespaces[key].lower()}:" for key in LINK_NAMESPACES if self.namespaces.get(key))
+        return tuple(dict.fromkeys(local + DROPPED_LINK_PREFIXES))
+
+
+def read_siteinfo(path: str) -> Siteinfo:
+    """The dump's <siteinfo> header (in the first bz2 stream of a multistream dump): its database
+    name and namespace names. A dump or export without one gives no names (the English prefixes
+    then apply). Raises DumpError when the start of the file cannot be read as a dump."""
+    position = _Position(path, 0)
+    text = ""
+    with _open(path) as f:
+        head = f.read(len(BZ2_MAGIC))
+        f.seek(0)
+        chunks = _raw_chunks(f, 0, None)
+        pieces = _bz2_pieces(chunks, position) if head == BZ2_MAGIC else chunks
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        for piece in pieces:
+            text += decoder.decode(piece)
+            if "</siteinfo>" in text or "<page" in text or len(text) > SITEINFO_MAX_BYTES:
+                break
+    start, end = text.find("<siteinfo"), text.find("</siteinfo>")
+    if start < 0 or end < 0:
+        return Siteinfo("", {})
+    try:
+        root = ET.fromstring(text[start:end + len("</siteinfo>")])
+    except ET.ParseError as err:
+        raise DumpError(f"{path}: unreadable <siteinfo> ({err})") from err
+    namespaces = {}
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] == "namespace" and element.get("key") is not None:
+            namespaces[int(element.get("key"))] = (element.text or "").strip()
+    dbname = next((e.text or "" for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "dbname"), "")
+    return Siteinfo(dbname, namespaces)

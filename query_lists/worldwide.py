@@ -28,7 +28,7 @@ from typing import Iterator
 from clipdata.pipeline.foundation.scripts import NO_SPACE_LANGUAGES, PUNCTUATION, is_cjk_like
 
 UNIGRAM_CAP, UNIGRAM_SHARE = 251_465, 0.10
-BIGRAM_CAP, MIN_PMI = 100_646, 30.0
+BIGRAM_CAP = 100_646   # bigrams with PMI over --min-pmi (30, strictly over, as MetaCLIP 2)
 TITLE_CAP, TITLE_SHARE = 61_235, 0.76
 MAX_ENTRY_CHARS = 256
 # The metadata builders' punctuation: the matcher's and "¿" (MetaCLIP 2 adds it there only).

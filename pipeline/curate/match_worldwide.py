@@ -117,6 +117,10 @@ class WorldwideLists:
         self.languages = list(lists)
         self.lowercase = lowercase
         self.label_map = dict(label_map or {})
+        unknown = sorted({v for v in self.label_map.values() if v not in lists and v != "other"})
+        if unknown:
+            raise ValueError(f"--language-map sends labels to {', '.join(unknown)}, which the manifest has no "
+                             f"list for; its languages: {', '.join(self.languages)} (or other)")
         self.language_of = LanguageOf(self.languages, self.label_map)
         sizes = [len(lists[language]) for language in self.languages]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

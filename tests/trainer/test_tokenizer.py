@@ -169,3 +169,23 @@ def test_clip_merges_file_with_a_bad_line(tmp_path):
 def test_vocab_size_below_the_byte_tokens_is_refused():
     with pytest.raises(ValueError, match="514"):
         Tokenizer.train(["a dog"], vocab_size=300)
+
+
+def test_learned_from_multilingual_captions_it_covers_cjk_thai_and_arabic():
+    """Byte-level BPE has every byte: any script encodes, nothing is unknown; learned from captions
+    in those scripts, their frequent words become few tokens. CLIP's pre-tokenizer splits a Thai
+    word at its vowel marks (not letters, \\p{M}), so decoding puts spaces there, as CLIP's does:
+    the text round-trips up to spaces."""
+    captions = (["一只猫在桌子上睡觉", "小猫在桌子上", "桌子上的猫很可爱"] * 30
+                + ["แมวนอนบนโต๊ะ", "แมวตัวเล็กบนโต๊ะ"] * 30
+                + ["قطة نائمة على الطاولة", "قطة صغيرة على الطاولة"] * 30
+                + ["a cat sleeping on the table"] * 30)
+    tok = Tokenizer.train(captions, vocab_size=1200)
+    for text in ["一只猫在桌子上睡觉", "แมวนอนบนโต๊ะ", "قطة نائمة على الطاولة", "新しい猫", "ქართული", "😺 猫"]:
+        ids = tok.encode(text)
+        assert all(0 <= i < len(tok) for i in ids)
+        assert tok.decode(ids).replace(" ", "") == clean(text).replace(" ", ""), text
+    # learned: a frequent caption is a few tokens, where its UTF-8 bytes are 27 (Chinese) and 42 (Arabic)
+    assert len(tok.encode("一只猫在桌子上睡觉")) <= 3
+    assert len(tok.encode("قطة نائمة على الطاولة")) <= 6
+    assert len(tok.encode("一只猫在桌子上睡觉")) < len("一只猫在桌子上睡觉".encode("utf-8")) // 4

@@ -95,3 +95,11 @@ def test_a_bad_manifest_is_a_usage_error(tmp_path, capsys):
                      "--output", str(tmp_path / "out"), "--matcher-cache", ""])
     assert code == 2
     assert "missing.txt, does not exist" in capsys.readouterr().err
+
+
+def test_a_language_map_to_a_language_without_a_list_names_the_ones_there_are(tmp_path, capsys):
+    manifest, pool = write_world(tmp_path)
+    code = cli.main(["curate", "--pool", pool, "--queries", manifest, "--output", str(tmp_path / "out"),
+                     "--matcher-cache", "", "--language-map", "wuu=xx"])
+    assert code == 2
+    assert "xx, which the manifest has no list for; its languages: en, de, zh, th" in capsys.readouterr().err

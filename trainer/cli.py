@@ -119,6 +119,11 @@ def check_config(config) -> None:
         model.load_config(config.model)
     except ValueError as err:
         raise UsageError(str(err)) from err
+    if config.online_balance and not os.path.exists(os.path.join(config.online_balance, "entry_counts.parquet")):
+        raise UsageError(f"--online-balance {config.online_balance}: no entry_counts.parquet there; give the "
+                         "folder `clipdata curate` wrote for these shards")
+    if config.online_t < 1:
+        raise UsageError(f"--online-t must be at least 1, got {config.online_t}")
     if config.tokenizer and not os.path.exists(config.tokenizer):
         raise UsageError(f"--tokenizer {config.tokenizer}: no such file")
     if config.precision not in ("auto", "fp32", "bf16"):

@@ -66,6 +66,7 @@ from webdataset.tariterators import tarfile_samples
 
 from clipdata.pipeline.foundation import failures, webdataset_tars
 from clipdata.trainer.model import IMAGE_MEAN, IMAGE_STD
+from clipdata.trainer.online_balance import entry_ids_of
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,10 @@ class ShardStream(IterableDataset):
 
     def __init__(self, spec: StreamSpec, rank: int, image_size: int, train: bool,
                  tokenizer: Callable | None = None, positions: dict | None = None,
-                 first_worker: int = 0):
+                 first_worker: int = 0, balance=None):
         self.spec, self.rank, self.image_size, self.train = spec, rank, image_size, train
         self.tokenizer = tokenizer
+        self.balance = balance if train else None   # online_balance.OnlineBalance: training only
         self.positions = dict(positions or {})
         self.first_worker = first_worker
         self.good = 0  # usable samples decoded by this worker since it started
@@ -394,9 +396,15 @@ class ShardStream(IterableDataset):
         batch_size = self.spec.batch_size
         images, texts, keys = [], [], []
         position = self.positions.get(stream, (0, 0))
+        balanced_out = 0
         try:
             for group, index, sample in self.raw_stream(stream, counter):
                 position = (group, index + 1)
+                if self.balance is not None:
+                    ids = entry_ids_of(sample)
+                    if ids is not None and not self.balance.keep(ids, stream, group, sample.get("__key__", "")):
+                        balanced_out += 1   # not bad data: counted apart from the skips
+                        continue
                 decoded = self.decode(stream, group, index, sample, counter)
                 if decoded is None:
                     continue
@@ -405,8 +413,8 @@ class ShardStream(IterableDataset):
                 texts.append(decoded[1])
                 keys.append(sample.get("__key__", ""))
                 if len(images) == batch_size:
-                    yield self._batch(images, texts, keys, stream, position, counter)
-                    images, texts, keys = [], [], []
+                    yield self._batch(images, texts, keys, stream, position, counter, balanced_out)
+                    images, texts, keys, balanced_out = [], [], [], 0
         except DataError as err:
             # Raised in a DataLoader worker, the exception would reach the trainer as the
             # worker's traceback in text; handed over as a field instead, ShardLoader raises
@@ -414,9 +422,9 @@ class ShardStream(IterableDataset):
             yield {"data_error": str(err), "stream": stream, "position": position, "skips": dict(counter.counts)}
             return
         if images or counter.counts:  # the end of an epoch stream: a last, smaller batch
-            yield self._batch(images, texts, keys, stream, position, counter)
+            yield self._batch(images, texts, keys, stream, position, counter, balanced_out)
 
-    def _batch(self, images, texts, keys, stream, position, counter) -> dict:
+    def _batch(self, images, texts, keys, stream, position, counter, balanced_out: int = 0) -> dict:
         size = self.image_size
         batch = {
             # Empty only at the end of an epoch stream, to deliver the last skip counts.
@@ -426,6 +434,7 @@ class ShardStream(IterableDataset):
             "stream": stream,
             "position": position,
             "skips": dict(counter.counts),
+            "balanced_out": balanced_out,
         }
         counter.counts.clear()
         if self.tokenizer is not None and texts:
@@ -447,7 +456,8 @@ class ShardLoader:
     def __init__(self, shards: list[str], batch_size: int, image_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, train: bool = True,
                  resampled: bool = True, tokenizer: Callable | None = None, epoch: int = 0,
-                 shards_per_group: int = 4, shuffle_buffer: int = 2000, pin_memory: bool = False):
+                 shards_per_group: int = 4, shuffle_buffer: int = 2000, pin_memory: bool = False,
+                 balance=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.spec = StreamSpec(shards=tuple(shards), seed=seed, world_size=world_size,
@@ -456,14 +466,16 @@ class ShardLoader:
                                shuffle_buffer=shuffle_buffer, epoch=epoch)
         self.rank, self.image_size, self.train = rank, image_size, train
         self.tokenizer, self.pin_memory = tokenizer, pin_memory
+        self.balance = balance    # online_balance.OnlineBalance or None
         self.positions: dict[int, tuple[int, int]] = {}
         self.batches = 0  # taken by the trainer, over the whole run
         self.skips: collections.Counter = collections.Counter()
+        self.balanced_out = 0     # samples online balancing left out, over the whole run
 
     def __iter__(self) -> Iterator[dict]:
         workers = self.spec.num_workers
         dataset = ShardStream(self.spec, self.rank, self.image_size, self.train, self.tokenizer,
-                              self.positions, first_worker=self.batches % max(1, workers))
+                              self.positions, first_worker=self.batches % max(1, workers), balance=self.balance)
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                             pin_memory=self.pin_memory, prefetch_factor=4 if workers else None)
         for batch in loader:
@@ -471,18 +483,20 @@ class ShardLoader:
                 raise DataError(batch["data_error"])
             self.positions[batch.pop("stream")] = tuple(batch.pop("position"))
             self.skips.update(batch.pop("skips"))
+            self.balanced_out += batch.pop("balanced_out", 0)
             if len(batch["texts"]):
                 self.batches += 1
                 yield batch
 
     def state_dict(self) -> dict:
         return {"spec": self.spec.fingerprint(), "positions": dict(self.positions),
-                "batches": self.batches, "skips": dict(self.skips)}
+                "batches": self.batches, "skips": dict(self.skips), "balanced_out": self.balanced_out}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a saved position; with a different data order, fresh streams (logged)."""
         self.batches = int(state["batches"])
         self.skips = collections.Counter(state.get("skips", {}))
+        self.balanced_out = int(state.get("balanced_out", 0))
         if state["spec"] == self.spec.fingerprint():
             self.positions = {int(k): tuple(v) for k, v in state["positions"].items()}
             return

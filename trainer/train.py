@@ -87,6 +87,12 @@ class TrainConfig:
     shards_per_group: int = _flag(4, "shards a stream interleaves at a time (and re-reads at most "
                                      "on resume)")
     seed: int = _flag(0, "seed of the model's initialisation and of the data order")
+    online_balance: str = _flag("", "balance online (MetaCLIP's online curation): the folder `clipdata curate` "
+                                    "wrote for these shards (entry_counts.parquet); each sample is kept with "
+                                    "its entries' probability at --online-t, drawn afresh each time it is read")
+    online_t: int = _flag(20_000, "t of --online-balance: about this many samples per entry each pass "
+                                  "(English's t with a worldwide list; every other language the t leaving "
+                                  "the same tail share)")
     # intervals and outputs
     log_every: int = _flag(10, "log every N steps (log.jsonl, TensorBoard, progress bar); the "
                                "NaN/inf check runs then too")
@@ -201,12 +207,19 @@ def train(config: TrainConfig) -> int:
 
     # -- data: this rank's streams, continued from the checkpoint's position ---------------------
     context_length = model_config["text_cfg"]["context_length"]
+    balancer = None
+    if config.online_balance:
+        from clipdata.trainer.online_balance import OnlineBalance
+
+        balancer = OnlineBalance.from_curated(config.online_balance, config.online_t, seed=config.seed)
+        distributed.print0("online balancing: t " + ", ".join(f"{k} {v:,}" for k, v in balancer.thresholds.items())
+                           + f" over {len(balancer.probability):,} entries")
     loader = data.ShardLoader(
         shards, batch_size=config.batch_size, image_size=model_config["vision_cfg"]["image_size"],
         seed=config.seed, rank=rank, world_size=world_size, num_workers=config.workers,
         tokenizer=functools.partial(tokenizer, context_length=context_length),
         shards_per_group=config.shards_per_group, shuffle_buffer=config.shuffle_buffer,
-        pin_memory=device.type == "cuda")
+        pin_memory=device.type == "cuda", balance=balancer)
     torch.manual_seed(config.seed + rank)
     if ckpt:
         if len(ckpt["ranks"]) == world_size:
@@ -351,8 +364,9 @@ def train(config: TrainConfig) -> int:
         if run_log is not None:
             run_log.close()
     skipped = total_skips()
-    distributed.print0(f"done: {step} steps, {samples_seen:,} samples; skipped {data.skip_words(skipped)}; "
-                       f"checkpoints in {ckpt_dir}")
+    balanced = f"; online balancing left out {loader.balanced_out:,} samples (this process)" if balancer else ""
+    distributed.print0(f"done: {step} steps, {samples_seen:,} samples; skipped {data.skip_words(skipped)}"
+                       f"{balanced}; checkpoints in {ckpt_dir}")
     return 0
 
 

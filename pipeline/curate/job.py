@@ -47,9 +47,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from clipdata.pipeline.curate import balance, progress, text, work_files
+from clipdata.pipeline.curate import progress, text, work_files
 from clipdata.pipeline.curate.steps import BalanceEntries, DedupPairs, MatchPool, parquet_bytes
-from clipdata.pipeline.foundation import beam_runner, folder_lock, pool
+from clipdata.pipeline.foundation import balance, beam_runner, folder_lock, pool
 from clipdata.pipeline.foundation.storage import atomic_write, clear_folder
 from clipdata.query_lists import entries as query_entries
 

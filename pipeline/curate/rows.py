@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from clipdata.pipeline.curate import balance, pair_dedup, text, work_files
+from clipdata.pipeline.curate import pair_dedup, text, work_files
+from clipdata.pipeline.foundation import balance
 
 DROPPED_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("source_row", pa.int64()), ("reason", pa.string())]

@@ -214,3 +214,35 @@ def test_the_final_line_says_what_was_skipped(setup, tmp_path, capsys):
     assert train.train(config(setup, tmp_path / "run", data=str(tars[-1]))) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("done: 6 steps") and "skipped " in last and "truncated shard" in last, last
+
+
+def test_online_balancing_leaves_out_head_samples_and_says_how_many(setup, tmp_path, capsys):
+    """--online-balance with a curate run's counts: samples of the head entry are left out at
+    t / count each time they are read; the run trains its steps and the last line counts them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards_dir = tmp_path / "shards"
+    for shard in range(2):
+        rows = []
+        for i in range(32):
+            rng = random.Random(f"{shard}:{i}")
+            shape, colour = rng.choice(CLASSES)
+            spec = sw.make_spec(shape, colour, rng, 48, 48)
+            rows.append(ShardRow(key=sample_key(shard, i), url="http://x", status="success",
+                                 caption=f"a photo of a {colour} {shape}", entry_ids=[0] if i % 4 else [1],
+                                 image=sw_drawing.encode(to_rgb(sw.draw_image(spec)), "jpeg")))
+        write_shard(str(shards_dir), shard, rows)
+    write_manifest(str(shards_dir))
+    curated = tmp_path / "curated"
+    curated.mkdir()
+    pq.write_table(pa.table({"entry_id": pa.array([0, 1], pa.int32()), "entry": ["photo", "rare"],
+                             "matched": [48, 16], "kept": [48, 16]}), str(curated / "entry_counts.parquet"))
+    capsys.readouterr()
+    assert train.train(config(setup, tmp_path / "run", data=str(shards_dir), online_balance=str(curated),
+                              online_t=16)) == 0
+    out = capsys.readouterr().out
+    assert "online balancing: t all 16 over 2 entries" in out
+    last = out.strip().splitlines()[-1]
+    left_out = int(last.split("online balancing left out ")[1].split(" ")[0].replace(",", ""))
+    assert last.startswith("done: 6 steps") and left_out > 0, last

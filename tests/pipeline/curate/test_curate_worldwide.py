@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipdata.pipeline import cli
-from clipdata.pipeline.curate import balance, job as curate
+from clipdata.pipeline.curate import job as curate
+from clipdata.pipeline.foundation import balance
 
 LISTS = {
     "en": ["dog", "red", "cat"],

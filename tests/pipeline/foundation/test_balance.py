@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clipdata.pipeline.curate import balance
+from clipdata.pipeline.foundation import balance
 
 
 def make_pool(counts, seed=1):

@@ -8,7 +8,8 @@ but each draw is a hash of (seed, pair uid, entry id) instead of a random genera
 so a rerun, a retried Beam bundle or another runner keeps exactly the same pairs.
 
 Everything here is plain numpy over a batch in CSR form (offsets, entry_ids), as the matcher
-returns it.
+returns it. In the foundation because two stages balance: curate (offline, once) and the trainer's
+loader (online, drawn afresh each time a sample is read: trainer/online_balance.py).
 """
 from __future__ import annotations
 
@@ -117,3 +118,19 @@ def language_thresholds(counts_by_language: dict[str, np.ndarray], t: int, refer
     share = tail_share(reference_counts, t)
     return {language: (t if language == reference else threshold_for_share(counts, share))
             for language, counts in counts_by_language.items()}
+
+
+def keep_pair(probability: np.ndarray, entry_ids, key: np.uint64 | int, seed: int) -> bool:
+    """One pair's verdict, the rule of keep_mask: kept when any matched entry's draw falls under its
+    probability; `key` a 64-bit number naming this reading of the pair (the online loader mixes the
+    sample's key with the stream and group it is read in). No matched entry: kept (nothing to
+    balance it by)."""
+    ids = np.asarray(entry_ids, dtype=np.int64)
+    ids = ids[(ids >= 0) & (ids < len(probability))]
+    if not len(ids):
+        return True
+    p = probability[ids]
+    if (p >= 1.0).any():
+        return True
+    draws_ = _draws(seed, np.full(len(ids), np.uint64(key), dtype=np.uint64), ids)
+    return bool((draws_ < p).any())

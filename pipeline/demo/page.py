@@ -109,13 +109,32 @@ def _curate_section(out: str) -> str:
         [c["entry"] for c in head],
         [("matched", [c["matched"] for c in head], plots.GREY), ("kept", [c["kept"] for c in head], plots.BLUE)],
         xlabel="image-text pairs", marker=(t, f"t = {t:,} (the balancing threshold)"))
+    worldwide = ""
+    languages = stats.get("languages")
+    if languages:
+        names = [k for k in languages if k != "other"] + (["other"] if "other" in languages else [])
+        worldwide = (
+            "<p>Worldwide (MetaCLIP 2): each caption's language is identified (fastText's lid.176) and "
+            "matched against its own language's list; English keeps t, every other language gets the t that "
+            "leaves the same share of its matches in the tail. Captions in a language without a list are "
+            "<i>other</i>.</p>"
+            + plots.horizontal_bars(
+                "Pairs per language, before and after balancing", names,
+                [("captions identified", [languages[k]["captions"] for k in names], plots.GREY),
+                 ("matched its list", [languages[k]["captions_matched"] for k in names], plots.ORANGE),
+                 ("kept", [languages[k]["pairs_kept"] for k in names], plots.BLUE)],
+                xlabel="captions / image-text pairs")
+            + _table(["language", "captions", "matched", "kept", "t"],
+                     [[k, f"{languages[k]['captions']:,}", f"{languages[k]['captions_matched']:,}",
+                       f"{languages[k]['pairs_kept']:,}", f"{languages[k]['t']:,}" if "t" in languages[k] else "-"]
+                      for k in names], numeric={1, 2, 3, 4}))
     return (f"<h2>2. Curate</h2><p>{stats['rows_kept']:,} of {count(stats['rows_read'], 'pool row')} kept "
             f"({percent(stats['rows_kept'] / read)}). Balancing is MetaCLIP's, at t = {t:,}: an entry matched by "
             f"more than t pairs gives each of them a t / matches chance, and a pair is kept when any of its "
             f"entries keeps it. An entry matched alone keeps about t; pairs matching several head entries at once "
             f"(a colour and a shape) have several chances, so head entries keep more than t while the tail is "
             f"kept whole. {_link('curated/curate_stats.json', 'curate_stats.json')}</p>"
-            + chart + "<p>Pool rows dropped, by reason:</p>"
+            + chart + worldwide + "<p>Pool rows dropped, by reason:</p>"
             + _table(["reason", "rows", "share of pool"], dropped, numeric={1, 2}))
 
 

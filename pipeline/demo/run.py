@@ -4,10 +4,14 @@
 
 1. queries: a small Wikipedia in the real MediaWiki dump format (multistream bz2 with its index),
    hourly pageview files and a WordNet-format database (whose synsets include the shape and
-   colour words the synthetic web's alt texts use), then `clipdata queries build` over them.
+   colour words the synthetic web's alt texts use), then `clipdata queries build` over them; and
+   small Wikipedias in German, Chinese, Japanese, Thai and Arabic, each built into its own list
+   with `clipdata queries build --lang` (MetaCLIP 2's recipe), all in queries/manifest.json.
 2. the synthetic web: images the project draws (shapes and colours on varied backgrounds) with
-   alt texts that describe them, plus dead links and bad files, served on 127.0.0.1.
-3. curate: `clipdata curate` over that web's (url, alt text) pool.
+   alt texts that describe them (a fifth of them in those five languages), plus dead links and bad
+   files, served on 127.0.0.1.
+3. curate: `clipdata curate` over that web's (url, alt text) pool with the worldwide list: each
+   caption matched against its own language's list and balanced with its language's t.
 4. download: `clipdata download` of the curated pairs into WebDataset shards, then
    `clipdata shards check` over them.
 5. dedup: two labelled test sets of new images of the same classes, one with planted
@@ -76,7 +80,34 @@ def write_demo_sources(folder: str, pages: int, seed: int) -> dict:
     wordnet = os.path.join(folder, "wordnet")
     synthetic.write_wordnet(wordnet, synsets)
     return {"dump": dump, "index": index, "pageviews": os.path.join(folder, "pageviews-*.gz"), "wordnet": wordnet,
-            "vocabulary": synthetic.make_vocabulary(20_000, seed)[:2000]}
+            "vocabulary": synthetic.make_vocabulary(20_000, seed)[:2000],
+            "languages": write_language_sources(folder, seed)}
+
+
+def write_language_sources(folder: str, seed: int) -> dict:
+    """Per worldwide-demo language: a small Wikipedia dump in its language and script (its own
+    namespace names and dbname), its titles in an hour of pageviews, and Open Multilingual Wordnet
+    tab files for the languages OMW has (Chinese and Japanese here)."""
+    from clipdata.pipeline.demo.synthetic_web import languages
+    from clipdata.query_lists import synthetic
+
+    rng = random.Random(f"languages:{seed}")
+    dumps, views = {}, []
+    for language in languages.LANGUAGES:
+        pages = languages.article_pages(language, 120, seed)
+        dumps[language] = os.path.join(folder, f"{language}wiki-demo-pages-articles.xml.bz2")
+        synthetic.write_dump(dumps[language], pages, dbname=f"{language}wiki",
+                             namespaces=languages.NAMESPACES[language], lang=language)
+        views += [(language, p["title"], rng.randint(60, 900)) for p in pages if p["ns"] == 0 and not p["redirect"]]
+    synthetic.write_pageviews(os.path.join(folder, "pageviews-languages-20240101-000000.gz"), views)
+    omw = os.path.join(folder, "omw")
+    for code, language in (("cmn", "zh"), ("jpn", "ja")):
+        os.makedirs(os.path.join(omw, code), exist_ok=True)
+        lemmas = list(languages.COLOURS[language].values()) + list(languages.SHAPES[language].values())
+        with open(os.path.join(omw, code, f"wn-data-{code}.tab"), "w", encoding="utf-8") as f:
+            f.write(f"# demo wordnet\t{code}\n")
+            f.writelines(f"{10_000 + i:08d}-n\t{code}:lemma\t{lemma}\n" for i, lemma in enumerate(lemmas))
+    return {"dumps": dumps, "pageviews": os.path.join(folder, "pageviews-languages-*.gz"), "omw": omw}
 
 
 def run_demo(args, beam_args: list[str]) -> int:
@@ -96,7 +127,8 @@ def run_demo(args, beam_args: list[str]) -> int:
         last = now
 
     sources_dir = os.path.join(out, "sources")
-    print(f"[1/{steps}] writing demo inputs (MediaWiki dump, pageviews, WordNet) to {sources_dir}", flush=True)
+    print(f"[1/{steps}] writing demo inputs (MediaWiki dumps in 6 languages, pageviews, WordNet) to {sources_dir}",
+          flush=True)
     sources = write_demo_sources(sources_dir, args.pages, args.seed)
     queries = os.path.join(out, "queries")
     code = cli.main(["queries", "build", "--output", queries, "--wikipedia", sources["dump"],
@@ -104,12 +136,23 @@ def run_demo(args, beam_args: list[str]) -> int:
                      "--wordnet", sources["wordnet"], *DEMO_THRESHOLDS, *beam_args])
     if code:
         return code
+    # The worldwide list (MetaCLIP 2): one list per language beside English's, and the manifest
+    # curate reads; English's stays CLIP's list at queries/queries.txt.
+    from clipdata.query_lists.build import update_manifest
+
+    for language, dump in sources["languages"]["dumps"].items():
+        code = cli.main(["queries", "build", "--lang", language, "--output", queries, "--wikipedia", dump,
+                         "--pageviews", sources["languages"]["pageviews"], "--wordnet", sources["languages"]["omw"],
+                         "--min-pmi", "4", *beam_args])
+        if code:
+            return code
+    manifest = update_manifest(queries, "en", "queries.txt")
     lap("queries")
 
     web_dir = os.path.join(out, "web")
     print(f"\n[2/{steps}] drawing the synthetic web ({args.images:,} images + faults) in {web_dir}", flush=True)
     web = synthetic_web.build_web(web_dir, args.images, args.seed, vocabulary=sources["vocabulary"],
-                                  workers=min(2, os.cpu_count() or 1))
+                                  workers=min(2, os.cpu_count() or 1), languages=synthetic_web.LANGUAGES)
     with synthetic_web.serve(web_dir) as base_url:
         pool = os.path.join(out, "pool.parquet")
         synthetic_web.write_pool(web, base_url, pool)
@@ -118,7 +161,7 @@ def run_demo(args, beam_args: list[str]) -> int:
 
         curated = os.path.join(out, "curated")
         print(f"\n[3/{steps}] clipdata curate -> {curated}", flush=True)
-        code = cli.main(["curate", "--pool", pool, "--queries", os.path.join(queries, "queries.txt"),
+        code = cli.main(["curate", "--pool", pool, "--queries", manifest,
                          "--output", curated, "--max-per-entry", DEMO_MAX_PER_ENTRY, *beam_args])
         if code:
             return code
@@ -185,6 +228,9 @@ def run_demo(args, beam_args: list[str]) -> int:
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Outputs in {out}/:")
     print(f"  queries/queries.txt   {summary['entries']:,} entries")
     print(f"  curated/              {summary['curated']:,} of {summary['pool_rows']:,} pool rows kept")
+    if summary.get("languages"):
+        print("                        kept per language: " + ", ".join(
+            f"{k} {v['kept']:,}" for k, v in summary["languages"].items()))
     print(f"  shards/               {summary['samples']:,} samples in {summary['shards']} shards")
     for test_set in summary["overlap"]:
         print(f"  dedup/                {test_set['name']}: {test_set['overlap']} of {test_set['size']} test images "
@@ -222,6 +268,8 @@ def demo_summary(out: str) -> dict:
     queries, curated = load("queries", "queries.json"), load("curated", "curate_stats.json")
     manifest, clean, report = load("shards", "manifest.json"), load("shards_clean", "manifest.json"), load("dedup", "report.json")
     summary = {"entries": queries["entries"], "pool_rows": curated["rows_read"], "curated": curated["rows_kept"],
+               "languages": {k: {"matched": v["captions_matched"], "kept": v["pairs_kept"]}
+                             for k, v in curated.get("languages", {}).items()},
                "dropped": curated["dropped"], "shards": len(manifest["shards"]),
                "samples": manifest["totals"]["samples"], "download_errors": manifest["totals"].get("errors", {})}
     if report:

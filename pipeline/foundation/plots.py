@@ -35,8 +35,13 @@ def _embed(fig, alt: str) -> str:
     """The figure as an <img> whose source is the SVG itself, base64 in a data URL."""
     import matplotlib
 
+    import warnings
+
     buf = io.BytesIO()
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC), warnings.catch_warnings():
+        # Labels in scripts the layout font lacks (CJK, Thai): the SVG keeps them as text and the
+        # reader's browser draws them with its own fonts; matplotlib's measuring warns, needlessly.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return (f'<img class="plot" alt="{html.escape(alt, quote=True)}" '

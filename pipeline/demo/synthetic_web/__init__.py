@@ -15,7 +15,8 @@ the manifests (`web.json`, `test_set.json`) are the ground truth the demo and th
     build_test_set("demo/test", 480, seed=1, planted_from=web, planted_count=24,
                    lookalike_count=24)                  # ImageNet-style folders + test_set.json
 
-Modules: drawing.py (classes and pictures), captions.py (alt texts), web.py (files, faults,
+Modules: drawing.py (classes and pictures), captions.py (alt texts), languages.py (alt texts and
+Wikipedia articles in German, Chinese, Japanese, Thai, Arabic), web.py (files, faults,
 manifest, pool), server.py (the HTTP server), testsets.py (labelled test sets). The names below are
 the package's API; import them from here.
 
@@ -26,10 +27,11 @@ Layout of a web folder:
 """
 from clipdata.pipeline.demo.synthetic_web.drawing import (COLOURS, SHAPES, ImageSpec, class_folder, draw_image,
                                                           make_classes, make_spec)
+from clipdata.pipeline.demo.synthetic_web.languages import LANGUAGES
 from clipdata.pipeline.demo.synthetic_web.server import serve
 from clipdata.pipeline.demo.synthetic_web.testsets import TRANSFORMS, build_test_set, lookalike_spec, transform
 from clipdata.pipeline.demo.synthetic_web.web import build_web, load_web, pool_url, write_pool
 
-__all__ = ["COLOURS", "SHAPES", "ImageSpec", "class_folder", "draw_image", "make_classes", "make_spec", "serve",
+__all__ = ["COLOURS", "SHAPES", "LANGUAGES", "ImageSpec", "class_folder", "draw_image", "make_classes", "make_spec", "serve",
            "TRANSFORMS", "build_test_set", "lookalike_spec", "transform", "build_web", "load_web", "pool_url",
            "write_pool"]

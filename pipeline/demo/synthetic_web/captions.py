@@ -52,6 +52,7 @@ CAPTION_KINDS = {
     "no-match": "a file name (IMG_2034, untitled): no query-list entry",
     "empty": "empty or whitespace-only (or &nbsp;)",
     "vocabulary-only": "vocabulary words only: matches queries, says nothing of the image",
+    "foreign": "colour and shape in another language (\"foreign:de\", ...; languages.py), for the worldwide demo",
 }
 CLASS_CAPTION_KINDS = ("class", "html-entities", "mojibake")
 CAPTION_FRACTIONS = {"html-entities": 0.03, "mojibake": 0.03, "shape-only": 0.05,
@@ -97,6 +98,10 @@ def make_caption(spec: ImageSpec, kind: str, rng: random.Random,
     """Alt text of the given kind (CAPTION_KINDS) for an image."""
     if kind == "class":
         return _class_caption(spec, rng, vocabulary)
+    if kind.startswith("foreign:"):
+        from clipdata.pipeline.demo.synthetic_web import languages
+
+        return languages.caption(spec.shape, spec.colour, kind.split(":", 1)[1], rng)
     if kind == "html-entities":
         return rng.choice(_HTML_NOISE).format(caption=_class_caption(spec, rng, vocabulary))
     if kind == "mojibake":

@@ -61,7 +61,8 @@ def _quota(n: int, fractions: dict[str, float], rest: str, rng: random.Random) -
 def build_web(folder: str, n_images: int, seed: int, vocabulary: Sequence[str] | None = None,
               fault_fraction: float = 0.05, shapes: Sequence[str] = SHAPES,
               colours: Sequence[str] = tuple(COLOURS),
-              fault_kinds: Sequence[str] = tuple(FAULT_KINDS), workers: int = 1) -> dict:
+              fault_kinds: Sequence[str] = tuple(FAULT_KINDS), workers: int = 1,
+              languages: Sequence[str] = (), foreign_fraction: float = 0.2) -> dict:
     """Write n_images good images (balanced over the classes) plus fault rows under `folder`,
     and the manifest `folder/web.json`, which is also returned:
 
@@ -74,7 +75,8 @@ def build_web(folder: str, n_images: int, seed: int, vocabulary: Sequence[str] |
     format, width, height, mode, spec (the ImageSpec as a dict), duplicate_of (for duplicates).
 
     `workers` > 1 draws in that many processes; the files and manifest are the same either way,
-    since every image is drawn from its own seed.
+    since every image is drawn from its own seed. With `languages` (languages.LANGUAGES), a
+    `foreign_fraction` of the images get their alt text in one of them (caption_kind "foreign:de").
     """
     for kind in fault_kinds:
         if kind not in FAULT_KINDS:
@@ -91,7 +93,11 @@ def build_web(folder: str, n_images: int, seed: int, vocabulary: Sequence[str] |
     caption_fractions = dict(CAPTION_FRACTIONS)
     if not vocabulary:
         caption_fractions.pop("vocabulary-only")
+    if languages:
+        caption_fractions["foreign"] = foreign_fraction
     caption_plan = _quota(n_images, caption_fractions, "class", rng)
+    caption_plan = [f"foreign:{languages[i % len(languages)]}" if kind == "foreign" else kind
+                    for i, kind in enumerate(caption_plan)]
 
     jobs = []
     for i in range(n_images):

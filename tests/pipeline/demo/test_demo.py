@@ -31,7 +31,14 @@ def test_demo_runs_every_stage(demo):
 
     stats = json.load(open(os.path.join(out, "curated", "curate_stats.json")))
     assert stats["rows_read"] == stats["rows_kept"] + sum(stats["dropped"].values())
-    assert stats["rows_kept"] > 300
+    # worldwide: every demo language has its list and keeps pairs; English keeps the demo's t
+    manifest = json.load(open(os.path.join(out, "queries", "manifest.json")))
+    assert list(manifest["languages"]) == ["en", "ar", "de", "ja", "th", "zh"]
+    languages = stats["languages"]
+    assert all(languages[k]["pairs_kept"] > 0 for k in manifest["languages"]), languages
+    assert languages["en"]["t"] == 150
+    assert sum(v["pairs_kept"] for v in languages.values()) == stats["rows_kept"]
+    assert stats["rows_kept"] > 250   # of 400 images: a fifth in five languages, some misidentified
     assert {"bad-url", "empty-caption", "duplicate"} <= set(stats["dropped"])
 
     manifest = json.load(open(os.path.join(out, "shards", "manifest.json")))
@@ -72,7 +79,8 @@ def test_demo_runs_every_stage(demo):
     page = open(os.path.join(out, "index.html")).read()
     for section in ("Query list", "Curate", "Download", "Contamination", "Train"):
         assert section in page
-    assert "<script" not in page and page.count('<img class="plot"') == 5
+    assert "<script" not in page and page.count('<img class="plot"') == 6
+    assert "Pairs per language, before and after balancing" in page
     # what to take away comes first, and says what the report says
     first = page.split("What to take away", 1)[1].split("</ul>", 1)[0]
     assert "8 of 8 planted copies of training images found" in first
@@ -107,7 +115,7 @@ def test_pages_load_in_a_real_browser_with_every_chart_and_thumbnail(demo):
     with browser.Browser(chromium) as b:
         index = b.load(os.path.join(demo, "index.html"), width=1280)
         assert index.errors == []
-        assert len(index.images) == 5 and all(i["loaded"] and i["width"] > 300 for i in index.images), index.images
+        assert len(index.images) == 6 and all(i["loaded"] and i["width"] > 300 for i in index.images), index.images
         assert index.overflow_px == 0
         assert "What to take away" in index.text and "8 of 8 planted copies" in index.text
 

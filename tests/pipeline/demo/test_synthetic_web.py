@@ -121,7 +121,7 @@ def test_formats_sizes_and_modes_vary(web):
 def test_captions_are_alt_text_of_every_kind(web):
     good = _good(web)
     kinds = Counter(e["caption_kind"] for e in good)
-    assert set(kinds) == set(sw_captions.CAPTION_KINDS)
+    assert set(kinds) == set(sw_captions.CAPTION_KINDS) - {"foreign"}   # no languages asked for
     assert kinds["class"] > 0.7 * N_IMAGES
     class_words = set(sw.SHAPES) | set(sw.COLOURS)
     for e in good:
@@ -397,3 +397,25 @@ def test_test_set_without_planting_is_balanced_and_deterministic(tmp_path):
 def test_test_set_refuses_to_plant_without_a_web(tmp_path):
     with pytest.raises(ValueError, match="planted_from"):
         sw.build_test_set(str(tmp_path), 10, seed=0, planted_count=2)
+
+
+def test_a_web_with_languages_writes_a_fifth_of_its_alt_texts_in_them(tmp_path):
+    from clipdata.pipeline.demo.synthetic_web import languages
+
+    web = sw.build_web(str(tmp_path / "web"), 200, seed=3, fault_kinds=(), languages=languages.LANGUAGES)
+    foreign = [e for e in web["images"] if e["caption_kind"].startswith("foreign:")]
+    assert len(foreign) == 40
+    assert {e["caption_kind"] for e in foreign} == {f"foreign:{lang}" for lang in languages.LANGUAGES}
+    for e in foreign:
+        lang = e["caption_kind"].split(":")[1]
+        assert languages.COLOURS[lang][e["colour"]] in e["caption"] and languages.SHAPES[lang][e["shape"]] in e["caption"]
+
+
+def test_language_articles_carry_the_wikis_own_namespaces_and_a_long_tail():
+    from clipdata.pipeline.demo.synthetic_web import languages
+
+    pages = languages.article_pages("de", 50, seed=0)
+    assert any("[[Kategorie:" in p["text"] for p in pages) and any("[[Datei:" in p["text"] for p in pages)
+    assert [p["ns"] for p in pages].count(1) == 1 and sum(p["redirect"] for p in pages) == 1
+    words = [w for p in pages if p["ns"] == 0 for w in p["text"].split()]
+    assert len(set(words)) > 10 * len(languages.COLOURS["de"])     # the tail the 10% cap needs

@@ -30,13 +30,14 @@ def segments(text: str) -> Iterator[list[str]]:
             yield words
 
 
-def count_ngrams(text: str, unigrams: Counter, bigrams: Counter) -> int:
+def count_ngrams(text: str, unigrams: Counter, bigrams: Counter, split=None) -> int:
     """Add the words of `text` to `unigrams` and its adjacent word pairs (as tuples) to `bigrams`.
 
-    Returns the number of words counted.
+    Returns the number of words counted. `split` gives the runs of words (default: `segments`,
+    English's; worldwide.segments for MetaCLIP 2's other languages).
     """
     n_words = 0
-    for words in segments(text):
+    for words in (split or segments)(text):
         unigrams.update(words)
         n_words += len(words)
         if len(words) > 1:

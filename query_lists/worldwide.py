@@ -26,6 +26,7 @@ from collections import Counter
 from typing import Iterator
 
 from clipdata.pipeline.foundation.scripts import NO_SPACE_LANGUAGES, PUNCTUATION, is_cjk_like
+from clipdata.query_lists import ngrams
 
 UNIGRAM_CAP, UNIGRAM_SHARE = 251_465, 0.10
 BIGRAM_CAP = 100_646   # bigrams with PMI over --min-pmi (30, strictly over, as MetaCLIP 2)
@@ -79,15 +80,8 @@ def segments(text: str) -> Iterator[list[str]]:
 
 
 def count_ngrams(text: str, unigrams: Counter, bigrams: Counter) -> int:
-    """Add the words of `text` to `unigrams` and adjacent pairs (tuples) to `bigrams`; returns the
-    number of words counted. (The English counter is query_lists/ngrams.py, unchanged.)"""
-    n = 0
-    for run in segments(text):
-        unigrams.update(run)
-        n += len(run)
-        if len(run) > 1:
-            bigrams.update(zip(run, run[1:]))
-    return n
+    """ngrams.count_ngrams with MetaCLIP 2's words (the English counter is unchanged)."""
+    return ngrams.count_ngrams(text, unigrams, bigrams, split=segments)
 
 
 def bigram_entry(first: str, second: str, language: str) -> str:

@@ -60,7 +60,9 @@ class WorldwideMatcher:
         self.lowercase = lowercase
         self.n_entries = len(checked)
         raw = {i: padded(e) for i, e in enumerate(checked) if padded(e) != f" {e} "}
-        self.words = Matcher([_ELSEWHERE if i in raw else e for i, e in enumerate(checked)])
+        self.words = None
+        if len(raw) < len(checked):
+            self.words = Matcher([_ELSEWHERE if i in raw else e for i, e in enumerate(checked)])
         self.automaton = None
         if raw:
             import ahocorasick
@@ -68,9 +70,12 @@ class WorldwideMatcher:
             ids: dict[str, list[int]] = {}
             for i, form in raw.items():
                 ids.setdefault(form, []).append(i)
+            # An id per form (the common case: the automaton's values are the ids themselves), a
+            # tuple where a string is in the list twice.
+            self.shared_forms = any(len(owners) > 1 for owners in ids.values())
             self.automaton = ahocorasick.Automaton()
             for form, owners in ids.items():
-                self.automaton.add_word(form, owners)
+                self.automaton.add_word(form, tuple(owners) if self.shared_forms else owners[0])
             self.automaton.make_automaton()
         self.raw_entries = len(raw)
 
@@ -81,19 +86,30 @@ class WorldwideMatcher:
         captions = _clean_captions(captions)
         if self.lowercase:
             captions = [c.lower() for c in captions]
-        offsets, ids = self.words.match_batch(captions)
+        if self.words is not None:
+            offsets, ids = self.words.match_batch(captions)
+        else:
+            offsets, ids = np.zeros(len(captions) + 1, dtype=np.int64), np.zeros(0, np.int32)
         if self.automaton is None:
             return offsets, ids
-        # Add the automaton's matches caption by caption, merged in id order.
-        out_offsets = np.zeros(len(captions) + 1, dtype=np.int64)
-        parts = []
+        # Add the automaton's matches caption by caption, in plain Python (numpy per caption costs
+        # more than the match), merged in id order.
+        word_ids, starts = ids.tolist(), offsets.tolist()
+        merged: list[int] = []
+        out_offsets = [0]
+        iterate = self.automaton.iter
         for i, caption in enumerate(captions):
-            found = {owner for _, owners in self.automaton.iter(spacing(caption)) for owner in owners}
-            words = ids[offsets[i]:offsets[i + 1]]
-            merged = np.union1d(words, np.fromiter(found, dtype=np.int64, count=len(found))) if found else words
-            parts.append(merged.astype(np.int32))
-            out_offsets[i + 1] = out_offsets[i] + len(merged)
-        return out_offsets, (np.concatenate(parts) if parts else np.zeros(0, np.int32))
+            if self.shared_forms:
+                found = {owner for _, owners in iterate(spacing(caption)) for owner in owners}
+            else:
+                found = {owner for _, owner in iterate(spacing(caption))}
+            if found:
+                found.update(word_ids[starts[i]:starts[i + 1]])
+                merged.extend(sorted(found))
+            else:
+                merged.extend(word_ids[starts[i]:starts[i + 1]])
+            out_offsets.append(len(merged))
+        return np.asarray(out_offsets, dtype=np.int64), np.asarray(merged, dtype=np.int32)
 
 
 class WorldwideLists:

@@ -91,9 +91,19 @@ def test_a_no_space_language_and_the_manifest_then_curate(tmp_path, capsys):
                      "--pageviews", str(tmp_path / "pageviews-*.gz"), "--wordnet", omw, "--min-pmi", "2",
                      "--min-line-views", "1"]) == 0
     got = entries.load_entries(os.path.join(lists, "zh", "queries.txt"))
-    # WordNet first ("家_犬" -> "家 犬"), then characters (the top 10% of 12 distinct: 1), then
-    # character bigrams joined without a space, then titles
-    assert got[100:102] == ["猫", "家 犬"]
+    # the plain count: every character a word, "。" a separator, the 分类 link not prose
+    runs = [run for text in ("猫在桌子上。小猫喜欢桌子。", "狗在公园里。") for run in text.split("。") if run]
+    chars = Counter(c for run in runs for c in run)
+    n = sum(chars.values())
+    pairs = Counter((a, b) for run in runs for a, b in zip(run, run[1:]))
+    pmi = {a + b: math.log2(k * n / (chars[a] * chars[b])) for (a, b), k in pairs.items()}
+    top_chars = sorted(chars, key=lambda c: (-chars[c], c))[: int(len(chars) * 0.1)]
+    bigrams = [b for b in sorted(pmi, key=lambda b: (-pmi[b], -pairs[(b[0], b[1])], b)) if pmi[b] > 2]
+    sidecar = json.load(open(os.path.join(lists, "zh", "queries.json")))
+    assert sidecar["caps"]["unigrams"]["distinct"] == len(chars) == 12
+    # WordNet first ("家_犬" -> "家 犬"), then the top 10% of the characters, then character
+    # bigrams joined without a space (1 title with views: 76% of it is none)
+    assert got[100:] == ["猫", "家 犬"] + top_chars + [b for b in bigrams if b not in ("猫",) + tuple(top_chars)]
     assert "桌子" in got and "桌 子" not in got
     assert "分" not in got and "类" not in got                # the 分类: link is dropped by the wiki's name
     (tmp_path / "en.txt").write_text("cat\n")

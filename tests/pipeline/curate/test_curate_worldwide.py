@@ -104,3 +104,25 @@ def test_a_language_map_to_a_language_without_a_list_names_the_ones_there_are(tm
                      "--matcher-cache", "", "--language-map", "wuu=xx"])
     assert code == 2
     assert "xx, which the manifest has no list for; its languages: en, de, zh, th" in capsys.readouterr().err
+
+
+def test_the_same_curated_bytes_on_one_and_on_two_worker_processes(tmp_path):
+    """Language identification, per-language matching and per-language t in Beam's worker
+    processes give the files one process gives."""
+    captions = [(c, lang, ids) for c, lang, ids in CAPTIONS] * 40   # many pieces, many partitions
+    manifest, _ = write_world(tmp_path, CAPTIONS)
+    pool = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"url": [f"http://x.example/{i}.jpg" for i in range(len(captions))],
+                             "caption": [c for c, _, _ in captions]}), pool, row_group_size=40)
+    outputs = []
+    for workers in ("1", "2"):
+        output = tmp_path / f"out{workers}"
+        assert cli.main(["curate", "--pool", str(pool), "--queries", manifest, "--output", str(output),
+                         "--matcher-cache", "", "--max-per-entry", "30", "--direct_num_workers", workers,
+                         "--direct_running_mode", "multi_processing"]) == 0
+        outputs.append(output)
+    for name in sorted(os.listdir(outputs[0] / "curated")):
+        assert (outputs[0] / "curated" / name).read_bytes() == (outputs[1] / "curated" / name).read_bytes(), name
+    one, two = (json.load(open(o / "curate_stats.json")) for o in outputs)
+    assert one["languages"] == two["languages"] and one["languages"]["de"]["pairs_kept"] > 0
+    assert one["rows_read"] == len(captions) and one["dropped"]["balanced-out"] > 0   # t 30 < 40 copies

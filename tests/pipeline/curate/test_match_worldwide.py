@@ -37,6 +37,10 @@ CASES = [
     ("ཁྱི་ནི", [11]),                                  # Tibetan
     ("a (cat) here", [12]),
     ("made in the U.S. today", []),                  # spacing splits "U.S." apart, as MetaCLIP 2's does
+    ("猫，桌子。一只", [0, 1, 2, 14]),              # next to CJK punctuation: raw entries match
+    ("（iPhone手机）", []),                            # "（" is not a space: the Latin start is padded
+    ("【dog】 red dog!", [3, 4]),                    # "dog" not inside 【】 but before "!" (spaced out)
+    ("【dog】", []),                                  # spacing leaves 【】 alone: no space around "dog"
     ("", []),
     (None, []),
 ]

@@ -76,9 +76,17 @@ def _vocabulary(language: str, rng: random.Random, n: int) -> list[str]:
     return sorted({"".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(n)})
 
 
+_CUMULATIVE: dict[int, list[float]] = {}
+
+
 def _zipf(rng: random.Random, items: list[str], k: int) -> list[str]:
-    weights = [1 / (r + 1) for r in range(len(items))]
-    return rng.choices(items, weights=weights, k=k)
+    if len(items) not in _CUMULATIVE:   # the cumulative weights once per vocabulary size
+        total, cumulative = 0.0, []
+        for r in range(len(items)):
+            total += 1 / (r + 1)
+            cumulative.append(total)
+        _CUMULATIVE[len(items)] = cumulative
+    return rng.choices(items, cum_weights=_CUMULATIVE[len(items)], k=k)
 
 
 def world_matcher_bench(entries_n: int, captions_n: int, seed: int) -> int:

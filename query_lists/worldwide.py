@@ -84,8 +84,13 @@ def count_ngrams(text: str, unigrams: Counter, bigrams: Counter) -> int:
     return ngrams.count_ngrams(text, unigrams, bigrams, split=segments)
 
 
+def no_space(language: str) -> bool:
+    """Written without spaces: MetaCLIP 2's list, with Chinese variants (zh_yue, zh_classical) as zh."""
+    return language in NO_SPACE_LANGUAGES or language.split("_")[0] == "zh"
+
+
 def bigram_entry(first: str, second: str, language: str) -> str:
-    return f"{first}{second}" if language in NO_SPACE_LANGUAGES else f"{first} {second}"
+    return f"{first}{second}" if no_space(language) else f"{first} {second}"
 
 
 def entry_ok(entry: str) -> bool:

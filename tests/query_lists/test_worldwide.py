@@ -32,6 +32,7 @@ def test_bigrams_are_joined_without_a_space_in_no_space_languages():
     assert worldwide.bigram_entry("桌", "子", "zh") == "桌子"
     assert worldwide.bigram_entry("ภาษา", "ไทย", "th") == "ภาษาไทย"
     assert worldwide.bigram_entry("rote", "Hund", "de") == "rote Hund"
+    assert worldwide.bigram_entry("廣", "東", "zh_yue") == "廣東"          # Chinese variants as zh
 
 
 def test_the_entry_filter_and_the_caps():

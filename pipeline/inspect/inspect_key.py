@@ -48,7 +48,9 @@ def _entries_of(curated_dir: str | None, entry_ids: list[int]) -> list[dict]:
         entries = table.column("entry").to_pylist()
         matched = table.column("matched").to_pylist()
         kept = table.column("kept").to_pylist()
-        return [{"id": i, "entry": entries[i], "pairs_matched": matched[i], "pairs_kept": kept[i]} for i in entry_ids]
+        languages = table.column("language").to_pylist() if "language" in table.column_names else None
+        return [{"id": i, "entry": entries[i], "pairs_matched": matched[i], "pairs_kept": kept[i],
+                 **({"language": languages[i]} if languages else {})} for i in entry_ids]
     if os.path.exists(stats_path):
         from clipdata.query_lists.entries import load_entries
 

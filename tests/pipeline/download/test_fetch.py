@@ -206,14 +206,15 @@ def test_opt_outs_can_be_ignored(log):
 # -- limits, reuse, streaming ---------------------------------------------------------------------
 
 def test_per_host_concurrency_is_honoured(log):
-    # Each request takes 1.5 s at the server (under this test's 5 s timeout): long beside the
-    # stagger of the first four connections (thread start-up on a busy machine: at 0.5 s a run
-    # beside another test job saw only 2 in flight), so all four slots are seen in flight at once.
+    # Each request takes 1.5 s at the server (under this test's 5 s timeout). The limit is an upper
+    # bound: never more than 4 at once, and 8 requests take at least two rounds. How many of the 4
+    # slots overlap at the server depends on the machine's load (a fresh-clone CI run saw 2 even at
+    # 1.5 s), so the lower side only asks that requests did run side by side.
     urls = [log.url(f"/slow/1.5?n={i}") for i in range(8)]
     started = time.monotonic()
     results = fetch_all(urls, config(concurrency=64, per_host_concurrency=4, timeout=5.0))
     assert all(r.error is None for r in results)
-    assert log.max_in_flight == 4
+    assert 2 <= log.max_in_flight <= 4
     assert time.monotonic() - started >= 8 / 4 * 1.5
 
 

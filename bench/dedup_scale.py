@@ -206,6 +206,35 @@ def write_training_shards(folder: str, n_train: int, rows_per_shard: int, plante
 # Stage rates on samples of the same data
 
 
+def first_images(side, k: int):
+    """The test side of its first k images (flatten numbers images in order, and their view and
+    descriptor rows come in that order: each part is a prefix)."""
+    import dataclasses as dc
+
+    keep = side.owner < k
+    out = dc.replace(side, names=side.names[:k], ids=side.ids[:k], refs=side.refs[:k], codes=side.codes[keep],
+                     owner=side.owner[keep], view=side.view[keep])
+    if side.desc is not None:
+        rows = side.desc_owner < k
+        out = dc.replace(out, desc=side.desc[rows], desc_owner=side.desc_owner[rows], desc_row=side.desc_row[:k])
+    if side.view_desc_row is not None:
+        out = dc.replace(out, view_desc_row=side.view_desc_row[:k])
+    return out
+
+
+def search_projection(m: dict) -> float:
+    """ms per training image of the search at TARGET_TEST test images: a + b * n fitted from the
+    two measured sizes (the per-training-image part does not grow with the test side); from one
+    size, taken as all per test image (an upper bound)."""
+    n, t = m["test_images"], m["search_ms"]
+    half_n, half_t = m.get("search_half_images"), m.get("search_half_ms")
+    if half_t is None or not half_n or half_n >= n or t <= half_t:
+        return t * TARGET_TEST / n   # one size, or timing noise hides the growth: the upper bound
+    per_image = (t - half_t) / (n - half_n)
+    fixed = max(0.0, t - per_image * n)
+    return fixed + per_image * TARGET_TEST
+
+
 def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int = 60, side=None,
                 test_sample: int = 200) -> dict:
     """ms per training image of the hash search (one shard against the test views); ms per pair
@@ -232,7 +261,6 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     # index is IVF: its cost is then ~1/8 of a flat scan plus the list centroids, still linear)
     kinds = {"hash": hash_kind("auto", TARGET_TEST * len(side.view_names)),
              "descriptor": descriptor_kind("auto", TARGET_TEST * len(descriptor.TEST_VIEWS))}
-    index = HashIndex(side.codes, kind=kinds["hash"])
     shard = training_shards.list_shards([shards_dir])[0][0]
     train = training_shards.read_train_hashes(shard)
     n = max(1, len(train.keys))
@@ -246,13 +274,24 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     centre_ms = 1000 * (time.process_time() - t) / n
     at = {data: i for i, data in enumerate(train.thumbs) if data is not None}
     similar = overlap.similar_thresholds(config)
-    finder = search.DescriptorSearch(DescriptorIndex(side.desc, kind=kinds["descriptor"]), *similar) if similar else None
+
+    def time_search(part) -> float:
+        index = HashIndex(part.codes, kind=kinds["hash"])
+        finder = None
+        if similar:
+            finder = search.DescriptorSearch(DescriptorIndex(part.desc, kind=kinds["descriptor"]), *similar)
+        t = time.process_time()
+        search.search_shard(index, part, train, DEFAULT_RADIUS, finder, train_desc if finder else None)
+        return 1000 * (time.process_time() - t) / n
+
     made = search.describe_centres
     search.describe_centres = lambda stored: (centres[0][[at[s] for s in stored]], centres[1][[at[s] for s in stored]])
     try:
-        t = time.process_time()
-        search.search_shard(index, side, train, DEFAULT_RADIUS, finder, train_desc if finder else None)
-        search_ms = 1000 * (time.process_time() - t) / n
+        # at the full test side and at its first half: the search's cost is a + b * test images
+        # (a: per training image whatever the test side, b: per test image), fitted from the two
+        search_ms = time_search(side)
+        half = side.n_images // 2
+        search_half_ms = time_search(first_images(side, half)) if half >= 10 else None
     finally:
         search.describe_centres = made
     rng = random.Random(0)
@@ -278,7 +317,8 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
             verify.verify(test, train_image)
             pixel_s += time.process_time() - t
     n = max(1, len(picked))
-    return {"test_ms": test_ms, "search_ms": search_ms, "describe_ms": describe_ms, "centre_ms": centre_ms,
+    return {"test_ms": test_ms, "search_ms": search_ms, "search_half_ms": search_half_ms,
+            "search_half_images": side.n_images // 2, "describe_ms": describe_ms, "centre_ms": centre_ms,
             "test_views": len(side.codes), "test_images": side.n_images, "index_kinds": kinds,
             "screen_ms": 1000 * screen_s / n, "pixel_ms": 1000 * pixel_s / n, "pairs_timed": len(picked)}
 
@@ -352,10 +392,11 @@ def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers:
 
 def project(m: dict) -> dict:
     """CPU cost per training image and false flags at 400M x 100k, from the measured rates.
-    The search is taken as linear in the test images: the pHash index is a flat scan of the test
-    views, the descriptor index (IVF at that size) visits a fixed share of its rows, and the pHash
-    matches to check grow with the test views. Candidates, screen passes and false pairs are per
-    (test, training) pair."""
+    The search is taken as a + b * test images, fitted from the full test side and its first half
+    (search_projection): the pHash index is a flat scan of the test views, the descriptor index
+    (IVF at that size) visits a fixed share of its rows, and the pHash matches to check grow with
+    the test views, while reading a training image's hashes and descriptors does not. Candidates,
+    screen passes and false pairs are per (test, training) pair."""
     pairs = TARGET_TRAIN * TARGET_TEST
     # the rates of pairs that are not planted copies (copies are rare among 4e13 pairs)
     unrelated = m.get("unrelated_candidates", m["candidates"])
@@ -369,7 +410,7 @@ def project(m: dict) -> dict:
         "descriptor (thumbnail)": m["describe_ms"],
         # at 100k test images nearly every training image has a pHash match on its centre view
         "centre descriptor": m.get("centre_ms", 0.0),
-        "search (hash + descriptor)": m["search_ms"] * TARGET_TEST / m["test_images"],
+        "search (hash + descriptor)": search_projection(m),
         # with the descriptor a training image keeps at most per_image candidates (its most alike);
         # the screen passes the same share of them to the pixels as measured here
         "screen": per_image * m["screen_ms"],
@@ -406,7 +447,10 @@ def report(m: dict, log=print) -> None:
         f"{m['search_ms']:.3f} ms per training image (descriptor network {m['describe_ms']:.2f} ms, centre view "
         f"{m.get('centre_ms', 0.0):.2f} ms) against {m['test_images']:,} test images "
         f"({m['test_views']:,} views; indexes as at the projected size: pHash {m['index_kinds']['hash']}, "
-        f"descriptor {m['index_kinds']['descriptor']}); screen {m['screen_ms']:.1f} ms per pair, pixels {m['pixel_ms']:.1f} ms "
+        f"descriptor {m['index_kinds']['descriptor']})"
+        + (f", {m['search_half_ms']:.3f} ms against the first {m['search_half_images']:,}"
+           if m.get("search_half_ms") is not None else "")
+        + f"; screen {m['screen_ms']:.1f} ms per pair, pixels {m['pixel_ms']:.1f} ms "
         f"per pair ({m['pairs_timed']} pairs timed)")
     cap = f" (at most {m['per_image']} kept per training image)" if m.get("per_image") else ""
     log(f"\nProjection to {TARGET_TRAIN:,} training x {TARGET_TEST:,} test images: "

@@ -31,6 +31,7 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert all(math.isfinite(v) and v >= 0 for v in stages.values())
     assert min(stages["signature (download)"], stages["descriptor (thumbnail)"], stages["search (hash + descriptor)"]) > 0
     assert p["total_ms"] == pytest.approx(sum(stages.values()))
+    assert m["search_half_images"] == 12 and m["search_half_ms"] > 0      # timed on the first half too
     # the projection counts the candidates that are not planted copies (copies are rare at scale)
     assert m["unrelated_candidates"] <= m["candidates"] - m["planted"]
     assert p["candidate_rate"] == pytest.approx(m["unrelated_candidates"] / (240 * 24))
@@ -38,3 +39,12 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert "Projection to 400,000,000 training x 100,000 test images" in text
     assert "planted copies found: 5 of 5" in text
     assert not os.path.exists(tmp_path / "scale")       # removed unless --keep
+
+
+def test_the_search_projection_fits_a_fixed_and_a_per_test_image_part():
+    m = {"test_images": 1000, "search_ms": 1.0, "search_half_images": 500, "search_half_ms": 0.6}
+    # 0.4 ms more for 500 more test images: 0.0008 per test image, 0.2 fixed
+    assert dedup_scale.search_projection(m) == pytest.approx(0.2 + 0.0008 * dedup_scale.TARGET_TEST)
+    # one size, or a half that timed slower (noise): all of it per test image, an upper bound
+    assert dedup_scale.search_projection({"test_images": 1000, "search_ms": 1.0}) == pytest.approx(100.0)
+    assert dedup_scale.search_projection(dict(m, search_half_ms=1.1)) == pytest.approx(100.0)

@@ -43,13 +43,7 @@ class OnlineBalance:
         """From pairs per entry in the shards; with a worldwide list's `ranges` ((language, first id,
         end id)), one t per language."""
         counts = np.asarray(counts, dtype=np.int64)
-        if ranges:
-            thresholds = balance.language_thresholds({lang: counts[a:b] for lang, a, b in ranges}, t)
-            per_entry = np.empty(len(counts), dtype=np.float64)
-            for lang, a, b in ranges:
-                per_entry[a:b] = thresholds[lang]
-        else:
-            thresholds, per_entry = {"all": t}, t
+        per_entry, thresholds = balance.thresholds_per_entry(counts, t, ranges)
         return cls(balance.keep_probability(counts, per_entry), seed, thresholds)
 
     @classmethod
@@ -69,12 +63,7 @@ class OnlineBalance:
         counts = table.column("kept").to_numpy()
         ranges = None
         if "language" in table.column_names:
-            languages = table.column("language").to_pylist()
-            ranges, start = [], 0
-            for i in range(1, len(languages) + 1):
-                if i == len(languages) or languages[i] != languages[start]:
-                    ranges.append((languages[start], start, i))
-                    start = i
+            ranges = balance.language_ranges(table.column("language").to_pylist())
         return cls.from_counts(counts, t, seed, ranges)
 
     def keep(self, entry_ids, stream: int, group: int, key: str) -> bool:

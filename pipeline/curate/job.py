@@ -322,9 +322,7 @@ def language_stats(counters: dict, matched: np.ndarray, kept: np.ndarray, ranges
     """Per language of a worldwide list: captions identified as it, captions that matched its list
     (before the pair dedup), pairs kept, its entries matched, and its t (English's t for English,
     the t leaving the same tail share for the others); `other` for captions without a list."""
-    from clipdata.pipeline.curate.rows import language_thresholds
-
-    thresholds = language_thresholds(matched, ranges, t)
+    thresholds = balance.thresholds_per_entry(matched, t, ranges)[1]
     out = {}
     for language, start, end in ranges:
         out[language] = {

@@ -3,6 +3,8 @@ its rows: match, key by partition, keep the first copy of each pair, count, bala
 steps (steps.py) call them."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 
@@ -28,10 +30,10 @@ WORK_COLUMNS = ["url", "caption", "source_row", "page_url", "uid_high", "uid_low
 
 
 def match_rows(batch: pa.RecordBatch, matcher, max_caption_chars: int,
-               patterns: tuple[str, str], languages: dict | None = None) -> tuple[pa.Table, pa.Table]:
+               patterns: tuple[str, str], languages: Counter | None = None) -> tuple[pa.Table, pa.Table]:
     """A pool batch -> (its pairs that match the list, in WORK_COLUMNS; the rest, as dropped rows
     with their reasons): clean the text, match the captions, hash the matched pairs. With a
-    worldwide matcher, `languages` (a dict) is added to: captions per language ("captions_<lang>")
+    worldwide matcher, `languages` (a Counter) is added to: captions per language ("captions_<lang>")
     and matched captions per language ("matched_<lang>")."""
     kept, dropped = text.clean_batch(batch, max_caption_chars, patterns)
     drops = [_dropped(dropped)]
@@ -39,10 +41,8 @@ def match_rows(batch: pa.RecordBatch, matcher, max_caption_chars: int,
         offsets, entry_ids, caption_languages = matcher.match_languages(kept.column("caption"))
         if languages is not None:
             matched = np.diff(offsets) > 0
-            for language, has in zip(caption_languages, matched):
-                languages[f"captions_{language}"] = languages.get(f"captions_{language}", 0) + 1
-                if has:
-                    languages[f"matched_{language}"] = languages.get(f"matched_{language}", 0) + 1
+            languages.update(f"captions_{language}" for language in caption_languages)
+            languages.update(f"matched_{language}" for language, has in zip(caption_languages, matched) if has)
     else:
         offsets, entry_ids = matcher.match_batch(kept.column("caption"))
     has_match = np.diff(offsets) > 0
@@ -149,20 +149,6 @@ def curated_table(pairs: pa.Table, ranges: list[tuple[str, int, int]] | None = N
         columns.append("language")
     # One chunk per column: how the rows arrived must not change the file's bytes.
     return table.select(columns).combine_chunks()
-
-
-def language_thresholds(counts: np.ndarray, ranges: list[tuple[str, int, int]], t: int) -> dict[str, int]:
-    """t per language of a worldwide list (balance.language_thresholds over each list's counts)."""
-    return balance.language_thresholds({language: counts[start:end] for language, start, end in ranges}, t)
-
-
-def per_entry_threshold(counts: np.ndarray, ranges: list[tuple[str, int, int]], t: int) -> np.ndarray:
-    """Each entry's t: its language's."""
-    per_entry = np.empty(len(counts), dtype=np.float64)
-    for language, t_language in language_thresholds(counts, ranges, t).items():
-        _, start, end = next(r for r in ranges if r[0] == language)
-        per_entry[start:end] = t_language
-    return per_entry
 
 
 def pair_languages(table: pa.Table, ranges: list[tuple[str, int, int]]) -> pa.Array:

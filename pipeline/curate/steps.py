@@ -2,6 +2,7 @@
 step to step in work files (see work_files.py); the runner carries references and counts."""
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -19,9 +20,8 @@ from apache_beam.utils import shared
 
 from clipdata.pipeline.curate import progress, work_files
 from clipdata.pipeline.curate.rows import (DROPPED_SCHEMA, balance_partition, curated_table, entry_counts,
-                                           keep_first_copies, match_rows, partition_of, per_entry_threshold,
-                                           read_partition_rows)
-from clipdata.pipeline.foundation import pool
+                                           keep_first_copies, match_rows, partition_of, read_partition_rows)
+from clipdata.pipeline.foundation import balance, pool
 from clipdata.pipeline.foundation.storage import atomic_write
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class MatchPieceFn(beam.DoFn):
         writer = work_files.PartitionWriter(work_files.unique_path(self.work_dir, f"matched-{name}"), self.partitions)
         drops = []
         read = n_matched = 0
-        languages: dict[str, int] = {}   # a worldwide list's captions and matches per language
+        languages: collections.Counter = collections.Counter()   # a worldwide list's captions and matches per language
         share, piece_rows = pool.piece_share(path, first_group, end_group)
         note = progress.piece_note(self.work_dir, name, path)
         note.update(share=share, piece_rows=piece_rows, rows=0, matched=0)
@@ -185,6 +185,7 @@ class BalanceAndWriteFn(beam.DoFn):
                  ranges: list[tuple[str, int, int]] | None = None):
         self.config, self.curated_dir, self.dropped_dir, self.partitions = config, curated_dir, dropped_dir, partitions
         self.ranges = ranges   # a worldwide list's (language, first id, end id): one t per language
+        self._thresholds = None  # (the counts they were made from, each entry's t): once per worker
         self.kept = Metrics.counter("curate", "rows_kept")
         self.balanced_out = Metrics.counter("curate", "dropped_balanced-out")
 
@@ -193,10 +194,10 @@ class BalanceAndWriteFn(beam.DoFn):
         rows = read_partition_rows(refs)  # in the same order as KeepFirstCopy's: partition_rows sorts
         distinct = np.ones(rows.num_rows, dtype=bool)
         distinct[copies] = False
-        t = self.config.max_per_entry
-        if self.ranges is not None:
-            t = per_entry_threshold(counts, self.ranges, t)
-        kept, out = balance_partition(rows, distinct, counts, t, self.config.seed)
+        if self._thresholds is None or self._thresholds[0] is not counts:
+            # the same pool-wide counts for every partition: sort them per language once, not per partition
+            self._thresholds = (counts, balance.thresholds_per_entry(counts, self.config.max_per_entry, self.ranges)[0])
+        kept, out = balance_partition(rows, distinct, counts, self._thresholds[1], self.config.seed)
         if out.num_rows:
             self.balanced_out.inc(out.num_rows)
             atomic_write(FileSystems.join(self.dropped_dir, f"balanced-out-{partition:05d}.parquet"),

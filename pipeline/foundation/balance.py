@@ -120,6 +120,33 @@ def language_thresholds(counts_by_language: dict[str, np.ndarray], t: int, refer
             for language, counts in counts_by_language.items()}
 
 
+def thresholds_per_entry(counts: np.ndarray, t: int, ranges: list[tuple[str, int, int]] | None
+                         ) -> tuple[np.ndarray | int, dict[str, int]]:
+    """(each entry's t, t per language) of one list (`ranges` None: t for every entry) or of a
+    worldwide list, whose `ranges` are each language's (language, first entry id, end entry id):
+    language_thresholds over each language's counts. What curate balances by and the trainer's
+    online balancing keeps samples by."""
+    if not ranges:
+        return t, {"all": t}
+    counts = np.asarray(counts)
+    thresholds = language_thresholds({language: counts[start:end] for language, start, end in ranges}, t)
+    per_entry = np.empty(len(counts), dtype=np.float64)
+    for language, start, end in ranges:
+        per_entry[start:end] = thresholds[language]
+    return per_entry, thresholds
+
+
+def language_ranges(languages: list[str]) -> list[tuple[str, int, int]]:
+    """(language, first entry id, end entry id) of each run of a per-entry language column (the
+    `language` of entry_counts.parquet, whose lists come one after another)."""
+    ranges, start = [], 0
+    for i in range(1, len(languages) + 1):
+        if i == len(languages) or languages[i] != languages[start]:
+            ranges.append((languages[start], start, i))
+            start = i
+    return ranges
+
+
 def keep_pair(probability: np.ndarray, entry_ids, key: np.uint64 | int, seed: int) -> bool:
     """One pair's verdict, the rule of keep_mask: kept when any matched entry's draw falls under its
     probability; `key` a 64-bit number naming this reading of the pair (the online loader mixes the

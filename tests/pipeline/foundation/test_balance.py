@@ -148,3 +148,13 @@ def test_keep_mask_takes_one_t_per_entry():
     kept0 = balance.keep_mask(hashes, offsets, np.zeros(n, np.int64), counts, t).mean()
     kept1 = balance.keep_mask(hashes, offsets, np.ones(n, np.int64), counts, t).mean()
     assert abs(kept0 - 0.1) < 0.01 and kept1 == 1.0
+
+
+def test_thresholds_per_entry_and_the_ranges_of_a_language_column():
+    counts = np.array([400, 20, 200, 40])
+    ranges = balance.language_ranges(["en", "en", "de", "de"])
+    assert ranges == [("en", 0, 2), ("de", 2, 4)]
+    per_entry, thresholds = balance.thresholds_per_entry(counts, 100, ranges)
+    assert thresholds == {"en": 100, "de": 40} and per_entry.tolist() == [100, 100, 40, 40]
+    assert balance.thresholds_per_entry(counts, 100, None) == (100, {"all": 100})
+    assert balance.language_ranges([]) == []

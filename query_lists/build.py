@@ -438,6 +438,18 @@ def dump_bytes(work: list[tuple[str, int, int | None]]) -> int:
     return total
 
 
+def _by_count(out: str, name: str) -> list[str]:
+    """The keys of counts/<name>-* ("key\tcount" lines), highest count first, ties by key."""
+    rows = _ranked(_read_lines(FileSystems.join(out, name)), 1)
+    return [key for key, _ in sorted(rows, key=lambda r: (-r[1], r[0]))]
+
+
+def _bigrams_by_pmi(out: str) -> list[tuple[str, float]]:
+    """(bigram "a b", PMI) of counts/bigrams-*, highest PMI first, then count, then text."""
+    rows = _ranked(_read_lines(FileSystems.join(out, "bigrams")), 2)
+    return [(b, pmi) for b, pmi, _ in sorted(rows, key=lambda r: (-r[1], -r[2], r[0]))]
+
+
 def _ranked(lines: list[str], score_columns: int) -> list[tuple]:
     rows = []
     for line in lines:
@@ -469,14 +481,11 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
     if "wordnet" in config.sources:
         candidates["wordnet"] = wordnet.head_lemmas(config.wordnet, truncate_at_dot=not config.wordnet_full_names)
     if "unigrams" in config.sources:
-        words = _ranked(_read_lines(FileSystems.join(out, "words")), 1)
-        candidates["unigrams"] = [w for w, _ in sorted(words, key=lambda r: (-r[1], r[0]))]
+        candidates["unigrams"] = _by_count(out, "words")
     if "bigrams" in config.sources:
-        pairs = _ranked(_read_lines(FileSystems.join(out, "bigrams")), 2)
-        candidates["bigrams"] = [b for b, _, _ in sorted(pairs, key=lambda r: (-r[1], -r[2], r[0]))]
+        candidates["bigrams"] = [b for b, _ in _bigrams_by_pmi(out)]
     if "titles" in config.sources:
-        titles = _ranked(_read_lines(FileSystems.join(out, "titles")), 1)
-        candidates["titles"] = [t for t, _ in sorted(titles, key=lambda r: (-r[1], r[0]))]
+        candidates["titles"] = _by_count(out, "titles")
 
     built = assemble.assemble(
         [(name, candidates[name]) for name in config.sources], config.max_entries, config.dedup
@@ -484,7 +493,6 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
     entries.save_entries(
         FileSystems.join(config.output, "queries.txt"), built.entries, allow_duplicates=not config.dedup
     )
-    total_lines = _read_lines(FileSystems.join(out, "total"))
     sidecar = {
         "entries": len(built.entries),
         "list": FileSystems.join(config.output, "queries.txt"),
@@ -507,7 +515,7 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
             "wordnet": config.wordnet,
         },
         "wordnet_names": "full" if config.wordnet_full_names else "metaclip (cut at the first dot)",
-        "wikipedia_words": int(total_lines[0]) if total_lines else 0,
+        "wikipedia_words": _single_number(FileSystems.join(out, "total")),
         "counters": counters,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -530,24 +538,20 @@ def _finish_worldwide(config: BuildConfig, out: str, counters: dict) -> dict:
         lemmas, notes["wordnet"] = worldwide_lists.omw_lemmas(config.wordnet, language) if config.wordnet else ([], {})
         candidates["wordnet"] = lemmas
     if "unigrams" in config.sources:
-        words = _ranked(_read_lines(FileSystems.join(out, "words")), 1)
+        ranked = _by_count(out, "words")
         distinct = _single_number(FileSystems.join(out, "distinct_words"))
         cap = worldwide_lists.unigram_cap(distinct)
-        ranked = [w for w, _ in sorted(words, key=lambda r: (-r[1], r[0]))]
         candidates["unigrams"] = worldwide_lists.top(ranked, cap)
         notes["unigrams"] = {"distinct": distinct, "cap": cap, "at_least_min_count": len(ranked)}
     if "bigrams" in config.sources:
-        pairs = _ranked(_read_lines(FileSystems.join(out, "bigrams")), 2)
         ranked = [worldwide_lists.bigram_entry(*b.split(" ", 1), language)
-                  for b, pmi, _ in sorted(pairs, key=lambda r: (-r[1], -r[2], r[0])) if pmi > config.min_pmi]
+                  for b, pmi in _bigrams_by_pmi(out) if pmi > config.min_pmi]
         candidates["bigrams"] = worldwide_lists.top(ranked, worldwide_lists.BIGRAM_CAP)
         notes["bigrams"] = {"pmi_over_threshold": len(ranked), "cap": worldwide_lists.BIGRAM_CAP}
     if "titles" in config.sources:
-        titles = _ranked(_read_lines(FileSystems.join(out, "titles")), 1)
         seen = _single_number(FileSystems.join(out, "distinct_titles"))
         cap = worldwide_lists.title_cap(seen)
-        ranked = [t for t, _ in sorted(titles, key=lambda r: (-r[1], r[0]))]
-        candidates["titles"] = worldwide_lists.top(ranked, cap)
+        candidates["titles"] = worldwide_lists.top(_by_count(out, "titles"), cap)
         notes["titles"] = {"with_views": seen, "cap": cap}
     # every source is capped on its own (MetaCLIP 2); no cap on the whole list
     built = assemble.assemble([(name, candidates[name]) for name in config.sources], 10**9, config.dedup)

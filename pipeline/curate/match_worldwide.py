@@ -147,33 +147,29 @@ class WorldwideLists:
         k = self.languages.index(language)
         return int(self.starts[k]), int(self.starts[k + 1])
 
-    def entry_languages(self, entry_ids: np.ndarray) -> np.ndarray:
-        """The language (index into `languages`) of each global entry id."""
-        return np.searchsorted(self.starts, np.asarray(entry_ids, dtype=np.int64), side="right") - 1
-
     def match_languages(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(offsets, global entry ids) as match.Matcher.match_batch gives them, and each caption's
         language (a list language or language.OTHER)."""
         captions = _clean_captions(captions)
         languages = self.language_of(captions)
-        per_caption: list[np.ndarray | None] = [None] * len(captions)
         by_language: dict[str, list[int]] = {}
         for i, language in enumerate(languages):
             by_language.setdefault(language, []).append(i)
+        # Each language's captions matched together, then their matches put back in caption order
+        # with one stable sort (a caption is of one language, so its ids stay ascending).
+        owners, found = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for language, rows in by_language.items():
             matcher = self.matchers.get(language)
             if matcher is None:
                 continue
             offsets, ids = matcher.match_batch([captions[i] for i in rows])
-            start = self.starts[self.languages.index(language)]
-            for k, i in enumerate(rows):
-                per_caption[i] = ids[offsets[k]:offsets[k + 1]].astype(np.int64) + start
-        counts = np.fromiter((0 if ids is None else len(ids) for ids in per_caption), dtype=np.int64,
-                             count=len(captions))
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        present = [ids for ids in per_caption if ids is not None and len(ids)]
-        ids = np.concatenate(present).astype(np.int32) if present else np.zeros(0, np.int32)
-        return offsets, ids, languages
+            owners.append(np.repeat(np.asarray(rows, dtype=np.int64), np.diff(offsets)))
+            found.append(ids.astype(np.int64) + self.starts[self.languages.index(language)])
+        owner, ids = np.concatenate(owners), np.concatenate(found)
+        order = np.argsort(owner, kind="stable")
+        offsets = np.zeros(len(captions) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=len(captions)), out=offsets[1:])
+        return offsets, ids[order].astype(np.int32), languages
 
     def match_batch(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         offsets, ids, _ = self.match_languages(captions)

@@ -82,3 +82,16 @@ def test_an_english_only_list_needs_no_automaton():
     matcher = WorldwideMatcher(["dog", "red dog"])
     assert matcher.automaton is None and matcher.raw_entries == 0
     assert matcher.match("a red dog") == [0, 1]
+
+
+def test_a_mixed_batch_gives_each_caption_its_own_languages_global_ids():
+    from clipdata.pipeline.curate.match_worldwide import WorldwideLists
+
+    lists = WorldwideLists({"en": ["dog", "red dog"], "de": ["Hund", "rot"], "zh": ["猫", "桌子"]})
+    captions = ["一只猫在桌子上睡觉", "a red dog sleeps on the sofa in the sun", "le chat dort sur le canapé",
+                "Der Hund ist rot und schläft im Garten", "小猫在桌子上", "a dog is playing in the garden"]
+    offsets, ids, languages = lists.match_languages(captions)
+    assert languages == ["zh", "en", "other", "de", "zh", "en"]
+    per_caption = [ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(captions))]
+    assert per_caption == [[4, 5], [0, 1], [], [2, 3], [4, 5], [0]]   # de starts at 2, zh at 4
+    assert lists.match_batch(captions)[1].tolist() == ids.tolist()

@@ -519,6 +519,11 @@ def run_build(config: BuildConfig, beam_args: list[str] | None = None) -> dict:
         "counters": counters,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    return _write_sidecar(config, sidecar)
+
+
+def _write_sidecar(config: BuildConfig, sidecar: dict) -> dict:
+    """queries.json beside the list (both recipes)."""
     with FileSystems.create(FileSystems.join(config.output, "queries.json")) as handle:
         handle.write(json.dumps(sidecar, indent=2, ensure_ascii=False).encode("utf-8"))
     return sidecar
@@ -572,9 +577,7 @@ def _finish_worldwide(config: BuildConfig, out: str, counters: dict) -> dict:
         "counters": counters,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    with FileSystems.create(FileSystems.join(config.output, "queries.json")) as handle:
-        handle.write(json.dumps(sidecar, indent=2, ensure_ascii=False).encode("utf-8"))
-    return sidecar
+    return _write_sidecar(config, sidecar)
 
 
 def update_manifest(folder: str, language: str, list_path: str) -> str:

@@ -215,24 +215,40 @@ def first_images(side, k: int):
     out = dc.replace(side, names=side.names[:k], ids=side.ids[:k], refs=side.refs[:k], codes=side.codes[keep],
                      owner=side.owner[keep], view=side.view[keep])
     if side.desc is not None:
-        rows = side.desc_owner < k
-        out = dc.replace(out, desc=side.desc[rows], desc_owner=side.desc_owner[rows], desc_row=side.desc_row[:k])
-    if side.view_desc_row is not None:
-        out = dc.replace(out, view_desc_row=side.view_desc_row[:k])
+        d, rows = side.desc, side.desc.owner < k
+        out = dc.replace(out, desc=dc.replace(d, vectors=d.vectors[rows], owner=d.owner[rows], whole=d.whole[rows],
+                                              code=d.code[rows], coded=d.coded[rows], first_whole=d.first_whole[:k],
+                                              n_whole=d.n_whole[:k]), desc_lists=None)
     return out
 
 
+def rows_visited(test_images: int, rows_per_image: float, kind: str) -> float:
+    """Descriptor-index rows one query visits at `test_images` test images: every row of a flat
+    index; for IVF the list centroids and the rows of the nprobe lists nearest the query (with
+    the job's own nlist and nprobe at that size)."""
+    from clipdata.dedup.index import DESCRIPTOR_NPROBE, default_nlist
+
+    rows = test_images * rows_per_image
+    if kind == "flat":
+        return rows
+    nlist = default_nlist(int(rows))
+    return nlist + min(nlist, DESCRIPTOR_NPROBE) * rows / nlist
+
+
 def search_projection(m: dict) -> float:
-    """ms per training image of the search at TARGET_TEST test images: a + b * n fitted from the
-    two measured sizes (the per-training-image part does not grow with the test side); from one
-    size, taken as all per test image (an upper bound)."""
-    n, t = m["test_images"], m["search_ms"]
-    half_n, half_t = m.get("search_half_images"), m.get("search_half_ms")
+    """ms per training image of the search at TARGET_TEST test images: a + b * w fitted from the
+    two measured sizes, w the descriptor-index rows a query visits (`search_work`,
+    `search_half_work`, `target_work`; the test images when not given): the per-training-image
+    part does not grow with the test side. From one size, taken as all per row (an upper bound)."""
+    n, t = m.get("search_work", m["test_images"]), m["search_ms"]
+    half_n = m.get("search_half_work", m.get("search_half_images"))
+    half_t = m.get("search_half_ms")
+    target = m.get("target_work", TARGET_TEST)
     if half_t is None or not half_n or half_n >= n or t <= half_t:
-        return t * TARGET_TEST / n   # one size, or timing noise hides the growth: the upper bound
-    per_image = (t - half_t) / (n - half_n)
-    fixed = max(0.0, t - per_image * n)
-    return fixed + per_image * TARGET_TEST
+        return t * target / n   # one size, or timing noise hides the growth: the upper bound
+    per_unit = (t - half_t) / (n - half_n)
+    fixed = max(0.0, t - per_unit * n)
+    return fixed + per_unit * target
 
 
 def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int = 60, side=None,
@@ -259,41 +275,32 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
         test_ms = 1000 * (time.process_time() - t) / len(test_set.images)
     # the indexes `--index auto` builds at the projected size (at 100k test images the descriptor
     # index is IVF: its cost is then ~1/8 of a flat scan plus the list centroids, still linear)
+    rows_per_image = len(side.desc) / max(1, side.n_images) if side.desc is not None else len(descriptor.TEST_VIEWS)
     kinds = {"hash": hash_kind("auto", TARGET_TEST * len(side.view_names)),
-             "descriptor": descriptor_kind("auto", TARGET_TEST * len(descriptor.TEST_VIEWS))}
+             "descriptor": descriptor_kind("auto", int(TARGET_TEST * rows_per_image))}
     shard = training_shards.list_shards([shards_dir])[0][0]
     train = training_shards.read_train_hashes(shard)
     n = max(1, len(train.keys))
+    # each training image's descriptors (as stored and its centre view): once per training
+    # image whatever the test side's size, so timed apart
     t = time.process_time()
-    train_desc = search.describe_thumbs(train.thumbs)
+    train_desc = search.describe_training(train)
     describe_ms = 1000 * (time.process_time() - t) / n
-    # the centre view's descriptor, made for a training image with a pHash match on its centre:
-    # at most once per training image whatever the test side's size, so timed apart (for all)
-    t = time.process_time()
-    centres = search.describe_centres(train.thumbs)
-    centre_ms = 1000 * (time.process_time() - t) / n
-    at = {data: i for i, data in enumerate(train.thumbs) if data is not None}
     similar = overlap.similar_thresholds(config)
 
     def time_search(part) -> float:
         index = HashIndex(part.codes, kind=kinds["hash"])
         finder = None
         if similar:
-            finder = search.DescriptorSearch(DescriptorIndex(part.desc, kind=kinds["descriptor"]), *similar)
+            finder = search.DescriptorSearch(DescriptorIndex(part.desc.vectors, kind=kinds["descriptor"]), *similar)
         t = time.process_time()
         search.search_shard(index, part, train, DEFAULT_RADIUS, finder, train_desc if finder else None)
         return 1000 * (time.process_time() - t) / n
 
-    made = search.describe_centres
-    search.describe_centres = lambda stored: (centres[0][[at[s] for s in stored]], centres[1][[at[s] for s in stored]])
-    try:
-        # at the full test side and at its first half: the search's cost is a + b * test images
-        # (a: per training image whatever the test side, b: per test image), fitted from the two
-        search_ms = time_search(side)
-        half = side.n_images // 2
-        search_half_ms = time_search(first_images(side, half)) if half >= 10 else None
-    finally:
-        search.describe_centres = made
+    # at the full test side and at its first half: the search's cost is a + b * rows visited
+    search_ms = time_search(side)
+    half = side.n_images // 2
+    search_half_ms = time_search(first_images(side, half)) if half >= 10 else None
     rng = random.Random(0)
     picked = rng.sample(pairs, min(sample, len(pairs)))
     screen_s = pixel_s = 0.0
@@ -317,8 +324,13 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
             verify.verify(test, train_image)
             pixel_s += time.process_time() - t
     n = max(1, len(picked))
-    return {"test_ms": test_ms, "search_ms": search_ms, "search_half_ms": search_half_ms,
-            "search_half_images": side.n_images // 2, "describe_ms": describe_ms, "centre_ms": centre_ms,
+    work = {}
+    if side.desc is not None:
+        work = {"search_work": rows_visited(side.n_images, rows_per_image, kinds["descriptor"]),
+                "search_half_work": rows_visited(side.n_images // 2, rows_per_image, kinds["descriptor"]),
+                "target_work": rows_visited(TARGET_TEST, rows_per_image, kinds["descriptor"])}
+    return {"test_ms": test_ms, "search_ms": search_ms, "search_half_ms": search_half_ms, **work,
+            "search_half_images": side.n_images // 2, "describe_ms": describe_ms,
             "test_views": len(side.codes), "test_images": side.n_images, "index_kinds": kinds,
             "screen_ms": 1000 * screen_s / n, "pixel_ms": 1000 * pixel_s / n, "pairs_timed": len(picked)}
 
@@ -380,7 +392,7 @@ def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers:
         "checked_on_pixels": c.get("pairs_checked_on_pixels", 0),
         "unrelated_candidates": len(unrelated),
         "unrelated_on_pixels": sum(p.get("stage") == "pixels" for p in unrelated),
-        "per_image": overlap.similar_thresholds(config)[3] if config.descriptor else None, "thumbnails_from_tar": c.get("thumbnails_from_tar", 0),
+        "per_image": overlap.similar_thresholds(config)[1] if config.descriptor else None, "thumbnails_from_tar": c.get("thumbnails_from_tar", 0),
         "dedup_wall_s": wall, "dedup_cpu_s": cpu, **{f"download_{k}": v for k, v in made.items()}, **rates,
     }
     out["projection"] = project(out)
@@ -392,10 +404,10 @@ def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers:
 
 def project(m: dict) -> dict:
     """CPU cost per training image and false flags at 400M x 100k, from the measured rates.
-    The search is taken as a + b * test images, fitted from the full test side and its first half
-    (search_projection): the pHash index is a flat scan of the test views, the descriptor index
-    (IVF at that size) visits a fixed share of its rows, and the pHash matches to check grow with
-    the test views, while reading a training image's hashes and descriptors does not. Candidates,
+    The search is taken as a + b * w, fitted from the full test side and its first half
+    (search_projection), w the descriptor-index rows a query visits (IVF at that size: the list
+    centroids and nprobe lists, ~sqrt of the rows), while a training image's own work (reading,
+    the pHash checks of the few rows returned) does not grow with the test side. Candidates,
     screen passes and false pairs are per (test, training) pair."""
     pairs = TARGET_TRAIN * TARGET_TEST
     # the rates of pairs that are not planted copies (copies are rare among 4e13 pairs)
@@ -407,10 +419,8 @@ def project(m: dict) -> dict:
     pass_share = m.get("unrelated_on_pixels", m["checked_on_pixels"]) / max(1, unrelated)
     stages = {
         "signature (download)": m["download_signature_ms"],
-        "descriptor (thumbnail)": m["describe_ms"],
-        # at 100k test images nearly every training image has a pHash match on its centre view
-        "centre descriptor": m.get("centre_ms", 0.0),
-        "search (hash + descriptor)": search_projection(m),
+        "descriptors (thumbnail, centre)": m["describe_ms"],
+        "search (descriptor + pHash check)": search_projection(m),
         # with the descriptor a training image keeps at most per_image candidates (its most alike);
         # the screen passes the same share of them to the pixels as measured here
         "screen": per_image * m["screen_ms"],
@@ -444,8 +454,8 @@ def report(m: dict, log=print) -> None:
         f"the pixels {m['checked_on_pixels']:,}, {m.get('unrelated_on_pixels', m['checked_on_pixels']):,} not planted "
         f"({p['pixel_rate']:.2e} per pair; target <= 1e-6)")
     log(f"  stage rates (one core): test views {m['test_ms']:.1f} ms per test image; search "
-        f"{m['search_ms']:.3f} ms per training image (descriptor network {m['describe_ms']:.2f} ms, centre view "
-        f"{m.get('centre_ms', 0.0):.2f} ms) against {m['test_images']:,} test images "
+        f"{m['search_ms']:.3f} ms per training image (descriptors of the thumbnail and its centre "
+        f"{m['describe_ms']:.2f} ms) against {m['test_images']:,} test images "
         f"({m['test_views']:,} views; indexes as at the projected size: pHash {m['index_kinds']['hash']}, "
         f"descriptor {m['index_kinds']['descriptor']})"
         + (f", {m['search_half_ms']:.3f} ms against the first {m['search_half_images']:,}"

@@ -4,15 +4,17 @@ The small side is indexed, the big side streamed past it, one training shard per
 
     test sets ─► views hashed (driver, process pool) ─► HashIndex built in each worker's setup()
                                                                   │
-    test sets ─► copy descriptors (descriptor.py, as they are and mirrored) ─► DescriptorIndex
-                 and of each hash view (a crop window's, to check a pHash match on it)
+    test sets ─► copy descriptors (descriptor.py) of the picture, its mirror and each crop-window
+                 view ─► IVF lists trained once (driver, at scale) ─► DescriptorIndex in each
+                 worker's setup()
     shard list ─Reshuffle─► SearchAndScreen: key, phash and thumb from the parquet (hashed from
-                            the tar when the shard has no phash) ─► range search at --radius,
-                            and each thumbnail's copy descriptor against the DescriptorIndex
-                            ─► candidates: cosine >= --similar, or a hash match whose matched
-                            view's cosine with the training image (or its centre, for a match
-                            on the centre view) is >= --similar, or identical hashes; at most
-                            --per-image per training image, the most alike
+                            the tar when the shard has no phash) ─► each thumbnail's copy
+                            descriptor (and its centre view's) searched in the DescriptorIndex
+                            ─► candidates: cosine >= --similar with the whole picture, or with
+                            a window whose pHash is within --radius of the training image's
+                            (of its centre's, for the centre view), or identical pHashes;
+                            at most --per-image per training image, the most alike (without
+                            the descriptor: every pHash match within --radius)
                             ─► screen each on its stored thumbnail (verify.screen):
                             most unrelated candidates are rejected here, no tar opened
                                 │           └─► nearest pHash distance per test image within the
@@ -51,7 +53,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from clipdata.dedup import hashed_test_sets, progress
 from clipdata.dedup.overlap_steps import FindOverlap
-from clipdata.dedup.search import EXACT_RADIUS, NO_NEIGHBOUR, PER_IMAGE, TestSide, flatten
+from clipdata.dedup.search import NO_NEIGHBOUR, PER_IMAGE, TestSide, flatten
 from clipdata.dedup.semantic import SemanticUnavailable, embed_in_batches, load_embedder
 from clipdata.dedup.training_shards import list_shards
 from clipdata.pipeline.foundation import beam_runner, eval_sets
@@ -180,6 +182,9 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
         from clipdata.dedup import index
 
         index.HashIndex(side.codes, kind=index.hash_kind(config.index, len(side.codes)))
+        if side.desc is not None and similar and index.descriptor_kind(config.index, len(side.desc)) == "ivf":
+            # the descriptor index's lists, trained once here: every worker's index is the same
+            side.desc_lists = index.train_lists(side.desc.vectors)
     except ValueError as err:
         raise OverlapError(f"--index {config.index}: {err}") from err
     if config.embeddings:
@@ -218,15 +223,15 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
                          similar[0] if similar else None)
 
 
-def similar_thresholds(config: OverlapConfig) -> tuple[float, float, int, int] | None:
-    """(similar, hash_similar, exact radius, per_image) of the descriptor stage (DescriptorSearch's
-    fields after its index), or None when it is off."""
+def similar_thresholds(config: OverlapConfig) -> tuple[float, int] | None:
+    """(similar, per_image) of the descriptor stage (DescriptorSearch's fields after its index),
+    or None when it is off."""
     from clipdata.dedup import descriptor
 
     if not config.descriptor:
         return None
     similar = descriptor.shared().similar if config.similar is None else float(config.similar)
-    return similar, similar - descriptor.HASH_MARGIN, EXACT_RADIUS, int(config.per_image)
+    return similar, int(config.per_image)
 
 
 def semantic_test_side(config: OverlapConfig, embedder, side: TestSide) -> dict:

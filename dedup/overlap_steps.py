@@ -11,7 +11,7 @@ from apache_beam.pvalue import TaggedOutput
 from clipdata.dedup import hashed_test_sets, progress
 from clipdata.dedup.candidates import TestImages, check_candidates, screen_candidates, without_thumb
 from clipdata.dedup.hashing import hex64
-from clipdata.dedup.search import NO_NEIGHBOUR, THUMB, DescriptorSearch, TestSide, describe_thumbs, search_shard
+from clipdata.dedup.search import NO_NEIGHBOUR, THUMB, DescriptorSearch, TestSide, describe_training, search_shard
 from clipdata.dedup.semantic import embed_in_batches, load_embedder, semantic_pairs
 from clipdata.dedup.training_shards import ShardInput, read_train_hashes, read_train_images
 from clipdata.pipeline.foundation import failures
@@ -30,7 +30,7 @@ class SearchShardFn(beam.DoFn):
         self.side, self.radius, self.index_kind, self.semantic = side, radius, index_kind, semantic
         self.verify, self.thumbnails, self.work, self.similar = verify, thumbnails, work, similar
         self.described = Metrics.counter("dedup", "train_described")
-        self.hash_dropped = Metrics.counter("dedup", "hash_matches_dissimilar")
+        self.hash_far = Metrics.counter("dedup", "descriptor_matches_hash_far")
         self.beyond_cap = Metrics.counter("dedup", "candidates_beyond_cap")
         self.search_thumbs_from_tar = Metrics.counter("dedup", "thumbnails_from_tar")
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
@@ -47,8 +47,9 @@ class SearchShardFn(beam.DoFn):
         self.index = index.HashIndex(self.side.codes, kind=index.hash_kind(self.index_kind, len(self.side.codes)))
         self.descriptors = None
         if self.side.desc is not None and self.similar is not None:
-            kind = index.descriptor_kind(self.index_kind, len(self.side.desc))
-            self.descriptors = DescriptorSearch(index.DescriptorIndex(self.side.desc, kind=kind), *self.similar)
+            kind = "ivf" if self.side.desc_lists is not None else "flat"
+            rows = index.DescriptorIndex(self.side.desc.vectors, kind=kind, lists=self.side.desc_lists)
+            self.descriptors = DescriptorSearch(rows, *self.similar)
         self.embedder = load_embedder(self.semantic["checkpoint"]) if self.semantic else None
         self.tests = TestImages(self.side)
 
@@ -62,11 +63,11 @@ class SearchShardFn(beam.DoFn):
         errors = list(train.errors)
         train_desc = None
         if self.descriptors is not None:
-            train_desc = describe_thumbs(train.thumbs)
-            self.described.inc(int(train_desc[1].sum()))
+            train_desc = describe_training(train)
+            self.described.inc(int(train_desc.described.sum()))
         searched = search_shard(self.index, self.side, train, self.radius, self.descriptors, train_desc)
         candidates = searched.candidates
-        self.hash_dropped.inc(searched.dissimilar)
+        self.hash_far.inc(searched.hash_far)
         self.beyond_cap.inc(searched.beyond_cap)
         if self.embedder is not None and shard.tar:
             candidates += self._semantic_candidates(shard, train, candidates, errors)

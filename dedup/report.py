@@ -115,9 +115,9 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             "train_hashed_from_tar": counters.get("train_hashed_from_tar", 0),
             "train_images_unreadable": counters.get("train_images_unreadable", 0),
             "candidates": counters.get("candidates", 0),
-            # the copy descriptor: training images it described, pHash matches it found too dissimilar
+            # the copy descriptor: training images it described, its window matches the pHash left out
             "train_described": counters.get("train_described", 0),
-            "hash_matches_dissimilar": counters.get("hash_matches_dissimilar", 0),
+            "descriptor_matches_hash_far": counters.get("descriptor_matches_hash_far", 0),
             "candidates_beyond_cap": counters.get("candidates_beyond_cap", 0),
             # what decided the candidates: the stored thumbnails (no tar opened) or the pixels
             "screened_out": counters.get("pairs_screened_out", 0),
@@ -216,7 +216,7 @@ def render_html(report: dict, thumbs: dict) -> str:
     if any("accuracy" in ts for ts in report["test_sets"]):
         parts.append(_accuracy_html(report))
     for ts in report["test_sets"]:
-        parts.append(_test_set_html(ts, report["options"]["radius"], thumbs))
+        parts.append(_test_set_html(ts, report["options"]["radius"], thumbs, report["options"].get("similar")))
     parts.append(_shard_errors_html(report["shard_errors"]))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -226,7 +226,7 @@ def _descriptor_words(o: dict, t: dict) -> str:
     if not o.get("descriptor") or o.get("similar") is None:
         return ""
     return (f" and the copy descriptor at cosine &ge; {o['similar']:.2f} ({t.get('train_described', 0):,} training "
-            f"images described; {t.get('hash_matches_dissimilar', 0):,} pHash matches left out as too dissimilar; "
+            f"images described; {t.get('descriptor_matches_hash_far', 0):,} matches on a crop window left out: their pHashes differ by more than the radius; "
             f"at most {o.get('per_image')} candidates per training image, {t.get('candidates_beyond_cap', 0):,} "
             f"less alike ones left out)")
 
@@ -334,14 +334,17 @@ def _pair_rows(pairs: list[dict], thumbs: dict, with_thumbs: int) -> list[str]:
     return rows
 
 
-def _test_set_html(ts: dict, radius: int, thumbs: dict) -> str:
+def _test_set_html(ts: dict, radius: int, thumbs: dict, similar: float | None = None) -> str:
+    # with the copy descriptor the pHash is checked on the pairs it proposes only, not scanned
+    among = "" if similar is None else (f" among the training images the copy descriptor found alike "
+                                        f"(cosine &ge; {similar:.2f})")
     out = [f'<h2 id="set-{e(ts["name"])}">{e(ts["name"])}</h2>',
            f'<p>{e(ts["path"])} ({e(ts["format"])}): {count(ts["size"], "image")}, {ts["unreadable"]:,} unreadable; '
            f'<b>{ts["overlap"]:,} ({percent(ts["overlap"] / ts["size"]) if ts["size"] else "n/a"})</b> have a near duplicate in the training '
            f'data ({count(ts["matched_pairs"], "pair")}).</p>',
            "<h3>Nearest training hash per test image</h3>",
            f'<p class="small">Hamming distance from each readable test image (its closest view) to the nearest '
-           f'training pHash within the search radius ({radius} bits); '
+           f'training pHash within the search radius ({radius} bits){among}; '
            f'{ts["nearest_distance_none"]:,} images have none that close.</p>',
            _histogram_chart(ts, radius),
            f"<h3>Matched pairs ({ts['matched_pairs']:,})</h3>"]

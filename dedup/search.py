@@ -1,6 +1,7 @@
-"""Searching one training shard against the test side (plain Python): the pHash range search, the
-copy descriptor's search, and the rule that makes a candidate of a (test image, training image)
-pair. The test side is flattened here: one row per (test image, view).
+"""Searching one training shard against the test side (plain Python): the copy descriptor's search
+with the pHash as its check (or the pHash range search alone, without the descriptor), and the
+rule that makes a candidate of a (test image, training image) pair. The test side is flattened
+here: one row per (test image, view), and one descriptor row per (test image, described view).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from clipdata.dedup import hashed_test_sets
-from clipdata.dedup.hashing import hex64
+from clipdata.dedup.hashing import hex64, popcount64
 from clipdata.dedup.training_shards import TrainHashes
 from clipdata.pipeline.foundation import eval_sets
 
@@ -21,12 +22,63 @@ from clipdata.pipeline.foundation import eval_sets
 # test images and 4e-4 candidates per pair a training image would otherwise bring ~40). Three, not
 # one: a test set may hold near copies of its own images (CIFAR-10's test set does).
 PER_IMAGE = 3
-EXACT_RADIUS = 0            # with the descriptor: pHash-identical pairs are candidates whatever their cosine
 NO_NEIGHBOUR = 255          # nearest distance of a test image with no training hash within the radius
 THUMB = "_thumb"            # a candidate's stored thumbnail while it moves between steps; never written out
 
 # ---------------------------------------------------------------------------------------------
 # The test side, flattened: one row per (test image, view)
+
+
+@dataclass
+class DescriptorRows:
+    """The test side's copy descriptors as the descriptor index holds them, one row per (test
+    image, described view). "Whole" rows are the picture as it is and mirrored
+    (descriptor.TEST_VIEWS): a training image alike one of them is a candidate. The other rows
+    are the crop windows among the pHash views (a 20% crop's copy is unlike the whole picture,
+    cosine ~0.6, but alike the window that shows it): a training image alike one of them is a
+    candidate when its pHash is within the radius of that window's too, so each row carries its
+    view's pHash."""
+
+    vectors: np.ndarray        # float16 (rows, DIM), unit length
+    owner: np.ndarray          # int64: the global test image number of each row
+    whole: np.ndarray          # bool: a whole-picture row
+    code: np.ndarray           # uint64: the pHash of the row's view
+    coded: np.ndarray          # bool: code is known (a whole row of a side hashed without that view)
+    first_whole: np.ndarray    # int64 per test image: its first whole row (the rest follow), -1: none
+    n_whole: np.ndarray        # int64 per test image: how many whole rows it has
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+
+# the pHash views that show the whole picture: their descriptors are the whole rows' (to_input
+# pads to a square as "border" does), so they are not indexed again as windows
+WHOLE_VIEWS = ("image", "mirror", "border", "border_mirror")
+
+
+def descriptor_rows(per_image: list, dim: int | None = None) -> DescriptorRows:
+    """DescriptorRows from, per test image (global number order), None (not described) or its
+    rows as (vector, whole, pHash of the view or None), whole rows first."""
+    from clipdata.dedup import descriptor
+
+    vectors, owner, whole, code, coded = [], [], [], [], []
+    first = np.full(len(per_image), -1, np.int64)
+    n_whole = np.zeros(len(per_image), np.int64)
+    for number, rows in enumerate(per_image):
+        for vector, is_whole, hashed in rows or ():
+            if is_whole:
+                if first[number] < 0:
+                    first[number] = len(owner)
+                n_whole[number] += 1
+            vectors.append(np.asarray(vector, np.float16))
+            owner.append(number)
+            whole.append(bool(is_whole))
+            code.append(0 if hashed is None else int(hashed))
+            coded.append(hashed is not None)
+    dim = dim or (len(vectors[0]) if vectors else descriptor.DIM)
+    return DescriptorRows(np.stack(vectors) if vectors else np.zeros((0, dim), np.float16),
+                          np.array(owner, np.int64), np.array(whole, bool), np.array(code, np.uint64),
+                          np.array(coded, bool), first, n_whole)
 
 
 @dataclass
@@ -36,68 +88,30 @@ class TestSide:
     names: list[str]                   # test set of each global image number
     ids: list[str]                     # test image id of each global image number
     refs: list[eval_sets.ImageRef]
-    codes: np.ndarray                  # uint64, one per (image, view)
-    owner: np.ndarray                  # int64: the global image number of each code
+    codes: np.ndarray                  # uint64, one per (image, view), in image number order
+    owner: np.ndarray                  # int64: the global image number of each code (ascending)
     view: np.ndarray                   # int16: index into view_names of each code
     view_names: list[str]
-    # copy descriptors (dedup/descriptor.py), one row per (image, descriptor.TEST_VIEWS view);
-    # None when the descriptor is not used
-    desc: np.ndarray | None = None        # float32 (rows, DIM)
-    desc_owner: np.ndarray | None = None  # int64: the global image number of each row
-    desc_row: np.ndarray | None = None    # int64 (n_images, views): each image's rows, -1: none
-    # the copy descriptor of each hash view (a crop window, the mirror, ...): what a pHash match
-    # on that view is checked against; float16 (rows, DIM), row of (image, view) in view_desc_row
-    view_desc: np.ndarray | None = None
-    view_desc_row: np.ndarray | None = None   # int64 (n_images, len(view_names)), -1: none
+    desc: DescriptorRows | None = None   # the copy descriptors; None when the descriptor is not used
+    # the descriptor index's IVF lists, trained once where the job starts (index.train_lists) so
+    # that every worker's index is the same; None: a flat index
+    desc_lists: np.ndarray | None = None
 
     @property
     def n_images(self) -> int:
         return len(self.ids)
 
-    def similarity(self, test: np.ndarray, train_desc: np.ndarray, train_row: np.ndarray) -> np.ndarray:
-        """Per pair (test[k], train_desc[train_row[k]]): the highest cosine over the test image's
-        described views; NaN where the test image has no descriptor (any cosine, -1 included, is
-        a value)."""
-        best = np.full(len(test), np.nan, np.float32)
-        if self.desc is None or not len(test):
-            return best
-        for v in range(self.desc_row.shape[1]):
-            rows = self.desc_row[test, v]
-            ok = np.flatnonzero(rows >= 0)
-            best[ok] = np.fmax(best[ok], paired_dots(self.desc, rows[ok], train_desc, train_row[ok]))
-        return best
-
-    def view_similarity(self, test: np.ndarray, view: np.ndarray, train_desc: np.ndarray,
-                        train_row: np.ndarray) -> np.ndarray:
-        """Per pair: the cosine of the test image's hash view `view[k]` (an index into
-        view_names) with train_desc[train_row[k]]; NaN where that view has no descriptor."""
-        out = np.full(len(test), np.nan, np.float32)
-        if self.view_desc is None or not len(test):
-            return out
-        rows = self.view_desc_row[test, view]
-        ok = np.flatnonzero(rows >= 0)
-        out[ok] = paired_dots(self.view_desc, rows[ok], train_desc, train_row[ok])
-        return out
-
-
-DOT_BLOCK = 4096   # pairs per block in paired_dots: two blocks of rows stay in the CPU's cache
-
-
-def paired_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray) -> np.ndarray:
-    """a[a_rows[k]] . b[b_rows[k]] for every k, in float32 (a may be float16), block by block:
-    at 100k test images a training image has ~800 pHash matches to check, so the rows gathered
-    at once stay bounded instead of growing with the matches."""
-    out = np.empty(len(a_rows), np.float32)
-    for start in range(0, len(a_rows), DOT_BLOCK):
-        end = start + DOT_BLOCK
-        out[start:end] = np.einsum("ij,ij->i", a[a_rows[start:end]].astype(np.float32, copy=False),
-                                   b[b_rows[start:end]])
-    return out
+    def codes_of(self, number: int) -> slice:
+        """The rows of codes/owner/view that belong to test image `number`."""
+        if not hasattr(self, "_starts"):
+            self._starts = np.searchsorted(self.owner, np.arange(self.n_images + 1))
+        return slice(int(self._starts[number]), int(self._starts[number + 1]))
 
 
 def flatten(hashed: list[hashed_test_sets.HashedTestSet], view_names: list[str]) -> TestSide:
     """Number the test images across sets (set by set, in listing order) and stack their views;
-    a view whose hash repeats an earlier one of the same image is indexed once."""
+    a view whose hash repeats an earlier one of the same image is indexed once. With descriptors,
+    each image's whole rows (as it is, mirrored) and the rows of its crop-window views."""
     from clipdata.dedup import index
 
     names, ids, refs, views = [], [], [], []
@@ -110,31 +124,24 @@ def flatten(hashed: list[hashed_test_sets.HashedTestSet], view_names: list[str])
     stacked = index.stack_views(views, names=view_names)
     side = TestSide(names, ids, refs, stacked.hashes, stacked.owner, stacked.view.astype(np.int16),
                     list(view_names))
-    if all(h.descriptors is not None for h in hashed) and hashed:
+    if hashed and all(h.descriptors is not None and h.view_descriptors is not None for h in hashed):
         from clipdata.dedup import descriptor
 
-        rows, owner = [], []
-        side.desc_row = np.full((side.n_images, len(descriptor.TEST_VIEWS)), -1, np.int64)
-        described = (d for h in hashed for d in h.descriptors)
-        for number, views in enumerate(described):
-            if views is not None:
-                side.desc_row[number, :len(views)] = np.arange(len(owner), len(owner) + len(views))
-                rows.append(np.asarray(views, np.float32))
-                owner += [number] * len(views)
-        side.desc = np.concatenate(rows) if rows else np.zeros((0, descriptor.DIM), np.float32)
-        side.desc_owner = np.array(owner, dtype=np.int64)
-    if hashed and all(h.view_descriptors is not None for h in hashed):
-        from clipdata.dedup import descriptor
-
-        side.view_desc_row = np.full((side.n_images, len(view_names)), -1, np.int64)
-        rows = []
-        per_image = [d for h in hashed for d in h.view_descriptors]
-        for number, by_view in enumerate(per_image):
+        wholes = [d for h in hashed for d in h.descriptors]
+        windows = [d for h in hashed for d in h.view_descriptors]
+        per_image = []
+        for image_views, whole, by_view in zip(views, wholes, windows):
+            if whole is None:
+                per_image.append(None)
+                continue
+            rows = []
+            for name, vector in zip(descriptor.TEST_VIEWS, whole):
+                rows.append((vector, True, image_views.get(name)))
             for name, vector in (by_view or {}).items():
-                if name in side.view_names:
-                    side.view_desc_row[number, side.view_names.index(name)] = len(rows)
-                    rows.append(vector)
-        side.view_desc = np.stack(rows).astype(np.float16) if rows else np.zeros((0, descriptor.DIM), np.float16)
+                if name not in WHOLE_VIEWS and name in image_views:
+                    rows.append((vector, False, image_views[name]))
+            per_image.append(rows)
+        side.desc = descriptor_rows(per_image)
     return side
 
 
@@ -146,46 +153,58 @@ def flatten(hashed: list[hashed_test_sets.HashedTestSet], view_names: list[str])
 class DescriptorSearch:
     """How the copy descriptor takes part in one search (see search_shard)."""
 
-    index: object                  # index.DescriptorIndex over side.desc
-    similar: float                 # a pair at or above this cosine is a candidate
-    hash_similar: float            # a hash match is a candidate from this cosine
-    exact: int = EXACT_RADIUS      # ... or at or below this Hamming distance, whatever the cosine
+    index: object                  # index.DescriptorIndex over side.desc.vectors
+    similar: float                 # a pair at or above this cosine is a candidate (windows: with its pHash)
     per_image: int = PER_IMAGE     # candidates kept per training image, most alike first
 
 
-def describe_thumbs(stored: list[bytes | None], view=None) -> tuple[np.ndarray, np.ndarray]:
-    """(descriptors (n, DIM), described: bool (n,)) of stored thumbnails, or of `view(thumbnail
-    as a PIL image)` of each; a missing or unreadable thumbnail gets a zero row and described
-    False (its pairs are left to the hashes)."""
-    from clipdata.dedup import descriptor
+@dataclass
+class TrainDescriptors:
+    """The copy descriptors of one shard's training images: as stored and of their centre view
+    (the centre 70% without the padding bars, hashing.train_views' "centre", whose pHash is
+    `phash_centre`: it meets a test view when the test image is the cropped one)."""
+
+    whole: np.ndarray              # float32 (n, DIM); zero rows where not described
+    described: np.ndarray          # bool (n,): a readable stored thumbnail
+    centre: np.ndarray             # float32 (n, DIM); zero rows where not described
+    centre_described: np.ndarray   # bool (n,): described and with a centre view (phash_centre)
+
+
+def describe_training(train: TrainHashes) -> TrainDescriptors:
+    """The descriptors of a shard's stored thumbnails and of their centre views: each thumbnail
+    decoded once, both inputs through the network in one call. A missing or unreadable
+    thumbnail is not described (its pairs are left to the hashes)."""
+    from clipdata.dedup import descriptor, hashing
     from clipdata.pipeline.foundation import thumbs
 
-    inputs, rows = [], []
-    for i, data in enumerate(stored):
+    n = len(train.codes)
+    has_centre = train.has_centre if train.centre is not None and train.has_centre is not None else np.zeros(n, bool)
+    inputs, whole_at, centre_at = [], {}, {}     # image row -> position in inputs
+    for j in range(n):
+        data = train.thumbs[j] if j < len(train.thumbs) else None
         if data is None:
             continue
         try:
             pixels = thumbs.decode(data)
-            inputs.append(descriptor.to_input(pixels if view is None else view(Image.fromarray(pixels))))
-            rows.append(i)
+            whole = descriptor.to_input(pixels)
+            centre = descriptor.to_input(hashing.pad_to_square(hashing.centre_crop(
+                hashing.stored_content(Image.fromarray(pixels)), hashing.TRAIN_CENTRE_KEEP))) if has_centre[j] else None
         except ValueError:
             continue
-    out = np.zeros((len(stored), descriptor.DIM), np.float32)
-    described = np.zeros(len(stored), bool)
-    if rows:
-        out[rows] = descriptor.shared().describe_inputs(np.stack(inputs))
-        described[rows] = True
-    return out, described
-
-
-def describe_centres(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-    """describe_thumbs of the centre view: the centre 70% of the picture without its padding
-    bars (hashing.train_views' "centre", whose pHash is `phash_centre`), for the pHash matches
-    made on it (the test image is the cropped one)."""
-    from clipdata.dedup import hashing
-
-    return describe_thumbs(stored, lambda rgb: hashing.pad_to_square(
-        hashing.centre_crop(hashing.stored_content(rgb), hashing.TRAIN_CENTRE_KEEP)))
+        whole_at[j] = len(inputs)
+        inputs.append(whole)
+        if centre is not None:
+            centre_at[j] = len(inputs)
+            inputs.append(centre)
+    out = TrainDescriptors(np.zeros((n, descriptor.DIM), np.float32), np.zeros(n, bool),
+                           np.zeros((n, descriptor.DIM), np.float32), np.zeros(n, bool))
+    if inputs:
+        described = descriptor.shared().describe_inputs(np.stack(inputs))
+        for rows, vectors, flags in ((whole_at, out.whole, out.described), (centre_at, out.centre, out.centre_described)):
+            if rows:
+                vectors[list(rows)] = described[list(rows.values())]
+                flags[list(rows)] = True
+    return out
 
 
 @dataclass
@@ -193,56 +212,57 @@ class ShardSearch:
     """What searching one shard found."""
 
     candidates: list[dict]       # one per (test image, training sample), sorted
-    dissimilar: int              # pHash matches the descriptor left out
-    nearest: np.ndarray          # uint8 per test image: nearest pHash distance within the radius,
-                                 # NO_NEIGHBOUR when none is (from the search itself: no second scan)
+    hash_far: int                # descriptor matches on a window or the training centre left out:
+                                 # their pHashes are farther apart than the radius
+    nearest: np.ndarray          # uint8 per test image: nearest pHash distance within the radius
+                                 # among the pairs searched (NO_NEIGHBOUR: none)
     beyond_cap: int = 0          # candidates left out: their training image had per_image more alike
 
 
-SEARCH_CHUNK = 512   # training images searched at a time: bounds the memory of their pHash matches
-                     # (~800 per training image at 100k test images) whatever the shard's size
+SEARCH_CHUNK = 512   # training images searched at a time: bounds the memory of their matches
+                     # whatever the shard's size
 
 
 def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descriptors: DescriptorSearch | None = None,
-                 train_desc: tuple[np.ndarray, np.ndarray] | None = None) -> ShardSearch:
+                 train_desc: TrainDescriptors | None = None) -> ShardSearch:
     """The candidate pairs of one shard, one per (test image, training sample), searched
-    SEARCH_CHUNK training images at a time. Without `descriptors`: every pHash match within
-    `radius`, at its nearest pair of views (`view` names the test image's view, with
-    " / train centre" when the training image's centre view was the nearer). With them
-    (`train_desc` from describe_thumbs): every pair whose copy descriptors agree to `similar`
-    (`view` "descriptor"), and the hash matches within `exact` bits or whose descriptors agree:
-    a match on the training image as it is when the matched test view (a crop window, the
-    mirror, ...) agrees to `similar` with it (a crop's copy is alike the window that shows it);
-    a match on the training image's centre view (the test image is the crop) when that centre,
-    described from the stored thumbnail, agrees to `similar` with the matched test view. A pair
-    whose whole pictures agree is found by the descriptor search itself and keeps its pHash
-    match's distance and view. Without view descriptors (or a thumbnail) a hash match is kept
-    when the whole pictures agree to `hash_similar`. A pair with no descriptor on either side
-    stays a hash candidate. Each pair carries its best cosine as `similarity`."""
-    from clipdata.dedup.index import candidate_pairs
+    SEARCH_CHUNK training images at a time.
 
+    Without `descriptors`: every pHash match within `radius` in `index` (the test views), at its
+    nearest pair of views (`view` names the test image's view, with " / train centre" when the
+    training image's centre view was the nearer).
+
+    With them (`train_desc` from describe_training) the descriptor proposes and the pHash checks:
+    each training image's descriptor is searched in the descriptor index (the test side's
+    whole-picture and crop-window rows) for rows at or above `similar`; a whole-picture row
+    makes a candidate, a window row one when the training pHash is within `radius` of that
+    window's; the training image's centre view (described from the stored thumbnail) is searched
+    the same way, with its own pHash (the test image is the crop). Pairs whose pHashes are
+    identical are candidates whatever their cosine, and a training image
+    without a descriptor falls back to its pHash matches. The cost per training image is a
+    search of the descriptor index (IVF at scale: a fixed number of lists) and a popcount per
+    row it returns, not a scan of every test view. Each pair carries its best cosine as
+    `similarity`, and its nearest pHash views as `distance` and `view` (None and "descriptor"
+    when beyond the radius)."""
     nearest = np.full(side.n_images, NO_NEIGHBOUR, np.uint8)
     if not len(train.codes):
         return ShardSearch([], 0, nearest)
-    codes, owner, train_view = train.search_codes()
-    described_search = descriptors is not None and train_desc is not None
+    described_search = descriptors is not None and train_desc is not None and side.desc is not None
     pairs: dict[tuple[int, int], tuple] = {}
-    dropped = 0
+    far = 0
     for start in range(0, len(train.codes), SEARCH_CHUNK):
-        part = (owner >= start) & (owner < start + SEARCH_CHUNK)
-        found = candidate_pairs(index, side.owner, codes[part], radius, view_index=side.view,
-                                train_owner=owner[part], train_view=train_view[part])
-        np.minimum.at(nearest, found.test, found.distance.astype(np.uint8))
+        rows = np.arange(start, min(start + SEARCH_CHUNK, len(train.codes)))
         if described_search:
-            dropped += _described_pairs(found, side, train, descriptors, train_desc,
-                                        np.arange(start, min(start + SEARCH_CHUNK, len(train.codes))), pairs)
+            far += _descriptor_pairs(side, train, descriptors, train_desc, radius, rows, pairs)
+            hashed_only = rows[~train_desc.described[rows]]
         else:
-            for k in range(len(found.test)):
-                pairs[int(found.test[k]), int(found.train[k])] = (
-                    int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]), math.nan)
+            hashed_only = rows
+        _hash_pairs(index, side, train, radius, hashed_only, pairs)
     beyond = _cap_per_image(pairs, descriptors) if described_search else 0
     candidates = []
     for (t, j), (distance, view, sim) in pairs.items():
+        if distance is not None:
+            nearest[t] = min(int(nearest[t]), distance)
         candidates.append({
             "test_set": side.names[t], "test_index": t, "test_id": side.ids[t],
             "key": train.keys[j], "url": train.urls[j], "caption": train.captions[j],
@@ -252,7 +272,7 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
             "alike": None if sim != sim or not described_search else bool(sim >= descriptors.similar),
             THUMB: train.thumbs[j] if j < len(train.thumbs) else None,
         })
-    return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), dropped, nearest, beyond)
+    return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), far, nearest, beyond)
 
 
 def _view_name(side: TestSide, view: int, train_view: int) -> str:
@@ -262,60 +282,101 @@ def _view_name(side: TestSide, view: int, train_view: int) -> str:
     return name if train_view == 0 else f"{name} / train {TRAIN_VIEWS[int(train_view)]}"
 
 
-def _described_pairs(found, side: TestSide, train: TrainHashes, descriptors: DescriptorSearch,
-                     train_desc: tuple[np.ndarray, np.ndarray], rows: np.ndarray, pairs: dict) -> int:
-    """search_shard's decision for the pHash matches `found` of the training images `rows`, and
-    their descriptor search; adds the candidates to `pairs`, returns how many matches it left out.
-    Each match costs one cosine (its matched view's), whatever the number of test images."""
-    desc, described = train_desc
-    test, row = found.test, found.train
-    sim = side.view_similarity(test, found.view, desc, row)
-    centre = found.train_view != 0
-    sim[centre] = np.nan
-    if side.view_desc is not None and centre.any():
-        # a match on the training image's centre view: that centre's descriptor against the
-        # matched test view (the test image is the crop: its view shows the same middle)
-        centre_rows = np.unique(row[centre])
-        centre_desc, centre_ok = describe_centres([train.thumbs[j] if j < len(train.thumbs) else None
-                                                    for j in centre_rows.tolist()])
-        at = np.searchsorted(centre_rows, row[centre])
-        sims = side.view_similarity(test[centre], found.view[centre], centre_desc, at)
-        sims[~centre_ok[at]] = np.nan
-        sim[centre] = sims
-    # no descriptor of the matched view: the whole pictures decide, from hash_similar
-    no_view = np.isnan(sim)
-    whole = np.full(len(test), np.nan, np.float32)
-    if no_view.any():
-        k = np.flatnonzero(no_view)
-        whole[k] = side.similarity(test[k], desc, row[k])
-    unknown = ~described[row] | (no_view & np.isnan(whole))
-    agree = np.where(no_view, whole >= descriptors.hash_similar, sim >= descriptors.similar)
-    keep = unknown | (found.distance <= descriptors.exact) | agree
-    similarity = np.where(no_view, whole, sim)
-    similarity[unknown] = np.nan
-    for k in np.flatnonzero(keep).tolist():
-        pairs[int(test[k]), int(row[k])] = (int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]),
-                                            float(similarity[k]))
-    # the descriptor search of the same training images: pairs whose whole pictures agree
-    queries = rows[described[rows]]
-    q, r, sims = descriptors.index.similar_pairs(desc[queries], descriptors.similar)
+def _hash_pairs(index, side: TestSide, train: TrainHashes, radius: int, rows: np.ndarray, pairs: dict) -> None:
+    """Every pHash match within `radius` of the training images `rows` (all their views), at its
+    nearest pair of views, into `pairs` without a cosine."""
+    from clipdata.dedup.index import candidate_pairs
+
+    if not len(rows):
+        return
+    codes, owner, train_view = train.search_codes()
+    part = np.isin(owner, rows)
+    found = candidate_pairs(index, side.owner, codes[part], radius, view_index=side.view,
+                            train_owner=owner[part], train_view=train_view[part])
+    for k in range(len(found.test)):
+        pairs[int(found.test[k]), int(found.train[k])] = (
+            int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]), math.nan)
+
+
+def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: DescriptorSearch,
+                      train_desc: TrainDescriptors, radius: int, rows: np.ndarray, pairs: dict) -> int:
+    """search_shard's decision for the training images `rows` with a descriptor; adds their
+    candidates (best cosine each) to `pairs`, returns how many window or centre rows at or above
+    `similar` it left out for their pHash."""
+    rows_of = side.desc
     best: dict[tuple[int, int], float] = {}
-    for j, t, s in zip(queries[q].tolist(), side.desc_owner[r].tolist(), sims.tolist()):
-        best[t, j] = max(s, best.get((t, j), -2.0))
-    match_key = row * side.n_images + test          # found is sorted by (training row, test image)
-    rescued = 0                                     # left-out matches the whole pictures bring back
-    for (t, j), s in best.items():
-        if (t, j) in pairs:
-            distance, view, before = pairs[t, j]
-            pairs[t, j] = (distance, view, s if before != before else max(before, s))
+    far = 0
+    # the training images as they are: a whole row, or a window whose pHash is within the
+    # radius; their centre views (the test image is the crop): a row whose pHash is within the
+    # radius of the centre's
+    for vectors, has, codes, whole_counts in ((train_desc.whole, train_desc.described, train.codes, True),
+                                              (train_desc.centre, train_desc.centre_described, train.centre, False)):
+        queries = rows[has[rows]]
+        if not len(queries):
             continue
-        k = int(np.searchsorted(match_key, j * side.n_images + t))
-        if k < len(match_key) and match_key[k] == j * side.n_images + t:   # a pHash match too
-            pairs[t, j] = (int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]), s)
-            rescued += 1
-        else:
-            pairs[t, j] = (None, "descriptor", s)
-    return int((~keep).sum()) - rescued
+        q, r, s = descriptors.index.similar_pairs(vectors[queries], descriptors.similar)
+        j_of = queries[q]
+        accept = rows_of.coded[r] & (popcount64(codes[j_of] ^ rows_of.code[r]) <= radius)
+        if whole_counts:
+            accept |= rows_of.whole[r]
+        far += int((~accept).sum())
+        for j, t, sim in zip(j_of[accept].tolist(), rows_of.owner[r[accept]].tolist(), s[accept].tolist()):
+            if sim > best.get((t, j), -2.0):
+                best[t, j] = sim
+    # identical pHashes, whatever the cosine (a lookup, not a scan)
+    described = rows[train_desc.described[rows]]
+    for t, j in _identical_pairs(side, train, described):
+        if (t, j) not in best:
+            best[t, j] = _whole_cosine(side, t, train_desc.whole[j])
+    for (t, j), sim in best.items():
+        distance, view = _nearest_views(side, train, t, j, radius)
+        pairs[t, j] = (distance, view, sim)
+    return far
+
+
+def _identical_pairs(side: TestSide, train: TrainHashes, rows: np.ndarray) -> list[tuple[int, int]]:
+    """(test image, training row) pairs of `rows` with identical pHashes (any views of either):
+    each training hash looked up among the test views' sorted hashes."""
+    codes, owner, _ = train.search_codes()
+    part = np.isin(owner, rows)
+    codes, owner = codes[part], owner[part]
+    if not hasattr(side, "_sorted_codes"):
+        side._code_order = np.argsort(side.codes, kind="stable")
+        side._sorted_codes = side.codes[side._code_order]
+    lo = np.searchsorted(side._sorted_codes, codes, "left")
+    hi = np.searchsorted(side._sorted_codes, codes, "right")
+    found = set()
+    for j, a, b in zip(owner.tolist(), lo.tolist(), hi.tolist()):
+        for i in side._code_order[a:b].tolist():
+            found.add((int(side.owner[i]), j))
+    return sorted(found)
+
+
+def _whole_cosine(side: TestSide, t: int, vector: np.ndarray) -> float:
+    """The best cosine of `vector` with test image t's whole rows (NaN: it has none)."""
+    first, n = int(side.desc.first_whole[t]), int(side.desc.n_whole[t])
+    if first < 0 or not n:
+        return math.nan
+    return float((side.desc.vectors[first:first + n].astype(np.float32) @ vector).max())
+
+
+def _nearest_views(side: TestSide, train: TrainHashes, t: int, j: int, radius: int) -> tuple[int | None, str]:
+    """(distance, view) of a pair's nearest pHash views (the training image's centre view too),
+    as the pHash search reports them; (None, "descriptor") when none is within the radius."""
+    span = side.codes_of(t)
+    codes = side.codes[span]
+    if not len(codes):
+        return None, "descriptor"
+    d = popcount64(codes ^ train.codes[j])
+    at, train_view = int(np.argmin(d)), 0
+    best = int(d[at])
+    if train.centre is not None and train.has_centre is not None and train.has_centre[j]:
+        dc = popcount64(codes ^ train.centre[j])
+        if int(dc.min()) < best:
+            at, train_view, best = int(np.argmin(dc)), 1, int(dc.min())
+    if best > radius:
+        return None, "descriptor"
+    return best, _view_name(side, side.view[span][at], train_view)
 
 
 def _cap_per_image(pairs: dict, descriptors: DescriptorSearch) -> int:
@@ -324,7 +385,7 @@ def _cap_per_image(pairs: dict, descriptors: DescriptorSearch) -> int:
     hashes are kept whatever their count. Returns how many were left out."""
     ranked: dict[int, list] = collections.defaultdict(list)
     for (t, j), (distance, _, sim) in pairs.items():
-        if sim == sim and not (distance is not None and distance <= descriptors.exact):
+        if sim == sim and distance != 0:
             ranked[j].append((-sim, t))
     left_out = 0
     for j, alike in ranked.items():

@@ -26,10 +26,10 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert m["checked_on_pixels"] >= m["planted"]
     p = m["projection"]
     stages = p["ms_per_training_image"]
-    assert set(stages) == {"signature (download)", "descriptor (thumbnail)", "centre descriptor", "search (hash + descriptor)", "screen",
+    assert set(stages) == {"signature (download)", "descriptors (thumbnail, centre)", "search (descriptor + pHash check)", "screen",
                            "pixels"}
     assert all(math.isfinite(v) and v >= 0 for v in stages.values())
-    assert min(stages["signature (download)"], stages["descriptor (thumbnail)"], stages["search (hash + descriptor)"]) > 0
+    assert min(stages["signature (download)"], stages["descriptors (thumbnail, centre)"], stages["search (descriptor + pHash check)"]) > 0
     assert p["total_ms"] == pytest.approx(sum(stages.values()))
     assert m["search_half_images"] == 12 and m["search_half_ms"] > 0      # timed on the first half too
     # the projection counts the candidates that are not planted copies (copies are rare at scale)
@@ -48,3 +48,17 @@ def test_the_search_projection_fits_a_fixed_and_a_per_test_image_part():
     # one size, or a half that timed slower (noise): all of it per test image, an upper bound
     assert dedup_scale.search_projection({"test_images": 1000, "search_ms": 1.0}) == pytest.approx(100.0)
     assert dedup_scale.search_projection(dict(m, search_half_ms=1.1)) == pytest.approx(100.0)
+    # with the rows an IVF query visits as the measure of work: a + b * rows
+    w = dict(m, search_work=4000.0, search_half_work=2000.0, target_work=30000.0)
+    assert dedup_scale.search_projection(w) == pytest.approx(0.2 + 0.0002 * 30000)
+
+
+def test_an_ivf_query_visits_the_centroids_and_nprobe_lists():
+    from clipdata.dedup.index import DESCRIPTOR_NPROBE, default_nlist
+
+    assert dedup_scale.rows_visited(1000, 20, "flat") == 20000
+    nlist = default_nlist(2_000_000)
+    assert dedup_scale.rows_visited(100_000, 20, "ivf") == pytest.approx(nlist + DESCRIPTOR_NPROBE * 2_000_000 / nlist)
+    # ~sqrt of the rows: 100x the test images, ~10x the work
+    ratio = dedup_scale.rows_visited(100_000, 20, "ivf") / dedup_scale.rows_visited(1000, 20, "ivf")
+    assert 5 < ratio < 20

@@ -61,6 +61,39 @@ def test_the_shipped_weights_give_unit_descriptors_the_same_each_time(model):
     assert 0.3 < model.similar < 1.0
 
 
+def test_folding_the_batch_norms_keeps_the_function(model):
+    import torch
+
+    unfolded = descriptor._net()
+    unfolded.load_state_dict(torch.load(descriptor.WEIGHTS, map_location="cpu", weights_only=True)["model"])
+    unfolded.eval()
+    inputs = np.stack([descriptor.to_input(stored_thumb(dedup_scale.picture(i))) for i in range(8)])
+    with torch.inference_mode():
+        want = unfolded(descriptor.as_tensor(inputs)).numpy()
+    assert np.allclose(model.describe_inputs(inputs), want, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())
+
+
+def test_a_shards_thumbnails_are_described_as_stored_and_in_their_centre_view(model):
+    from clipdata.dedup import hashing
+
+    pictures = [dedup_scale.picture(i).resize((240, 160)) for i in range(4)]
+    stored = [thumbs.encode(Image.fromarray(stored_thumb(p))) for p in pictures]
+    train = training_shards.TrainHashes(keys=list("abcde"), urls=[None] * 5, captions=[None] * 5,
+                                        codes=np.zeros(5, np.uint64), centre=np.zeros(5, np.uint64),
+                                        has_centre=np.array([True, False, True, True, True]))
+    train.thumbs = stored[:3] + [b"not a png", None]
+    got = search.describe_training(train)
+    assert got.described.tolist() == [True, True, True, False, False]
+    assert got.centre_described.tolist() == [True, False, True, False, False]   # b: no phash_centre
+    pixels = [thumbs.decode(d) for d in stored[:3]]
+    assert np.allclose(got.whole[:3], model.describe(pixels), atol=1e-5)
+    centres = [hashing.pad_to_square(hashing.centre_crop(hashing.stored_content(Image.fromarray(p)),
+                                                         hashing.TRAIN_CENTRE_KEEP)) for p in pixels]
+    assert np.allclose(got.centre[[0, 2]], model.describe([centres[0], centres[2]]), atol=1e-5)
+    assert not got.whole[3:].any() and not got.centre[[1, 3, 4]].any()
+
+
 def test_test_inputs_are_the_stored_form_and_its_mirror():
     image = dedup_scale.picture(3).resize((300, 180))
     inputs = descriptor.test_inputs(image)
@@ -104,27 +137,41 @@ def test_descriptor_index_finds_exactly_the_pairs_at_or_above_the_cosine():
     assert set(zip(q.tolist(), r.tolist())) == want and len(want) >= 40
     assert np.allclose(s, sims[q, r], atol=1e-5)
     assert list(q) == sorted(q)
-    approx = DescriptorIndex(rows, kind="ivf", nlist=4, nprobe=4)   # every list visited: exact
-    qa, ra, _ = approx.similar_pairs(queries, threshold)
-    assert set(zip(qa.tolist(), ra.tolist())) == want
+    # IVF visiting every list: the same pairs, up to the float16 its rows are kept in
+    approx = DescriptorIndex(rows, kind="ivf", nlist=4, nprobe=4)
+    qa, ra, sa = approx.similar_pairs(queries, threshold)
+    got = set(zip(qa.tolist(), ra.tolist()))
+    clear = {(int(a), int(b)) for a, b in zip(*np.nonzero(sims >= threshold + 2e-3))}
+    assert clear <= got <= {(int(a), int(b)) for a, b in zip(*np.nonzero(sims >= threshold - 2e-3))}
+    assert np.allclose(sa, sims[qa, ra], atol=2e-3)
 
 
-def _side(desc_rows: dict[int, np.ndarray], codes: list[int]) -> search.TestSide:
-    """A test side of len(codes) images with one hash each and the given descriptors."""
+def _side(codes: list[dict], rows: list[list | None]) -> search.TestSide:
+    """A test side: per image its {view name: pHash} and its descriptor rows as
+    (vector, whole, pHash or None), as flatten makes them."""
+    names = list(dict.fromkeys(name for views in codes for name in views))
+    hashes, owner, view = [], [], []
+    for i, views in enumerate(codes):
+        for name, h in views.items():
+            hashes.append(h)
+            owner.append(i)
+            view.append(names.index(name))
     n = len(codes)
-    side = search.TestSide(["set"] * n, [f"t{i}" for i in range(n)], [None] * n,
-                            np.array(codes, np.uint64), np.arange(n, dtype=np.int64), np.zeros(n, np.int16),
-                            ["image"])
-    rows, owner = [], []
-    side.desc_row = np.full((n, 2), -1, np.int64)
-    for image, views in desc_rows.items():
-        for v, row in enumerate(views):
-            side.desc_row[image, v] = len(rows)
-            rows.append(row)
-            owner.append(image)
-    side.desc = np.array(rows, np.float32)
-    side.desc_owner = np.array(owner, np.int64)
+    side = search.TestSide(["set"] * n, [f"t{i}" for i in range(n)], [None] * n, np.array(hashes, np.uint64),
+                            np.array(owner, np.int64), np.array(view, np.int16), names)
+    side.desc = search.descriptor_rows(rows)
     return side
+
+
+def _train(codes: list[int], centre: list[int | None] | None = None) -> training_shards.TrainHashes:
+    n = len(codes)
+    train = training_shards.TrainHashes(keys=[f"k{j}" for j in range(n)], urls=[None] * n, captions=[None] * n,
+                                        codes=np.array(codes, np.uint64))
+    if centre is not None:
+        train.centre = np.array([c or 0 for c in centre], np.uint64)
+        train.has_centre = np.array([c is not None for c in centre])
+    train.thumbs = [f"k{j}".encode() for j in range(n)]
+    return train
 
 
 def _unit(*values) -> np.ndarray:
@@ -132,155 +179,191 @@ def _unit(*values) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def test_search_keeps_alike_hash_matches_and_adds_descriptor_pairs():
-    a, b, c = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
-    mirror_of_c = _unit(0.1, 0, 1)
-    # test 0: described as a; test 1: as b (image) and c (mirror); test 2: no descriptor
-    side = _side({0: [a, a], 1: [b, mirror_of_c]}, [0x0F0F, 0xFFFF0000, 0x1234])
-    train = training_shards.TrainHashes(keys=["k0", "k1", "k2", "k3"], urls=[None] * 4, captions=[None] * 4,
-                                codes=np.array([0x0F0F, 0xFFFF0001, 0xFFFF00FF, 0x1234], np.uint64))
-    train.thumbs = [None] * 4
-    desc = np.stack([b, c, a, a])                      # k0 unlike test 0 but the same hash
-    described = np.array([True, True, True, False])    # k3: no thumbnail, no descriptor
-    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.9, hash_similar=0.8, exact=0)
-    found = search.search_shard(HashIndex(side.codes), side, train, 8, finder, (desc, described))
-    got = {(p["test_index"], p["key"]): (p["distance"], p["view"], p["similarity"]) for p in found.candidates}
-    dropped = found.dissimilar
-    # test 0 / k0: same hash (distance 0 <= exact) though unlike; test 1 / k1: 1 bit and its
-    # mirror view alike; test 1 / k2: 8 bits but unlike: dropped; test 0 / k2 and test 1 / k0:
-    # descriptors alone; test 2 / k3: no descriptor on either side, the hash decides
-    assert got[0, "k0"][:2] == (0, "image")
-    assert got[1, "k1"][0] == 1 and got[1, "k1"][2] == pytest.approx(float(mirror_of_c @ c), abs=1e-4)
-    assert (1, "k2") not in got and dropped == 1
-    assert got[0, "k2"] == (None, "descriptor", 1.0)
-    assert got[1, "k0"] == (None, "descriptor", 1.0)
-    assert got[2, "k3"] == (0, "image", None)
-    assert len(got) == 5
-    # the descriptor's own verdict rides along: below `similar` a pair is unalike (stricter pixels)
-    alike = {(p["test_index"], p["key"]): p["alike"] for p in found.candidates}
-    assert alike == {(0, "k0"): False, (1, "k1"): True, (0, "k2"): True, (1, "k0"): True, (2, "k3"): None}
-    # nearest pHash distance per test image within the radius, from the same search
-    assert found.nearest.tolist() == [0, 1, 0]
+def _search(side, train, desc, described, radius, similar=0.8, per_image=3, centres=None, index=None):
+    """search_shard with the training descriptors given: `centres` maps a stored thumbnail to its
+    centre view's descriptor (those of training images with a centre view)."""
+    n, dim = len(desc), len(desc[0])
+    centre = np.zeros((n, dim), np.float32)
+    has = np.zeros(n, bool)
+    for j in range(n):
+        if centres is not None and train.thumbs[j] in centres and train.has_centre is not None and train.has_centre[j]:
+            centre[j], has[j] = centres[train.thumbs[j]], described[j]
+    train_desc = search.TrainDescriptors(np.stack(desc).astype(np.float32), np.array(described), centre, has)
+    finder = search.DescriptorSearch(index or DescriptorIndex(side.desc.vectors), similar=similar, per_image=per_image)
+    return search.search_shard(HashIndex(side.codes), side, train, radius, finder, train_desc)
 
 
-def test_a_hash_match_is_kept_when_its_own_view_is_alike_though_the_whole_pictures_are_not():
-    """A 20% crop's copy is unlike the whole test picture (cosine ~0.6) but alike the crop window
-    whose pHash matched it: that view's descriptor decides, at `similar`. A match on the training
-    image's centre view (the test image is the crop) keeps the whole-picture rule."""
-    whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
-    # two test images, each with an "image" view and a "border_crop80_l" window view
-    side = search.TestSide(["set"] * 2, ["t0", "t1"], [None] * 2,
-                            np.array([0x0F0F, 0xF0F0F0F0, 0xFFFF0000, 0x00FF00FF], np.uint64),
-                            np.array([0, 0, 1, 1], np.int64), np.array([0, 1, 0, 1], np.int16),
-                            ["image", "border_crop80_l"])
-    side.desc_row = np.array([[0, -1], [1, -1]], np.int64)
-    side.desc = np.stack([whole, whole])
-    side.desc_owner = np.array([0, 1], np.int64)
-    side.view_desc = np.stack([whole, window, whole, other]).astype(np.float16)
-    side.view_desc_row = np.array([[0, 1], [2, 3]], np.int64)
-    # k0 matches test 0's window view (1 bit) and is alike that window: kept, similarity 1.0;
-    # k1 matches test 1's window view (1 bit) but is alike neither view: dropped
-    crop_copy = _unit(0.55, 1, 0)                     # cosine with the whole picture ~0.48
-    train = training_shards.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
-                                codes=np.array([0xF0F0F0F1, 0x00FF00FE], np.uint64))
-    train.thumbs = [None] * 2
-    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
-    found = search.search_shard(HashIndex(side.codes), side, train, 4, finder,
-                                 (np.stack([crop_copy, _unit(0.6, 0.8, 0.0)]), np.array([True, True])))
-    got = {(p["test_index"], p["key"]): p for p in found.candidates}
-    assert set(got) == {(0, "k0")} and found.dissimilar == 1
-    assert got[0, "k0"]["view"] == "border_crop80_l"
-    assert got[0, "k0"]["similarity"] == pytest.approx(float(window @ crop_copy), abs=1e-3)
-    assert got[0, "k0"]["alike"] is True
-    # without view descriptors the old rule (whole picture from hash_similar) keeps both
-    side.view_desc = side.view_desc_row = None
-    found = search.search_shard(HashIndex(side.codes), side, train, 4, finder,
-                                 (np.stack([crop_copy, _unit(0.6, 0.8, 0.0)]), np.array([True, True])))
-    assert {(p["test_index"], p["key"]) for p in found.candidates} == {(0, "k0"), (1, "k1")}
+def test_the_descriptor_proposes_and_the_phash_checks_a_window_match(monkeypatch):
+    """A training image alike a test picture as a whole is a candidate whatever its pHash; one
+    alike a crop window only when its pHash is within the radius of that window's too; identical
+    pHashes are candidates whatever the cosine; a training image without a descriptor falls back
+    to its pHash matches."""
+    whole0, window0, whole1, other = _unit(1, 0, 0, 0), _unit(0, 1, 0, 0), _unit(0, 0, 1, 0), _unit(0, 0, 0, 1)
+    side = _side([{"image": 0x0F0F, "border_crop80_l": 0xF0F0F0F0}, {"image": 0xFFFF0000}],
+                 [[(whole0, True, 0x0F0F), (window0, False, 0xF0F0F0F0)], [(whole1, True, 0xFFFF0000)]])
+    train = _train([0x12345678_00000000,   # k0: alike test 0 as a whole, an unrelated pHash
+                    0xF0F0F0F1,            # k1: alike test 0's window, pHash 1 bit from it
+                    0x0F0F0F0F_0F0F0F0F,   # k2: alike test 0's window, pHash far from it: left out
+                    0xFFFF0000,            # k3: unalike everything, pHash identical to test 1's
+                    0xFFFF0003])           # k4: no descriptor: its pHash match (2 bits) decides
+    found = _search(side, train, [whole0, _unit(0.1, 1, 0, 0), window0, other, other],
+                    [True, True, True, True, False], radius=4)
+    got = {(p["test_index"], p["key"]): (p["distance"], p["view"], p["similarity"], p["alike"])
+           for p in found.candidates}
+    assert got[0, "k0"] == (None, "descriptor", 1.0, True)
+    assert got[0, "k1"][:2] == (1, "border_crop80_l") and got[0, "k1"][2] == pytest.approx(0.995, abs=1e-3)
+    assert got[1, "k3"] == (0, "image", 0.0, False)     # identical pHashes, the descriptor against
+    assert got[1, "k4"] == (2, "image", None, None)
+    assert set(got) == {(0, "k0"), (0, "k1"), (1, "k3"), (1, "k4")}
+    assert found.hash_far == 1                          # k2's window match
+    assert found.nearest.tolist() == [1, 0]
 
 
-def test_a_hash_match_whose_whole_pictures_agree_keeps_its_distance_and_view():
-    """The matched view is unlike the training image but the whole pictures agree: the descriptor
-    search finds the pair, and it is reported with its pHash match (distance, view), not as a
-    descriptor-only pair."""
-    whole, window = _unit(1, 0, 0), _unit(0, 1, 0)
-    side = search.TestSide(["set"], ["t0"], [None], np.array([0x0F0F, 0xF0F0F0F0], np.uint64),
-                            np.array([0, 0], np.int64), np.array([0, 1], np.int16), ["image", "border_crop80_l"])
-    side.desc_row, side.desc, side.desc_owner = np.array([[0, -1]], np.int64), np.stack([whole]), np.array([0])
-    side.view_desc = np.stack([whole, window]).astype(np.float16)
-    side.view_desc_row = np.array([[0, 1]], np.int64)
-    train = training_shards.TrainHashes(keys=["k0"], urls=[None], captions=[None], codes=np.array([0xF0F0F0F3], np.uint64))
-    train.thumbs = [None]
-    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
-    found = search.search_shard(HashIndex(side.codes), side, train, 4, finder, (np.stack([whole]), np.array([True])))
+def test_a_whole_picture_pair_keeps_its_nearest_phash_views():
+    """A pair the whole pictures propose is reported with its nearest pHash views when they are
+    within the radius (as the pHash search would report it)."""
+    whole, window = _unit(1, 0), _unit(0, 1)
+    side = _side([{"image": 0x0F0F, "border_crop80_l": 0xF0F0F0F0}],
+                 [[(whole, True, 0x0F0F), (window, False, 0xF0F0F0F0)]])
+    train = _train([0xF0F0F0F3])
+    found = _search(side, train, [whole], [True], radius=4)
     assert [(p["distance"], p["view"], p["similarity"]) for p in found.candidates] == [(2, "border_crop80_l", 1.0)]
-    assert found.dissimilar == 0
+    assert found.hash_far == 0
+
+
+def test_the_training_centre_is_searched_with_its_own_phash():
+    """The test image is the crop: the training image's centre view, described from its stored
+    thumbnail, is alike a test view and its centre pHash is within the radius of that view's."""
+    whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
+    side = _side([{"image": 0x0F0F}, {"image": 0xFFFF}], [[(window, True, 0x0F0F)], [(window, True, 0xFFFF)]])
+    unlike = _unit(0.6, 0, 0.8)
+    # k0's centre is alike test 0 and its centre pHash 1 bit away; k1's centre alike test 1 but
+    # its pHash far: left out; k2 has no centre view
+    train = _train([0xAAAA0000, 0xBBBB0000, 0xCCCC0000], centre=[0x0F0E, 0x0000FFFF_0000FFFF, None])
+    found = _search(side, train, [unlike] * 3, [True] * 3, radius=2, centres={b"k0": window, b"k1": window})
+    got = {(p["test_index"], p["key"]): p for p in found.candidates}
+    # left out: k1's centre against both test images, k0's against test 1
+    assert set(got) == {(0, "k0")} and found.hash_far == 3
+    assert got[0, "k0"]["view"] == "image / train centre" and got[0, "k0"]["distance"] == 1
+    assert got[0, "k0"]["similarity"] == pytest.approx(1.0, abs=1e-3)
 
 
 def _random_search_case(seed: int):
-    """A test side of 60 images (3 hash views, descriptors of every view) and 70 training images,
-    a third of them near copies (a few bits off, descriptors close), some alike a test picture
-    with an unrelated hash, the rest random."""
+    """A test side of 60 images (whole rows and 2 window rows, 4 pHash views; tests 0 and 1 near
+    copies of each other) and 70 training images: a third near copies of a random row (a few bits
+    off, descriptors close), some alike a test picture with an unrelated hash, one alike a window
+    with an unrelated hash, some centre views alike a window, the rest random."""
     rng = np.random.default_rng(seed)
     n_test, n_train, dim = 60, 70, 16
 
     def unit(x):
         return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
-    names = ["image", "mirror", "crop90"]
-    codes = rng.integers(0, 2**63, (n_test, 3), dtype=np.uint64)
-    view_desc = unit(rng.normal(size=(n_test, 3, dim)))
-    side = search.TestSide(["set"] * n_test, [f"t{i}" for i in range(n_test)], [None] * n_test,
-                            codes.ravel(), np.repeat(np.arange(n_test), 3), np.tile(np.arange(3, dtype=np.int16), n_test),
-                            names)
-    side.desc_row = np.stack([np.arange(n_test) * 2, np.arange(n_test) * 2 + 1], 1)
-    side.desc = view_desc[:, :2].reshape(-1, dim).copy()
-    side.desc_owner = np.repeat(np.arange(n_test), 2)
-    side.view_desc = view_desc.reshape(-1, dim).astype(np.float16)
-    side.view_desc_row = np.arange(n_test * 3).reshape(n_test, 3)
+    view_names = ["image", "mirror", "crop90", "border_crop80"]
+    codes = rng.integers(0, 2**63, (n_test, 4), dtype=np.uint64)
+    vectors = unit(rng.normal(size=(n_test, 4, dim)))
+    vectors[1] = unit(vectors[0] + rng.normal(0, 0.05, (4, dim)))   # a test set's own near copy
+    rows = [[(vectors[t, v], v < 2, int(codes[t, v])) for v in range(4)] for t in range(n_test)]
+    rows[5] = None                                  # an image without a descriptor
+    side = _side([dict(zip(view_names, map(int, codes[t]))) for t in range(n_test)], rows)
     train_codes = rng.integers(0, 2**63, n_train, dtype=np.uint64)
+    centre = rng.integers(0, 2**63, n_train, dtype=np.uint64)
     desc = unit(rng.normal(size=(n_train, dim)))
-    for j in range(0, n_train, 3):                 # near copies of a random view of a random test image
-        t, v = int(rng.integers(n_test)), int(rng.integers(3))
-        flips = np.uint64(sum(1 << int(b) for b in rng.choice(64, int(rng.integers(0, 6)), replace=False)))
-        train_codes[j] = codes[t, v] ^ flips
-        desc[j] = unit(view_desc[t, v] + rng.normal(0, float(rng.uniform(0.05, 0.6)), dim))
+    centre_desc = unit(rng.normal(size=(n_train, dim)))
+
+    def near(t, v):
+        flips = np.uint64(sum(1 << int(b) for b in rng.choice(64, int(rng.integers(0, 8)), replace=False)))
+        return codes[t, v] ^ flips, unit(vectors[t, v] + rng.normal(0, float(rng.uniform(0.05, 0.6)), dim))
+
+    for j in range(0, n_train, 3):
+        train_codes[j], desc[j] = near(int(rng.integers(n_test)), int(rng.integers(4)))
     for j in range(1, n_train, 6):                 # alike a test picture, with an unrelated hash
-        desc[j] = unit(view_desc[int(rng.integers(n_test)), 0] + rng.normal(0, 0.1, dim))
-    train = training_shards.TrainHashes(keys=[f"k{j:03d}" for j in range(n_train)], urls=[None] * n_train,
-                                captions=[None] * n_train, codes=train_codes)
-    train.thumbs = [None] * n_train
+        desc[j] = unit(vectors[int(rng.integers(n_test)), 0] + rng.normal(0, 0.1, dim))
+    for j in range(2, n_train, 5):                 # the centre view near a window
+        centre[j], centre_desc[j] = near(int(rng.integers(n_test)), int(rng.integers(2, 4)))
+    desc[4] = unit(vectors[0, 0] + rng.normal(0, 0.05, dim))      # alike tests 0 and 1
+    desc[8] = unit(vectors[10, 3] + rng.normal(0, 0.05, dim))     # alike a window, its pHash far
+    has_centre = rng.random(n_train) > 0.2
+    train = _train([int(c) for c in train_codes], [int(c) if h else None for c, h in zip(centre, has_centre)])
     described = rng.random(n_train) > 0.1
-    return side, train, (desc, described)
+    centres = {train.thumbs[j]: centre_desc[j] for j in range(n_train)}
+    return side, train, desc, described, centres
+
+
+def _rule_by_brute_force(side, train, desc, described, centres, radius, similar):
+    """search_shard's candidates before the per-image cap, every pair tried: {(t, j): cosine}."""
+    from clipdata.dedup.hashing import hamming
+
+    d = side.desc
+    vec = d.vectors.astype(np.float32)
+    want = {}
+    for j in range(len(train.codes)):
+        views = [(train.codes[j], desc[j])]
+        if train.has_centre[j]:
+            views.append((train.centre[j], centres[train.thumbs[j]]))
+        for r in range(len(d)):
+            t = int(d.owner[r])
+            if not described[j]:
+                continue
+            for k, (code, vector) in enumerate(views):
+                cos = float(vec[r] @ vector)
+                near = d.coded[r] and hamming(code, d.code[r]) <= radius
+                if cos >= similar and ((d.whole[r] and k == 0) or near):
+                    want[t, j] = max(want.get((t, j), -2.0), cos)
+        for t in range(side.n_images):
+            span = side.codes_of(t)
+            same = any(hamming(c, side.codes[span]).min() == 0 for c, _ in views) if span.stop > span.start else False
+            if described[j] and same and (t, j) not in want:
+                want[t, j] = None
+        if not described[j]:      # its pHash matches, all of them
+            for t in range(side.n_images):
+                span = side.codes_of(t)
+                if span.stop > span.start and min(hamming(c, side.codes[span]).min() for c, _ in views) <= radius:
+                    want[t, j] = None
+    return want
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_search_gives_what_trying_every_pair_gives(seed):
+    side, train, desc, described, centres = _random_search_case(seed)
+    found = _search(side, train, list(desc), list(described), radius=6, similar=0.8, per_image=10**6, centres=centres)
+    got = {(p["test_index"], int(p["key"][1:])): p["similarity"] for p in found.candidates}
+    want = _rule_by_brute_force(side, train, desc, described, centres, 6, 0.8)
+    assert set(got) == set(want) and len(want) >= 15
+    for pair, cos in want.items():
+        if cos is not None:
+            assert got[pair] == pytest.approx(cos, abs=2e-3)
+    kinds = {p["view"] for p in found.candidates}
+    assert "descriptor" in kinds and any("train centre" in v for v in kinds) and kinds & {"crop90", "border_crop80"}
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_searching_a_shard_in_chunks_gives_what_one_pass_gives(monkeypatch, seed):
-    side, train, train_desc = _random_search_case(seed)
-    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.5, exact=0, per_image=2)
+    side, train, desc, described, centres = _random_search_case(seed)
 
-    def run(chunk, block):
+    def run(chunk):
         monkeypatch.setattr(search, "SEARCH_CHUNK", chunk)
-        monkeypatch.setattr(search, "DOT_BLOCK", block)
-        found = search.search_shard(HashIndex(side.codes), side, train, 6, finder, train_desc)
-        return found.candidates, found.dissimilar, found.nearest.tolist(), found.beyond_cap
+        found = _search(side, train, list(desc), list(described), radius=6, per_image=1, centres=centres)
+        return found.candidates, found.hash_far, found.nearest.tolist(), found.beyond_cap
 
-    whole = run(10_000, 10_000)
-    assert len(whole[0]) >= 8 and whole[1] > 0           # both kinds of pair, some matches left out
-    assert {c["view"] for c in whole[0]} > {"descriptor"}
-    for chunk, block in [(1, 1), (7, 3), (64, 5)]:
-        assert run(chunk, block) == whole
+    whole = run(10_000)
+    assert len(whole[0]) >= 8 and whole[1] > 0 and whole[3] > 0
+    for chunk in (1, 7, 64):
+        assert run(chunk) == whole
 
 
-def test_paired_dots_are_the_row_products_in_any_block_size(monkeypatch):
-    rng = np.random.default_rng(3)
-    a = rng.normal(size=(50, 8)).astype(np.float16)
-    b = rng.normal(size=(20, 8)).astype(np.float32)
-    a_rows, b_rows = rng.integers(0, 50, 333), rng.integers(0, 20, 333)
-    want = (a[a_rows].astype(np.float32) * b[b_rows]).sum(1)
-    for block in (1, 7, 4096):
-        monkeypatch.setattr(search, "DOT_BLOCK", block)
-        assert np.allclose(search.paired_dots(a, a_rows, b, b_rows), want, atol=1e-5)
+def test_an_ivf_descriptor_index_visiting_every_list_is_the_flat_one():
+    from clipdata.dedup import index
+
+    side, train, desc, described, centres = _random_search_case(3)
+    flat = _search(side, train, list(desc), list(described), radius=6, centres=centres)
+    lists = index.train_lists(side.desc.vectors, nlist=4)
+    assert np.array_equal(lists, index.train_lists(side.desc.vectors, nlist=4))    # the same each time
+    ivf = _search(side, train, list(desc), list(described), radius=6, centres=centres,
+                  index=DescriptorIndex(side.desc.vectors, kind="ivf", lists=lists, nprobe=4))
+    strip = lambda cs: [{k: v for k, v in c.items() if k != "similarity"} for c in cs]   # noqa: E731
+    assert strip(ivf.candidates) == strip(flat.candidates) and len(flat.candidates) >= 10
+    assert [c["similarity"] for c in ivf.candidates] == pytest.approx([c["similarity"] for c in flat.candidates], abs=2e-3)
 
 
 def test_the_auto_index_keeps_the_hashes_exact_and_turns_the_descriptors_ivf_when_large():
@@ -294,54 +377,23 @@ def test_the_auto_index_keeps_the_hashes_exact_and_turns_the_descriptors_ivf_whe
         index.descriptor_kind("hnsw", 10)
 
 
-def test_a_match_on_the_training_centre_is_checked_with_the_centres_descriptor(monkeypatch):
-    """The test image is the crop: its pHash matched the training image's centre view. The
-    training centre (described from the stored thumbnail) must be alike the matched test view."""
-    whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
-    side = search.TestSide(["set"] * 2, ["t0", "t1"], [None] * 2, np.array([0x0F0F, 0xFFFF], np.uint64),
-                            np.array([0, 1], np.int64), np.array([0, 0], np.int16), ["image"])
-    side.desc_row = np.array([[0, -1], [1, -1]], np.int64)
-    side.desc, side.desc_owner = np.stack([whole, whole]), np.array([0, 1], np.int64)
-    side.view_desc, side.view_desc_row = np.stack([window, window]).astype(np.float16), np.array([[0], [1]], np.int64)
-    # both training images: unlike the test pictures as a whole (cosine 0.6 >= hash_similar),
-    # their centre views match the test images' hashes exactly... k0's centre is alike, k1's not
-    train = training_shards.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
-                                codes=np.array([0xAAAA0000, 0xBBBB0000], np.uint64),
-                                centre=np.array([0x0F0E, 0xFFFE], np.uint64), has_centre=np.array([True, True]))
-    train.thumbs = [b"k0", b"k1"]
-    centres = {b"k0": window, b"k1": other}
-    monkeypatch.setattr(search, "describe_centres", lambda stored: (np.stack([centres[s] for s in stored]),
-                                                                     np.ones(len(stored), bool)))
-    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.8, hash_similar=0.4, exact=0)
-    unlike_whole = _unit(0.6, 0, 0.8)
-    found = search.search_shard(HashIndex(side.codes), side, train, 2, finder,
-                                 (np.stack([unlike_whole, unlike_whole]), np.array([True, True])))
-    got = {(p["test_index"], p["key"]): p for p in found.candidates}
-    assert set(got) == {(0, "k0")} and found.dissimilar == 1
-    assert got[0, "k0"]["view"] == "image / train centre" and got[0, "k0"]["similarity"] == pytest.approx(1.0, abs=1e-3)
-
-
 def test_each_training_image_keeps_its_most_alike_candidates_only():
     """With many alike test images a training image keeps per_image candidates, the highest
     cosines; pairs without a cosine and identical hashes are kept besides."""
     rng = np.random.default_rng(1)
     base = _unit(*rng.normal(size=8))
     n = 6
-    views = {}
+    rows = []
     for i in range(n):              # test i: cosine to `base` falling with i
         v = base + (0.05 * i) * _unit(*rng.normal(size=8))
-        views[i] = [v / np.linalg.norm(v)] * 2
-    side = _side(views, [0xAAAA] + [0xF0F0F0F0 + i for i in range(1, n)] + [0x5555])
-    train = training_shards.TrainHashes(keys=["k0", "k1"], urls=[None] * 2, captions=[None] * 2,
-                                codes=np.array([0xAAAA, 0x5555], np.uint64))
-    train.thumbs = [None] * 2
-    desc = np.stack([base, base])
-    described = np.array([True, False])
-    finder = search.DescriptorSearch(DescriptorIndex(side.desc), similar=0.5, hash_similar=0.4, exact=0,
-                                      per_image=2)
-    found = search.search_shard(HashIndex(side.codes), side, train, 2, finder, (desc, described))
+        rows.append([(v / np.linalg.norm(v), True, None)])
+    rows.append([(_unit(*rng.normal(size=8)), True, None)])
+    codes = [{"image": h} for h in [0xAAAA] + [0xF0F0F0F0 + i for i in range(1, n)] + [0x5555]]
+    side = _side(codes, rows)
+    train = _train([0xAAAA, 0x5555])
+    found = _search(side, train, [base, base], [True, False], radius=2, similar=0.5, per_image=2)
     got = sorted((p["key"], p["test_index"]) for p in found.candidates)
-    cosines = [float(views[i][0] @ base) for i in range(n)]
+    cosines = [float(rows[i][0][0] @ base) for i in range(n)]
     top = sorted(range(1, n), key=lambda i: -cosines[i])[:2]
     # k0: identical hash to test 0 (kept whatever its rank), then its 2 most alike others;
     # k1: no descriptor, its hash match to test 6 stays

@@ -118,8 +118,8 @@ def add_report_arguments(parser) -> None:
                         "images (bounds the cost per training image; default: %(default)s)")
     parser.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto",
                         help="FAISS indexes over the test side (default: %(default)s: the pHash index exact, "
-                        "the descriptor index IVF from 10,000 test images; flat: both exact; ivf: both "
-                        "approximate, for millions of test images)")
+                        "the descriptor index IVF from ~1,000 test images (20,000 descriptor rows); flat: "
+                        "both exact; ivf: both approximate)")
     parser.add_argument("--image-col", default=None, help="parquet test sets: column of image bytes")
     parser.add_argument("--path-col", default=None, help="parquet test sets: column of image paths")
     parser.add_argument("--id-col", default=None, help="parquet test sets: column of image ids")

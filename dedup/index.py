@@ -31,11 +31,11 @@ from clipdata.dedup.hashing import as_hashes, hamming, to_codes
 BITS = 64
 KINDS = ("flat", "ivf")
 CHOICES = ("auto",) + KINDS   # what `clipdata dedup --index` takes
-# With "auto" the pHash index stays exact (flat: a popcount scan, ~0.7 ns per test view and query)
-# and the descriptor index turns IVF from this many rows (2 per test image): there a flat scan costs
-# ~0.2 ms per training image and grows with the test side, while IVF at nprobe = nlist / 8 visits
-# ~1/8 of the rows, ~5x less (measured on bench/dedup.py scale's 10k test images) and keeps ~0.999
-# of the pairs at or above the threshold (queries: the test images' own crop-window descriptors).
+# With "auto" the pHash index stays exact (flat: a popcount scan, ~0.7 ns per test view and query;
+# with the descriptor it is searched only for training images without one) and the descriptor
+# index turns IVF from this many rows (~21 per test image: the whole picture, its mirror, the crop
+# windows): there a flat scan costs ~0.1 ms per query and grows with the test side, while IVF
+# visits ~4 sqrt(rows) centroids and DESCRIPTOR_NPROBE lists (below).
 AUTO_IVF_ROWS = 20_000
 # Chosen with bench/dedup.py quality (radius sweep there): with the default views (23 per test
 # image, 2 per training image), the smallest radius at which every transformation measured there

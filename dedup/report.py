@@ -346,7 +346,8 @@ def _test_set_html(ts: dict, radius: int, thumbs: dict, similar: float | None = 
            f'<p class="small">Hamming distance from each readable test image (its closest view) to the nearest '
            f'training pHash within the search radius ({radius} bits){among}; '
            f'{ts["nearest_distance_none"]:,} images have none that close.</p>',
-           _histogram_chart(ts, radius),
+           _histogram_chart(ts, radius) if any(ts["nearest_distance_histogram"]) else
+           '<p class="note">No test image of this set has a training image that close: nothing to chart.</p>',
            f"<h3>Matched pairs ({ts['matched_pairs']:,})</h3>"]
     if ts["matches"]:
         out += _pair_rows(ts["matches"], thumbs, THUMBS_PER_SET)

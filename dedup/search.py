@@ -170,17 +170,40 @@ class TrainDescriptors:
     centre_described: np.ndarray   # bool (n,): described and with a centre view (phash_centre)
 
 
+DESCRIBE_BLOCK = 1024   # training images described at a time: their network inputs (~24 KB an
+                        # image, centre view included) stay bounded whatever the shard's size
+
+
 def describe_training(train: TrainHashes) -> TrainDescriptors:
     """The descriptors of a shard's stored thumbnails and of their centre views: each thumbnail
-    decoded once, both inputs through the network in one call. A missing or unreadable
-    thumbnail is not described (its pairs are left to the hashes)."""
-    from clipdata.dedup import descriptor, hashing
-    from clipdata.pipeline.foundation import thumbs
+    decoded once, both inputs through the network together, DESCRIBE_BLOCK images at a time. A
+    missing or unreadable thumbnail is not described (its pairs are left to the hashes)."""
+    from clipdata.dedup import descriptor
 
     n = len(train.codes)
     has_centre = train.has_centre if train.centre is not None and train.has_centre is not None else np.zeros(n, bool)
-    inputs, whole_at, centre_at = [], {}, {}     # image row -> position in inputs
-    for j in range(n):
+    out = TrainDescriptors(np.zeros((n, descriptor.DIM), np.float32), np.zeros(n, bool),
+                           np.zeros((n, descriptor.DIM), np.float32), np.zeros(n, bool))
+    for start in range(0, n, DESCRIBE_BLOCK):
+        inputs, whole_at, centre_at = _training_inputs(train, has_centre, range(start, min(n, start + DESCRIBE_BLOCK)))
+        if not inputs:
+            continue
+        described = descriptor.shared().describe_inputs(np.stack(inputs))
+        for rows, vectors, flags in ((whole_at, out.whole, out.described), (centre_at, out.centre, out.centre_described)):
+            if rows:
+                vectors[list(rows)] = described[list(rows.values())]
+                flags[list(rows)] = True
+    return out
+
+
+def _training_inputs(train: TrainHashes, has_centre: np.ndarray, rows: range) -> tuple[list, dict, dict]:
+    """(network inputs, {image row: position of its whole input}, {image row: position of its
+    centre's}) of the training images `rows` with a readable stored thumbnail."""
+    from clipdata.dedup import descriptor, hashing
+    from clipdata.pipeline.foundation import thumbs
+
+    inputs, whole_at, centre_at = [], {}, {}
+    for j in rows:
         data = train.thumbs[j] if j < len(train.thumbs) else None
         if data is None:
             continue
@@ -196,15 +219,7 @@ def describe_training(train: TrainHashes) -> TrainDescriptors:
         if centre is not None:
             centre_at[j] = len(inputs)
             inputs.append(centre)
-    out = TrainDescriptors(np.zeros((n, descriptor.DIM), np.float32), np.zeros(n, bool),
-                           np.zeros((n, descriptor.DIM), np.float32), np.zeros(n, bool))
-    if inputs:
-        described = descriptor.shared().describe_inputs(np.stack(inputs))
-        for rows, vectors, flags in ((whole_at, out.whole, out.described), (centre_at, out.centre, out.centre_described)):
-            if rows:
-                vectors[list(rows)] = described[list(rows.values())]
-                flags[list(rows)] = True
-    return out
+    return inputs, whole_at, centre_at
 
 
 @dataclass

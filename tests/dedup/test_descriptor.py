@@ -74,9 +74,11 @@ def test_folding_the_batch_norms_keeps_the_function(model):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())
 
 
-def test_a_shards_thumbnails_are_described_as_stored_and_in_their_centre_view(model):
+@pytest.mark.parametrize("block", [1024, 2])
+def test_a_shards_thumbnails_are_described_as_stored_and_in_their_centre_view(model, monkeypatch, block):
     from clipdata.dedup import hashing
 
+    monkeypatch.setattr(search, "DESCRIBE_BLOCK", block)     # 2: the blocks split an image's neighbours
     pictures = [dedup_scale.picture(i).resize((240, 160)) for i in range(4)]
     stored = [thumbs.encode(Image.fromarray(stored_thumb(p))) for p in pictures]
     train = training_shards.TrainHashes(keys=list("abcde"), urls=[None] * 5, captions=[None] * 5,

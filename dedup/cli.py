@@ -30,8 +30,9 @@ def add_commands(subparsers) -> None:
         "dedup",
         help="find test-set images in the shards (contamination report)",
         description="Which images of each evaluation test set have a near duplicate in the training "
-        "shards (CLIP's Data Overlap Analysis): pHash views searched within --radius, every "
-        "candidate verified on pixels.",
+        "shards (CLIP's Data Overlap Analysis): a learned copy descriptor proposes candidates (a "
+        "crop window's checked by its pHash within --radius), each screened on the stored thumbnail "
+        "and verified on the pixels.",
         epilog=EXAMPLE + "\n\n" + BEAM_OPTIONS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -98,12 +99,13 @@ def add_report_arguments(parser) -> None:
                         help="per-example results of a model on test set NAME (id,correct): adds All / "
                         "Clean / Overlap accuracy and the binomial test; repeatable")
     parser.add_argument("--radius", type=int, default=None,
-                        help="Hamming radius of the hash search in bits, inclusive (default: the detection "
-                        "core's, loose on purpose: candidates are verified on pixels)")
+                        help="Hamming radius in bits, inclusive, within which a crop window's pHash must be "
+                        "to keep the descriptor's match on it (the whole search with --no-descriptor) "
+                        "(default: the detection core's, loose on purpose: candidates are verified on pixels)")
     parser.add_argument("--views", default=None,
                         help="test-image views to hash: `default` (23: the picture, its mirror, padded, and "
                         "85%%/80%% windows at nine places), `fast` (5: image,mirror,border,border_mirror,crop90; "
-                        "a fifth of the search work, finds far fewer 10-20%% crops) or a comma-separated list")
+                        "fewer rows to search, finds far fewer 10-20%% crops) or a comma-separated list")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="hash only: every candidate within --radius counts as a duplicate (fast, "
                         "many false positives on drawings and clip art)")

@@ -6,6 +6,7 @@ here: one row per (test image, view), and one descriptor row per (test image, de
 from __future__ import annotations
 
 import collections
+import functools
 import math
 from dataclasses import dataclass
 
@@ -101,11 +102,19 @@ class TestSide:
     def n_images(self) -> int:
         return len(self.ids)
 
+    @functools.cached_property
+    def _starts(self) -> np.ndarray:
+        return np.searchsorted(self.owner, np.arange(self.n_images + 1))
+
     def codes_of(self, number: int) -> slice:
         """The rows of codes/owner/view that belong to test image `number`."""
-        if not hasattr(self, "_starts"):
-            self._starts = np.searchsorted(self.owner, np.arange(self.n_images + 1))
         return slice(int(self._starts[number]), int(self._starts[number + 1]))
+
+    @functools.cached_property
+    def sorted_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(order, codes[order]): the test views' hashes sorted, for lookups of identical ones."""
+        order = np.argsort(self.codes, kind="stable")
+        return order, self.codes[order]
 
 
 def flatten(hashed: list[hashed_test_sets.HashedTestSet], view_names: list[str]) -> TestSide:
@@ -265,14 +274,17 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
     described_search = descriptors is not None and train_desc is not None and side.desc is not None
     pairs: dict[tuple[int, int], tuple] = {}
     far = 0
+    all_codes, all_owner, all_view = train.search_codes()   # every training hash, once per shard
     for start in range(0, len(train.codes), SEARCH_CHUNK):
         rows = np.arange(start, min(start + SEARCH_CHUNK, len(train.codes)))
+        part = (all_owner >= start) & (all_owner < rows[-1] + 1)
+        hashes = (all_codes[part], all_owner[part], all_view[part])   # the chunk's, all views
         if described_search:
-            far += _descriptor_pairs(side, train, descriptors, train_desc, radius, rows, pairs)
+            far += _descriptor_pairs(side, train, descriptors, train_desc, radius, rows, hashes, pairs)
             hashed_only = rows[~train_desc.described[rows]]
         else:
             hashed_only = rows
-        _hash_pairs(index, side, train, radius, hashed_only, pairs)
+        _hash_pairs(index, side, hashes, radius, hashed_only, pairs)
     beyond = _cap_per_image(pairs, descriptors) if described_search else 0
     candidates = []
     for (t, j), (distance, view, sim) in pairs.items():
@@ -297,14 +309,15 @@ def _view_name(side: TestSide, view: int, train_view: int) -> str:
     return name if train_view == 0 else f"{name} / train {TRAIN_VIEWS[int(train_view)]}"
 
 
-def _hash_pairs(index, side: TestSide, train: TrainHashes, radius: int, rows: np.ndarray, pairs: dict) -> None:
-    """Every pHash match within `radius` of the training images `rows` (all their views), at its
-    nearest pair of views, into `pairs` without a cosine."""
+def _hash_pairs(index, side: TestSide, hashes: tuple, radius: int, rows: np.ndarray, pairs: dict) -> None:
+    """Every pHash match within `radius` of the training images `rows` (all their views, from
+    `hashes`: (codes, image row, training view) of the chunk), at its nearest pair of views, into
+    `pairs` without a cosine."""
     from clipdata.dedup.index import candidate_pairs
 
     if not len(rows):
         return
-    codes, owner, train_view = train.search_codes()
+    codes, owner, train_view = hashes
     part = np.isin(owner, rows)
     found = candidate_pairs(index, side.owner, codes[part], radius, view_index=side.view,
                             train_owner=owner[part], train_view=train_view[part])
@@ -314,7 +327,7 @@ def _hash_pairs(index, side: TestSide, train: TrainHashes, radius: int, rows: np
 
 
 def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: DescriptorSearch,
-                      train_desc: TrainDescriptors, radius: int, rows: np.ndarray, pairs: dict) -> int:
+                      train_desc: TrainDescriptors, radius: int, rows: np.ndarray, hashes: tuple, pairs: dict) -> int:
     """search_shard's decision for the training images `rows` with a descriptor; adds their
     candidates (best cosine each) to `pairs`, returns how many window or centre rows at or above
     `similar` it left out for their pHash."""
@@ -340,7 +353,7 @@ def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: Descripto
                 best[t, j] = sim
     # identical pHashes, whatever the cosine (a lookup, not a scan)
     described = rows[train_desc.described[rows]]
-    for t, j in _identical_pairs(side, train, described):
+    for t, j in _identical_pairs(side, hashes, described):
         if (t, j) not in best:
             best[t, j] = _whole_cosine(side, t, train_desc.whole[j])
     for (t, j), sim in best.items():
@@ -349,20 +362,18 @@ def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: Descripto
     return far
 
 
-def _identical_pairs(side: TestSide, train: TrainHashes, rows: np.ndarray) -> list[tuple[int, int]]:
-    """(test image, training row) pairs of `rows` with identical pHashes (any views of either):
-    each training hash looked up among the test views' sorted hashes."""
-    codes, owner, _ = train.search_codes()
+def _identical_pairs(side: TestSide, hashes: tuple, rows: np.ndarray) -> list[tuple[int, int]]:
+    """(test image, training row) pairs of `rows` with identical pHashes (any views of either,
+    from the chunk's `hashes`): each training hash looked up among the test views' sorted hashes."""
+    codes, owner, _ = hashes
     part = np.isin(owner, rows)
     codes, owner = codes[part], owner[part]
-    if not hasattr(side, "_sorted_codes"):
-        side._code_order = np.argsort(side.codes, kind="stable")
-        side._sorted_codes = side.codes[side._code_order]
-    lo = np.searchsorted(side._sorted_codes, codes, "left")
-    hi = np.searchsorted(side._sorted_codes, codes, "right")
+    order, sorted_codes = side.sorted_codes
+    lo = np.searchsorted(sorted_codes, codes, "left")
+    hi = np.searchsorted(sorted_codes, codes, "right")
     found = set()
     for j, a, b in zip(owner.tolist(), lo.tolist(), hi.tolist()):
-        for i in side._code_order[a:b].tolist():
+        for i in order[a:b].tolist():
             found.add((int(side.owner[i]), j))
     return sorted(found)
 

@@ -25,6 +25,11 @@ CHROMA_RATIO = 1.6    # ... and their saturations (opponent magnitude over brigh
 MIN_SHARE = 0.2       # a side counts for `agree` only with at least this share of the other's structure
 MATCH_BLURS = (0.0, 0.75, 1.25, 2.0, 3.0)  # px: the sharper picture is blurred to the blurrier's
 MIN_COLOURED = 0.01   # coloured pixels are compared on their own when they are this share of the overlap
+# Detail one picture has and the other lacks (_extra_detail)
+PRESENT_STD = 0.5 * STRUCTURE_STD  # local grey std above which a pixel shows something (a faint texture)
+EXTRA_REACH = 5       # px: detail this near something of the other picture is not lacking there
+EXTRA_SOLID = 3       # px: the opening that keeps solid patches, not scattered pixels
+EXTRA_BORDER = 4      # px: the overlap's border left out (a blur there sees past the picture's edge)
 
 # Tone: the whole overlap, background included, under one brightness change
 TONE_SIGMA = 2.0      # px at comparison scale: both pictures low-passed first (JPEG blocks, grain)
@@ -189,6 +194,25 @@ def tone_residual(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[float
     return min(_tone_residual(fa, fb), _tone_residual(fb, fa)), share
 
 
+def _extra_detail(content_a, content_b, agree, present_a, present_b, mask) -> tuple[float, float]:
+    """(share of a's detail that b lacks, share of b's detail that a lacks): detail of one picture
+    that disagrees where the other shows nothing at all (no colour, no structure, not even a faint
+    texture, within EXTRA_REACH px), in solid patches (an opening of EXTRA_SOLID px leaves out
+    scattered pixels) away from the overlap's border. A caption or a watermark adds detail to one
+    picture; two different drawings of the same shape each have shapes the other lacks."""
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((2 * EXTRA_BORDER + 1,) * 2, np.uint8),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    reach = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * EXTRA_REACH + 1,) * 2)
+    solid = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (EXTRA_SOLID, EXTRA_SOLID))
+    out = []
+    for own, other in ((content_a, present_b), (content_b, present_a)):
+        near_other = cv2.dilate(other.astype(np.uint8), reach) > 0
+        lacking = (own & inner & ~agree & ~near_other).astype(np.uint8)
+        lacking = cv2.morphologyEx(lacking, cv2.MORPH_OPEN, solid)
+        out.append(float(lacking.sum()) / max(int(own.sum()), 1))
+    return out[0], out[1]
+
+
 def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
     """The tests' values on two aligned uint8 RGB pictures of one size, over `mask`."""
     ga, gb = grey_of(a), grey_of(b)
@@ -231,6 +255,8 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
             shares.append(float(agree[own].mean()))
     if not n_a and not n_b:
         shares.append(float(colour_ok[mask].mean()))
+    extra_a, extra_b = _extra_detail(structured_a | coloured_a, structured_b | coloured_b, agree,
+                                      (sa > PRESENT_STD) | coloured_a, (sb > PRESENT_STD) | coloured_b, mask)
     # colour over the whole overlap: the coloured pixels of either picture agree (a recoloured
     # shape, a shape of another colour on the same background), and the opponent colours differ
     # little on most pixels (another background tint); the worst TRIM share (a caption) left out
@@ -256,4 +282,5 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
             "tone": None,
             "agree_a": float(agree[structured_a | coloured_a].mean()) if n_a else 1.0,
             "agree_b": float(agree[structured_b | coloured_b].mean()) if n_b else 1.0,
-            "content_a": n_a, "content_b": n_b, "blur": blur_sigma}
+            "content_a": n_a, "content_b": n_b, "blur": blur_sigma,
+            "extra": min(extra_a, extra_b), "extra_a": extra_a, "extra_b": extra_b}

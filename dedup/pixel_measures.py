@@ -25,7 +25,7 @@ CHROMA_RATIO = 1.6    # ... and their saturations (opponent magnitude over brigh
 MIN_SHARE = 0.2       # a side counts for `agree` only with at least this share of the other's structure
 MATCH_BLURS = (0.0, 0.75, 1.25, 2.0, 3.0)  # px: the sharper picture is blurred to the blurrier's
 MIN_COLOURED = 0.01   # coloured pixels are compared on their own when they are this share of the overlap
-# Detail one picture has and the other lacks (_extra_detail)
+# Detail one picture has and the other lacks (_extra_detail); px at comparison scale (at most 256)
 PRESENT_STD = 0.5 * STRUCTURE_STD  # local grey std above which a pixel shows something (a faint texture)
 EXTRA_REACH = 5       # px: detail this near something of the other picture is not lacking there
 EXTRA_SOLID = 3       # px: the opening that keeps solid patches, not scattered pixels

@@ -248,14 +248,14 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
                          & ~(coloured_b & ~white_a & (chroma_a < 0.5 * chroma_b)))
     agree = colour_ok & (structure_ok | ~(structured_a | structured_b))
     shares = []
-    n_a = int((structured_a | coloured_a).sum())
-    n_b = int((structured_b | coloured_b).sum())
-    for own, n_own, n_other in ((structured_a | coloured_a, n_a, n_b), (structured_b | coloured_b, n_b, n_a)):
+    detail_a, detail_b = structured_a | coloured_a, structured_b | coloured_b   # what each picture shows
+    n_a, n_b = int(detail_a.sum()), int(detail_b.sum())
+    for own, n_own, n_other in ((detail_a, n_a, n_b), (detail_b, n_b, n_a)):
         if n_own and n_own >= MIN_SHARE * n_other:
             shares.append(float(agree[own].mean()))
     if not n_a and not n_b:
         shares.append(float(colour_ok[mask].mean()))
-    extra_a, extra_b = _extra_detail(structured_a | coloured_a, structured_b | coloured_b, agree,
+    extra_a, extra_b = _extra_detail(detail_a, detail_b, agree,
                                       (sa > PRESENT_STD) | coloured_a, (sb > PRESENT_STD) | coloured_b, mask)
     # colour over the whole overlap: the coloured pixels of either picture agree (a recoloured
     # shape, a shape of another colour on the same background), and the opponent colours differ
@@ -280,7 +280,7 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
             "colour_agree": colour_agree, "colour_diff": colour_diff, "hue_shift": hue_shift,
             # the costliest test, only where every other one passes
             "tone": None,
-            "agree_a": float(agree[structured_a | coloured_a].mean()) if n_a else 1.0,
-            "agree_b": float(agree[structured_b | coloured_b].mean()) if n_b else 1.0,
+            "agree_a": float(agree[detail_a].mean()) if n_a else 1.0,
+            "agree_b": float(agree[detail_b].mean()) if n_b else 1.0,
             "content_a": n_a, "content_b": n_b, "blur": blur_sigma,
             "extra": min(extra_a, extra_b), "extra_a": extra_a, "extra_b": extra_b}

@@ -133,9 +133,13 @@ def _fit_scale(box, test_shape) -> float:
     return math.sqrt((x1 - x0) * (y1 - y0) / (test_shape[0] * test_shape[1]))
 
 
-def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None) -> list[Placement]:
+def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None,
+               mirrored: bool | None = None) -> list[Placement]:
     """Placements to try, most likely first: the best coarse placement of each (content box,
-    mirror), the TOP_PLACEMENTS best overall, then the untouched frame of the best boxes."""
+    mirror), the TOP_PLACEMENTS best overall, then the untouched frame of the best boxes.
+    `mirrored`: the test image's orientation when known (True: mirrored, False: as it is), the
+    other one not tried; None: both."""
+    mirrors = (False, True) if mirrored is None else (bool(mirrored),)
     test_g = _memo(pyramid, ("grey",), lambda: grey_of(test))
     found = []
     for box in content_boxes(train):
@@ -146,7 +150,7 @@ def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None)
         pre_size = _scaled_size(test_g, min(1.0, s0 * c * SCALES[-1] * 1.5))  # one reduction, then each scale
         pre = _memo(pyramid, ("grey", *pre_size), lambda: _resize(test_g, *pre_size))
         f_pre = pre.shape[1] / test_g.shape[1]
-        for mirror in (False, True):
+        for mirror in mirrors:
             t = _memo(pyramid, ("grey", *pre_size, mirror),
                       lambda: np.ascontiguousarray(pre[:, ::-1]) if mirror else pre)
             best = None
@@ -166,7 +170,7 @@ def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None)
     th, tw = test.shape[:2]
     s = min(w / tw, h / th)
     cw, ch = max(1, round(tw * s)), max(1, round(th * s))  # albumentations' LongestMaxSize, then
-    for mirror in (False, True):                          # PadIfNeeded's centring
+    for mirror in mirrors:                                # PadIfNeeded's centring
         chosen.append(Placement((0, 0, w, h), mirror, s, (w - cw) // 2, (h - ch) // 2, 0.0, "frame",
                                 (cw / tw, ch / th)))
     return chosen

@@ -75,14 +75,16 @@ class TestImages:
             entry["reduced"] = verify.reduce_for_screen(entry["image"])
         return entry["reduced"]
 
-    def screen(self, number: int, thumb: np.ndarray, alike: bool | None = None):
+    def screen(self, number: int, thumb: np.ndarray, alike: bool | None = None, mirrored: bool | None = None):
         """verify.screen of the test image against a thumbnail, the test image's reductions kept
-        for its next candidates; stricter when the descriptor found the pair unalike."""
+        for its next candidates; stricter when the descriptor found the pair unalike, in the
+        orientation it saw when it saw one (`mirrored`, search.py)."""
         from clipdata.dedup import verify
 
         reduced = self.reduced(number)
         thresholds = verify.SCREEN_UNALIKE_THRESHOLDS if alike is False else verify.SCREEN_THRESHOLDS
-        return verify.screen(reduced, thumb, thresholds, pyramid=self.cache[number].setdefault("pyramid", {}))
+        return verify.screen(reduced, thumb, thresholds, pyramid=self.cache[number].setdefault("pyramid", {}),
+                             mirrored=mirrored)
 
     def thumb(self, number: int) -> str | None:
         entry = self._entry(number)
@@ -118,7 +120,7 @@ def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: boo
             to_pixels.append(c)
             continue
         try:
-            verdict = tests.screen(c["test_index"], thumbs.decode(stored), c.get("alike"))
+            verdict = tests.screen(c["test_index"], thumbs.decode(stored), c.get("alike"), c.get("mirrored"))
         except Exception:  # noqa: BLE001 - an unreadable thumbnail: the pixels decide
             to_pixels.append(c)
             continue
@@ -177,12 +179,14 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
                 verdict = None
                 if c.get(THUMB) is None and "screen_score" not in c:
                     made += 1   # the pixels of the thumbnail it would have stored (PNG is lossless)
-                    verdict = tests.screen(c["test_index"], np.asarray(thumbs.thumbnail(train_image)), c.get("alike"))
+                    verdict = tests.screen(c["test_index"], np.asarray(thumbs.thumbnail(train_image)), c.get("alike"),
+                                           c.get("mirrored"))
                     stage = "screen"
                 if verdict is None or verdict.duplicate:
                     thresholds = (verify_module.UNALIKE_THRESHOLDS if c.get("alike") is False
                                   else verify_module.THRESHOLDS)
-                    verdict, stage = verify_module.verify(test_image, train_image, thresholds), "pixels"
+                    verdict = verify_module.verify(test_image, train_image, thresholds, mirrored=c.get("mirrored"))
+                    stage = "pixels"
                 pair = _decided(c, verdict, stage)
             except Exception as err:  # noqa: BLE001 - one odd pair must not end the job
                 pair = _failed(c, f"verification failed ({failures.describe(err)})")

@@ -23,6 +23,13 @@ from clipdata.pipeline.foundation import eval_sets
 # test images and 4e-4 candidates per pair a training image would otherwise bring ~40). Three, not
 # one: a test set may hold near copies of its own images (CIFAR-10's test set does).
 PER_IMAGE = 3
+# A candidate's orientation from the descriptor: the test image's whole rows as it is and mirrored
+# (descriptor.TEST_VIEWS) against the training image's descriptor; when one cosine exceeds the
+# other by this much, the verifier tries that orientation alone (half its placements). Measured on
+# bench/dedup.py quality's candidates (2026-12-07): of 3,322 accepted copies 1 had a mirrored
+# cosine 0.1+ above its true orientation's (a near-symmetric 20% crop; 0.05: 2, 0.02: 3), and 66%
+# of the 1,340 other candidates get an orientation at 0.1.
+ORIENTATION_MARGIN = 0.10
 NO_NEIGHBOUR = 255          # nearest distance of a test image with no training hash within the radius
 THUMB = "_thumb"            # a candidate's stored thumbnail while it moves between steps; never written out
 
@@ -287,7 +294,7 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
         _hash_pairs(index, side, hashes, radius, hashed_only, pairs)
     beyond = _cap_per_image(pairs, descriptors) if described_search else 0
     candidates = []
-    for (t, j), (distance, view, sim) in pairs.items():
+    for (t, j), (distance, view, sim, mirrored) in pairs.items():
         if distance is not None:
             nearest[t] = min(int(nearest[t]), distance)
         candidates.append({
@@ -297,6 +304,8 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
             "similarity": None if sim != sim else round(sim, 4),
             # the descriptor's own verdict: an unalike pair needs more of the pixels (verify.py)
             "alike": None if sim != sim or not described_search else bool(sim >= descriptors.similar),
+            # the orientation the descriptor sees (verify tries it alone): mirrored, as it is, None: both
+            "mirrored": mirrored,
             THUMB: train.thumbs[j] if j < len(train.thumbs) else None,
         })
     return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), far, nearest, beyond)
@@ -323,7 +332,7 @@ def _hash_pairs(index, side: TestSide, hashes: tuple, radius: int, rows: np.ndar
                             train_owner=owner[part], train_view=train_view[part])
     for k in range(len(found.test)):
         pairs[int(found.test[k]), int(found.train[k])] = (
-            int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]), math.nan)
+            int(found.distance[k]), _view_name(side, found.view[k], found.train_view[k]), math.nan, None)
 
 
 def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: DescriptorSearch,
@@ -358,7 +367,7 @@ def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: Descripto
             best[t, j] = _whole_cosine(side, t, train_desc.whole[j])
     for (t, j), sim in best.items():
         distance, view = _nearest_views(side, train, t, j, radius)
-        pairs[t, j] = (distance, view, sim)
+        pairs[t, j] = (distance, view, sim, _orientation(side, t, train_desc.whole[j]))
     return far
 
 
@@ -386,6 +395,19 @@ def _whole_cosine(side: TestSide, t: int, vector: np.ndarray) -> float:
     return float((side.desc.vectors[first:first + n].astype(np.float32) @ vector).max())
 
 
+def _orientation(side: TestSide, t: int, vector: np.ndarray) -> bool | None:
+    """Whether the training image is test image t mirrored (True) or as it is (False), by the
+    cosines of t's two whole rows (as it is, mirrored); None when they are within
+    ORIENTATION_MARGIN of each other (a near-symmetric picture: both are tried)."""
+    first, n = int(side.desc.first_whole[t]), int(side.desc.n_whole[t])
+    if first < 0 or n != 2:
+        return None
+    as_is, mirrored = (side.desc.vectors[first:first + 2].astype(np.float32) @ vector).tolist()
+    if abs(mirrored - as_is) <= ORIENTATION_MARGIN:
+        return None
+    return mirrored > as_is
+
+
 def _nearest_views(side: TestSide, train: TrainHashes, t: int, j: int, radius: int) -> tuple[int | None, str]:
     """(distance, view) of a pair's nearest pHash views (the training image's centre view too),
     as the pHash search reports them; (None, "descriptor") when none is within the radius."""
@@ -410,7 +432,7 @@ def _cap_per_image(pairs: dict, descriptors: DescriptorSearch) -> int:
     (ties: the lower test image number); pairs without a cosine (no descriptor) and identical
     hashes are kept whatever their count. Returns how many were left out."""
     ranked: dict[int, list] = collections.defaultdict(list)
-    for (t, j), (distance, _, sim) in pairs.items():
+    for (t, j), (distance, _, sim, _) in pairs.items():
         if sim == sim and distance != 0:
             ranked[j].append((-sim, t))
     left_out = 0

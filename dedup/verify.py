@@ -16,7 +16,8 @@ How (placement in alignment.py, the measures in pixel_measures.py, the decision 
    inside the larger: at most a crop's worth of shift, so a shape moved further than a crop could
    move it is never lined up. The few best placements, plus the untouched frame (a caption drawn
    over a picture can pull the correlation elsewhere), are refined at up to 256 px to a sub-pixel
-   similarity transform.
+   similarity transform. When the copy descriptor clearly sees one orientation (search.py's
+   candidate field `mirrored`), that one alone is placed.
 2. Comparison, on the overlap, at the resolution of the smaller picture (at most 256 px):
    - local agreement: every pixel with structure (local grey std) or colour is checked with the
      local correlation of a small window around it and with its chromaticity; `agree` is the share
@@ -205,14 +206,14 @@ def _margin(values: dict, coverage: float, t: Thresholds) -> float:
 
 
 def measure(test_image, train_image, thresholds: Thresholds = THRESHOLDS, stop_early: bool = True,
-            pyramid: dict | None = None) -> list[tuple[dict, Aligned]]:
+            pyramid: dict | None = None, mirrored: bool | None = None) -> list[tuple[dict, Aligned]]:
     """(values, alignment) of each placement tried, in order; with stop_early, the first that
     passes ends the list."""
     test, train = as_array(test_image), as_array(train_image)
     if min(test.shape[:2]) < 2 or min(train.shape[:2]) < 2:
         return []
     out = []
-    for p in placements(test, train, pyramid):
+    for p in placements(test, train, pyramid, mirrored):
         aligned = refine(test, train, p, pyramid)
         if aligned is None:
             continue
@@ -241,11 +242,13 @@ def _weakest(values: dict, coverage: float, t: Thresholds) -> str:
     return min(margins, key=margins.get)
 
 
-def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid: dict | None = None) -> Verdict:
+def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid: dict | None = None,
+           mirrored: bool | None = None) -> Verdict:
     """Whether `train_image` (as the shards store it) is a copy of `test_image`. `pyramid`: an
     empty dict to keep the test image's reductions in for its next candidates (the same test
-    image, and the same array object, each time it is given)."""
-    tried = measure(test_image, train_image, thresholds, pyramid=pyramid)
+    image, and the same array object, each time it is given). `mirrored`: the orientation the
+    copy descriptor sees (search.py's candidate field), the only one tried; None: both."""
+    tried = measure(test_image, train_image, thresholds, pyramid=pyramid, mirrored=mirrored)
     if not tried:
         return Verdict(False, 0.0, "too-small", "no placement with an overlap of 64 px or more", "too-small")
     values, aligned = max(tried, key=lambda va: _margin(va[0], va[1].coverage, thresholds))
@@ -301,10 +304,10 @@ def reduce_for_screen(test_image) -> np.ndarray:
 
 
 def screen(test_reduced: np.ndarray, thumb: np.ndarray, thresholds: Thresholds = SCREEN_THRESHOLDS,
-           pyramid: dict | None = None) -> Verdict:
+           pyramid: dict | None = None, mirrored: bool | None = None) -> Verdict:
     """verify() on the training image's stored thumbnail instead of its pixels, with looser
     thresholds: a pair it rejects is taken as not a copy, so only the pairs it passes need the
     training image from the tar, where verify() gives the verdict. Measured on
     bench/dedup.py's originals: 5.7% of 1,500 unrelated hash candidates pass it, and it rejects
     3 of the 791 copies verify() accepts (0.4%); ~19 ms a pair against verify()'s ~45-70."""
-    return verify(test_reduced, thumb, thresholds, pyramid)
+    return verify(test_reduced, thumb, thresholds, pyramid, mirrored)

@@ -423,7 +423,8 @@ def test_missing_weights_fail_once_with_what_to_do(tmp_path, monkeypatch, capsys
 
 def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeypatch):
     """The screen and the pixels take verify's UNALIKE thresholds for a pair the descriptor found
-    unalike, the usual ones otherwise (alike, or no descriptor)."""
+    unalike, the usual ones otherwise (alike, or no descriptor); both get the candidate's
+    orientation (mirrored, as it is, or None: both tried)."""
     import io
     import tarfile
     import types
@@ -432,8 +433,8 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
 
     used = []
 
-    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None):
-        used.append(thresholds)
+    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None, mirrored=None):
+        used.append((thresholds, mirrored))
         return verify.Verdict(True, 1.0, "align", "", None, {})
 
     monkeypatch.setattr(verify, "verify", fake_verify)
@@ -447,13 +448,27 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
         info.size = len(jpg.getvalue())
         tar.addfile(info, io.BytesIO(jpg.getvalue()))
     shard = training_shards.ShardInput("00000", str(tmp_path / "00000.tar"), None)
-    for alike, expected in ((False, [verify.SCREEN_UNALIKE_THRESHOLDS, verify.UNALIKE_THRESHOLDS]),
-                            (True, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS]),
-                            (None, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS])):
+    for alike, mirrored, expected in ((False, True, [verify.SCREEN_UNALIKE_THRESHOLDS, verify.UNALIKE_THRESHOLDS]),
+                                      (True, False, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS]),
+                                      (None, None, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS])):
         used.clear()
-        candidate = {"key": "k0", "test_index": 0, "distance": 4, "alike": alike, search.THUMB: None}
+        candidate = {"key": "k0", "test_index": 0, "distance": 4, "alike": alike, "mirrored": mirrored,
+                     search.THUMB: None}
         [pair], errors, made = candidates.check_candidates(shard, [candidate], candidates.TestImages(side), True, False)
         assert (errors, made, pair["stage"]) == ([], 1, "pixels")   # screened on its thumbnail, then pixels
-        assert used == expected, alike
+        assert used == [(t, mirrored) for t in expected], alike
     assert verify.UNALIKE_THRESHOLDS.agree > verify.THRESHOLDS.agree
     assert verify.SCREEN_UNALIKE_THRESHOLDS.agree > verify.SCREEN_THRESHOLDS.agree
+
+
+def test_a_candidate_carries_the_orientation_its_descriptor_sees():
+    """The test image's whole rows, as it is and mirrored, against the training descriptor: the
+    clearly nearer one gives the candidate's orientation (verify tries it alone); within
+    ORIENTATION_MARGIN of each other (a near-symmetric picture), or without a descriptor, none."""
+    as_is, mirrored = _unit(1, 0, 0), _unit(0, 1, 0)
+    side = _side([{"image": 0x0F0F, "mirror": 0xF0F0}], [[(as_is, True, 0x0F0F), (mirrored, True, 0xF0F0)]])
+    train = _train([0x12345678_00000000, 0x87654321_00000000, 0x11111111_00000000, 0x0F0F])
+    found = _search(side, train, [_unit(1, 0.2, 0), _unit(0.3, 1, 0), _unit(1, 1, 0.1), _unit(1, 0, 0)],
+                    [True, True, True, False], radius=4, similar=0.7)
+    got = {p["key"]: p["mirrored"] for p in found.candidates}
+    assert got == {"k0": False, "k1": True, "k2": None, "k3": None}

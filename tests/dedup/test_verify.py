@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from clipdata.dedup import pixel_measures, verify
+from clipdata.dedup import alignment, pixel_measures, verify
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +383,16 @@ def test_two_clip_arts_of_one_ring_each_with_shapes_the_other_lacks_are_not_copi
     for test, train in ((caption(original), original), (original, caption(original))):
         copy = verify.verify(test, store(train))
         assert copy.duplicate and copy.values["extra"] <= verify.THRESHOLDS.extra, copy.detail
+
+
+def test_the_orientation_the_descriptor_sees_is_the_only_one_tried(store):
+    """verify(mirrored=...) places the test image in that orientation alone: a mirrored copy is
+    found with mirrored=True (or None: both tried) and not with False; the placements follow."""
+    original = photo(3)
+    stored = store(ImageOps.mirror(original))
+    assert verify.verify(original, stored, mirrored=True).duplicate
+    assert verify.verify(original, stored).duplicate
+    assert not verify.verify(original, stored, mirrored=False).duplicate
+    test, train = alignment.as_array(original), alignment.as_array(stored)
+    assert {p.mirror for p in alignment.placements(test, train, mirrored=True)} == {True}
+    assert {p.mirror for p in alignment.placements(test, train)} == {False, True}

@@ -89,6 +89,9 @@ def to_input(thumb) -> np.ndarray:
 
 
 TEST_VIEWS = ("image", "mirror")   # a test image is described as it is and mirrored
+# the pHash views (dedup/hashing.py) that show the whole picture: their descriptors would be the
+# TEST_VIEWS ones (to_input pads to a square as "border" does), so they are not described as views
+WHOLE_VIEWS = ("image", "mirror", "border", "border_mirror")
 
 
 def test_inputs(image: Image.Image) -> np.ndarray:

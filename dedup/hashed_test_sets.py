@@ -37,7 +37,8 @@ class HashedTestSet:
     # per image: its copy descriptors (descriptor.TEST_VIEWS x DIM float32), None when unreadable
     # or not asked for
     descriptors: list | None = None
-    # per image: {hash view name: its copy descriptor (DIM float16)}, the same views as `views`
+    # per image: {hash view name: its copy descriptor (DIM float16)}, the views of `views` that
+    # are not the whole picture (descriptor.WHOLE_VIEWS: `descriptors` holds those)
     view_descriptors: list | None = None
 
     @property
@@ -59,8 +60,9 @@ def _hash_chunk(refs: list[ImageRef], views: tuple[str, ...] | None, family: str
             image = decode(ref.read())
             pictures = hashing.view_images(image, names=views)   # each view made once: hashed and described
             chosen = {name: hash_view(picture) for name, picture in pictures.items()}
-            if describe:
-                view_inputs.append([descriptor.view_input(picture) for picture in pictures.values()])
+            if describe:   # the windows' descriptors; the whole picture's are test_inputs'
+                view_inputs.append([(name, descriptor.view_input(picture)) for name, picture in pictures.items()
+                                    if name not in descriptor.WHOLE_VIEWS])
                 inputs.append(descriptor.test_inputs(image))
             out.append(({k: int(h) for k, h in chosen.items()}, None))
         except ValueError as err:  # hashing.open_image: not an image
@@ -72,14 +74,15 @@ def _hash_chunk(refs: list[ImageRef], views: tuple[str, ...] | None, family: str
     model = descriptor.shared()
     described = iter(model.describe_inputs(np.concatenate(inputs)).reshape(
         len(inputs), len(descriptor.TEST_VIEWS), -1) if inputs else [])
-    per_view = iter(model.describe_inputs(np.stack([x for xs in view_inputs for x in xs])).astype(np.float16)
-                    if view_inputs else [])
+    windows = [x for xs in view_inputs for _, x in xs]
+    per_view = iter(model.describe_inputs(np.stack(windows)).astype(np.float16) if windows else [])
+    names = iter(view_inputs)
     results = []
     for v, e in out:
         if v is None:
             results.append((v, None, None, e))
-        else:   # the views in the order hashing.views gave them, each with its descriptor
-            results.append((v, next(described), {name: next(per_view) for name in v}, e))
+        else:   # the window views in the order hashing.views gave them, each with its descriptor
+            results.append((v, next(described), {name: next(per_view) for name, _ in next(names)}, e))
     return results
 
 

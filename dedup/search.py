@@ -59,9 +59,6 @@ class DescriptorRows:
         return len(self.owner)
 
 
-# the pHash views that show the whole picture: their descriptors are the whole rows' (to_input
-# pads to a square as "border" does), so they are not indexed again as windows
-WHOLE_VIEWS = ("image", "mirror", "border", "border_mirror")
 
 
 def descriptor_rows(per_image: list, dim: int | None = None) -> DescriptorRows:
@@ -154,7 +151,7 @@ def flatten(hashed: list[hashed_test_sets.HashedTestSet], view_names: list[str])
             for name, vector in zip(descriptor.TEST_VIEWS, whole):
                 rows.append((vector, True, image_views.get(name)))
             for name, vector in (by_view or {}).items():
-                if name not in WHOLE_VIEWS and name in image_views:
+                if name not in descriptor.WHOLE_VIEWS and name in image_views:
                     rows.append((vector, False, image_views[name]))
             per_image.append(rows)
         side.desc = descriptor_rows(per_image)

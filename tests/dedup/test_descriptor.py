@@ -472,3 +472,24 @@ def test_a_candidate_carries_the_orientation_its_descriptor_sees():
                     [True, True, True, False], radius=4, similar=0.7)
     got = {p["key"]: p["mirrored"] for p in found.candidates}
     assert got == {"k0": False, "k1": True, "k2": None, "k3": None}
+
+
+def test_the_test_side_describes_its_whole_picture_once_and_each_window(model, tmp_path):
+    """hash_test_set(describe=True): per image the whole picture's descriptors (as it is,
+    mirrored) and one per window view; the views that show the whole picture (WHOLE_VIEWS) are
+    not described again, and each window's descriptor is its view_input's."""
+    from clipdata.dedup import hashed_test_sets, hashing
+    from clipdata.pipeline.foundation import eval_sets
+
+    for n in range(2):
+        dedup_scale.picture(10 + n).resize((240, 160)).save(tmp_path / f"{n}.png")
+    views = ("image", "mirror", "border", "border_mirror", "crop90", "border_crop80_tl")
+    hashed = hashed_test_sets.hash_test_set(eval_sets.load_test_set("t", str(tmp_path)), views=views,
+                                            workers=1, describe=True)
+    for image, whole, windows in zip(hashed.test_set.images, hashed.descriptors, hashed.view_descriptors):
+        picture = hashed_test_sets.decode(image.ref.read())
+        assert np.allclose(whole, model.describe_inputs(descriptor.test_inputs(picture)), atol=1e-5)
+        assert list(windows) == ["crop90", "border_crop80_tl"]
+        made = hashing.view_images(picture, names=list(windows))
+        want = model.describe_inputs(np.stack([descriptor.view_input(v) for v in made.values()]))
+        assert np.allclose(np.stack(list(windows.values())).astype(np.float32), want, atol=2e-3)   # kept as float16

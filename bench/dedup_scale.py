@@ -251,7 +251,7 @@ def search_projection(m: dict) -> float:
     return fixed + per_unit * target
 
 
-def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int = 60, side=None,
+def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int = 200, side=None,
                 test_sample: int = 200) -> dict:
     """ms per training image of the hash search (one shard against the test views); ms per pair
     of the screen and of the pixel check (over up to `sample` candidate pairs of the run). With
@@ -317,11 +317,13 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
             # the job reduces a test image once for all its candidates (candidates.TestImages);
             # at 400M x 100k each test image has hundreds, so the reduction is not timed per pair
             reduced = verify.reduce_for_screen(test)
+            # as the job decides the pair: its thresholds (the descriptor's verdict) and orientation
+            alike, mirrored = p.get("alike"), p.get("mirrored")
             t = time.process_time()
-            verify.screen(reduced, thumb)
+            verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True), mirrored=mirrored)
             screen_s += time.process_time() - t
             t = time.process_time()
-            verify.verify(test, train_image)
+            verify.verify(test, train_image, verify.thresholds_for(alike), mirrored=mirrored)
             pixel_s += time.process_time() - t
     n = max(1, len(picked))
     work = {}

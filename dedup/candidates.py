@@ -82,8 +82,8 @@ class TestImages:
         from clipdata.dedup import verify
 
         reduced = self.reduced(number)
-        thresholds = verify.SCREEN_UNALIKE_THRESHOLDS if alike is False else verify.SCREEN_THRESHOLDS
-        return verify.screen(reduced, thumb, thresholds, pyramid=self.cache[number].setdefault("pyramid", {}),
+        return verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True),
+                             pyramid=self.cache[number].setdefault("pyramid", {}),
                              mirrored=mirrored)
 
     def thumb(self, number: int) -> str | None:
@@ -183,9 +183,8 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
                                            c.get("mirrored"))
                     stage = "screen"
                 if verdict is None or verdict.duplicate:
-                    thresholds = (verify_module.UNALIKE_THRESHOLDS if c.get("alike") is False
-                                  else verify_module.THRESHOLDS)
-                    verdict = verify_module.verify(test_image, train_image, thresholds, mirrored=c.get("mirrored"))
+                    verdict = verify_module.verify(test_image, train_image, verify_module.thresholds_for(c.get("alike")),
+                                                   mirrored=c.get("mirrored"))
                     stage = "pixels"
                 pair = _decided(c, verdict, stage)
             except Exception as err:  # noqa: BLE001 - one odd pair must not end the job

@@ -292,6 +292,15 @@ SCREEN_THRESHOLDS = Thresholds(agree=0.75, ncc=0.75, coverage=0.40, tone=8.0, hu
 SCREEN_UNALIKE_THRESHOLDS = replace(SCREEN_THRESHOLDS, agree=0.85)   # the screen's, more detail agreeing
 
 
+def thresholds_for(alike: bool | None, screen: bool = False) -> Thresholds:
+    """The thresholds a candidate is judged with: the UNALIKE ones when the copy descriptor found
+    the pair unalike (alike False), the usual ones otherwise (alike, or no descriptor); the
+    screen's or the pixels'."""
+    if screen:
+        return SCREEN_UNALIKE_THRESHOLDS if alike is False else SCREEN_THRESHOLDS
+    return UNALIKE_THRESHOLDS if alike is False else THRESHOLDS
+
+
 def reduce_for_screen(test_image) -> np.ndarray:
     """The test image as the screen compares it: uint8 RGB, at most SCREEN_TEST_SIDE px a side
     (reduce once per test image and reuse it for all its candidates)."""

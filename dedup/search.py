@@ -59,8 +59,6 @@ class DescriptorRows:
         return len(self.owner)
 
 
-
-
 def descriptor_rows(per_image: list, dim: int | None = None) -> DescriptorRows:
     """DescriptorRows from, per test image (global number order), None (not described) or its
     rows as (vector, whole, pHash of the view or None), whole rows first."""

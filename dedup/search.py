@@ -382,22 +382,28 @@ def _identical_pairs(side: TestSide, hashes: tuple, rows: np.ndarray) -> list[tu
     return sorted(found)
 
 
-def _whole_cosine(side: TestSide, t: int, vector: np.ndarray) -> float:
-    """The best cosine of `vector` with test image t's whole rows (NaN: it has none)."""
+def _whole_cosines(side: TestSide, t: int, vector: np.ndarray) -> list[float]:
+    """The cosines of `vector` with test image t's whole rows, in descriptor.TEST_VIEWS order (as
+    it is, mirrored); empty when it has none."""
     first, n = int(side.desc.first_whole[t]), int(side.desc.n_whole[t])
     if first < 0 or not n:
-        return math.nan
-    return float((side.desc.vectors[first:first + n].astype(np.float32) @ vector).max())
+        return []
+    return (side.desc.vectors[first:first + n].astype(np.float32) @ vector).tolist()
+
+
+def _whole_cosine(side: TestSide, t: int, vector: np.ndarray) -> float:
+    """The best cosine of `vector` with test image t's whole rows (NaN: it has none)."""
+    return max(_whole_cosines(side, t, vector), default=math.nan)
 
 
 def _orientation(side: TestSide, t: int, vector: np.ndarray) -> bool | None:
     """Whether the training image is test image t mirrored (True) or as it is (False), by the
     cosines of t's two whole rows (as it is, mirrored); None when they are within
     ORIENTATION_MARGIN of each other (a near-symmetric picture: both are tried)."""
-    first, n = int(side.desc.first_whole[t]), int(side.desc.n_whole[t])
-    if first < 0 or n != 2:
+    cosines = _whole_cosines(side, t, vector)
+    if len(cosines) != 2:
         return None
-    as_is, mirrored = (side.desc.vectors[first:first + 2].astype(np.float32) @ vector).tolist()
+    as_is, mirrored = cosines
     if abs(mirrored - as_is) <= ORIENTATION_MARGIN:
         return None
     return mirrored > as_is

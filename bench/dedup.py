@@ -880,6 +880,8 @@ def main(argv=None) -> int:
     scale.add_argument("--workers", type=int, default=2, help="processes (default: %(default)s)")
     scale.add_argument("--folder", default="bench_output/dedup_scale", help="work folder (default: %(default)s)")
     scale.add_argument("--keep", action="store_true", help="keep the generated data and the report")
+    scale.add_argument("--reuse", action="store_true", help="use the data an earlier --keep run of the same sizes "
+                       "generated in --folder (the dedup job and the timings run again)")
     args = parser.parse_args(argv)
     from clipdata.pipeline.foundation import console
     console.configure_logging(verbose=False)     # Beam's and FAISS's log lines, as the CLI hides them
@@ -891,7 +893,7 @@ def _run(args) -> int:
     if args.command == "scale":
         import dedup_scale
         dedup_scale.run(args.train, args.test, args.planted, args.rows_per_shard, args.workers, args.folder,
-                        args.keep)
+                        args.keep or args.reuse, reuse=args.reuse)
         return 0
 
     if args.command == "quality":

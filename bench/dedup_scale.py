@@ -29,6 +29,7 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import io
+import json
 import math
 import multiprocessing
 import os
@@ -146,15 +147,19 @@ def planting(n_train: int, n_planted: int, seed: int = 0) -> dict[int, tuple[int
     return {row: (i, synthetic_web.TRANSFORMS[i % len(synthetic_web.TRANSFORMS)]) for i, row in enumerate(rows)}
 
 
-def _write_shard(job) -> tuple[int, float, float, int]:
-    """One training shard: (images, CPU-s of store_image, of train_signature, planted)."""
+SIGNATURE_TIMED_EVERY = 10      # store_image computes the signature; it is timed again alone on 1 image in 10
+
+
+def _write_shard(job) -> tuple[int, float, float, int, int]:
+    """One training shard: (images, CPU-s of store_image, of train_signature, planted, images whose
+    signature was timed)."""
     from clipdata.pipeline.download import images
     from clipdata.pipeline.foundation import shards, signature
 
     folder, shard, start, count, planted, row_digits = job
     config = images.ImageConfig()
     resizer = images.make_resizer(config)
-    rows, store_s, signature_s, n_planted = [], 0.0, 0.0, 0
+    rows, store_s, signature_s, n_planted, n_timed = [], 0.0, 0.0, 0, 0
     for row in range(start, start + count):
         if row in planted:
             test, name = planted[row]
@@ -166,9 +171,12 @@ def _write_shard(job) -> tuple[int, float, float, int]:
         t = time.process_time()
         stored = images.store_image(body, resizer, config)
         store_s += time.process_time() - t
-        t = time.process_time()
-        signature.train_signature(stored.data)   # timed alone: what dedup asks of the download
-        signature_s += time.process_time() - t
+        if row % SIGNATURE_TIMED_EVERY == 0:
+            # timed alone, on a sample (it is part of store_image's work): what dedup asks of the download
+            t = time.process_time()
+            signature.train_signature(stored.data)
+            signature_s += time.process_time() - t
+            n_timed += 1
         rows.append(shards.ShardRow(
             key=shards.sample_key(shard, row - start, row_digits=row_digits), url=f"http://gen.test/{row}.jpg",
             caption=f"generated {row}", status="success", width=stored.width, height=stored.height,
@@ -176,7 +184,7 @@ def _write_shard(job) -> tuple[int, float, float, int]:
             phash=stored.phash, phash_centre=stored.phash_centre, thumb=stored.thumb, image=stored.data,
             image_ext=stored.ext))
     shards.write_shard(folder, shard, rows, {"start_time": 0.0, "end_time": 1.0})
-    return count, store_s, signature_s, n_planted
+    return count, store_s, signature_s, n_planted, n_timed
 
 
 def row_digits(rows_per_shard: int) -> int:
@@ -199,7 +207,8 @@ def write_training_shards(folder: str, n_train: int, rows_per_shard: int, plante
         done = [_write_shard(job) for job in jobs]
     n = sum(d[0] for d in done)
     return {"images": n, "seconds": time.perf_counter() - t, "store_ms": 1000 * sum(d[1] for d in done) / n,
-            "signature_ms": 1000 * sum(d[2] for d in done) / n, "planted": sum(d[3] for d in done)}
+            "signature_ms": 1000 * sum(d[2] for d in done) / max(1, sum(d[4] for d in done)),
+            "planted": sum(d[3] for d in done)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,22 +360,45 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+GENERATED = "generated.json"     # what a run generated: its sizes and the download-side rates measured
+
+
+def generated(folder: str, sizes: dict) -> dict | None:
+    """The download-side figures of data generated earlier in folder with these sizes (the same
+    seeds make the same pictures), or None when there is none to reuse."""
+    try:
+        with open(os.path.join(folder, GENERATED)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest["made"] if manifest.get("sizes") == sizes else None
+
+
 def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers: int, folder: str,
-        keep: bool = False, log=print) -> dict:
+        keep: bool = False, log=print, reuse: bool = False) -> dict:
     from clipdata.dedup import overlap, report as report_module
-    from clipdata.pipeline.foundation import shards
+    from clipdata.pipeline.foundation import shards, storage
 
     if n_planted > n_test:
         raise ValueError("--planted cannot exceed --test")
-    shutil.rmtree(folder, ignore_errors=True)
     test_dir, shards_dir, output = (os.path.join(folder, x) for x in ("test", "shards", "report"))
-    t = time.perf_counter()
-    write_test_set(test_dir, n_test, workers)
     planted = planting(n_train, n_planted)
-    made = write_training_shards(shards_dir, n_train, rows_per_shard, planted, workers)
-    log(f"generated {n_test:,} test images and {made['images']:,} training images ({made['planted']} planted "
-        f"copies) in {time.perf_counter() - t:.0f} s; download-side work per image: {made['store_ms']:.1f} CPU-ms "
-        f"(resize, encode and signature), of it the signature (2 pHashes + thumbnail) {made['signature_ms']:.2f}")
+    sizes = {"train": n_train, "test": n_test, "planted": n_planted, "rows_per_shard": rows_per_shard}
+    made = generated(folder, sizes) if reuse else None
+    if made is not None:
+        log(f"reusing the data generated in {folder} ({made['images']:,} training images, {n_test:,} test images); "
+            f"download-side work per image as measured then: {made['store_ms']:.1f} CPU-ms, of it the signature "
+            f"{made['signature_ms']:.2f}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        t = time.perf_counter()
+        write_test_set(test_dir, n_test, workers)
+        made = write_training_shards(shards_dir, n_train, rows_per_shard, planted, workers)
+        log(f"generated {n_test:,} test images and {made['images']:,} training images ({made['planted']} planted "
+            f"copies) in {time.perf_counter() - t:.0f} s; download-side work per image: {made['store_ms']:.1f} CPU-ms "
+            f"(resize, encode and signature), of it the signature (2 pHashes + thumbnail) {made['signature_ms']:.2f}")
+        storage.atomic_write(os.path.join(folder, GENERATED), json.dumps({"sizes": sizes, "made": made}).encode())
+    shutil.rmtree(output, ignore_errors=True)
 
     config = overlap.OverlapConfig(shards=[shards_dir], test_sets=[("gen", test_dir)], output=output,
                                    workers=workers, thumbnails=False)

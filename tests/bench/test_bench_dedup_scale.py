@@ -18,7 +18,7 @@ import dedup_scale  # noqa: E402
 def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tmp_path):
     lines = []
     m = dedup_scale.run(n_train=240, n_test=24, n_planted=5, rows_per_shard=100, workers=1,
-                        folder=str(tmp_path / "scale"), log=lines.append)
+                        folder=str(tmp_path / "scale"), log=lines.append, keep=True)
     assert (m["train"], m["test"], m["planted"]) == (240, 24, 5)
     assert m["recall"] == 1.0, "\n".join(lines)
     # every candidate was decided by the screen or the pixels, none by an error
@@ -38,7 +38,19 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     text = "\n".join(lines)
     assert "Projection to 400,000,000 training x 100,000 test images" in text
     assert "planted copies found: 5 of 5" in text
+    assert os.path.exists(tmp_path / "scale" / dedup_scale.GENERATED)       # kept
+
+    # --reuse: the same data, not generated again; the job and the timings run again
+    lines.clear()
+    again = dedup_scale.run(n_train=240, n_test=24, n_planted=5, rows_per_shard=100, workers=1,
+                            folder=str(tmp_path / "scale"), log=lines.append, reuse=True)
+    assert lines[0].startswith("reusing the data generated in")
+    assert not any(line.startswith("generated") for line in lines)
+    assert (again["recall"], again["candidates"], again["false_pairs"]) == (1.0, m["candidates"], m["false_pairs"])
+    assert again["download_signature_ms"] == m["download_signature_ms"]       # as measured when generated
     assert not os.path.exists(tmp_path / "scale")       # removed unless --keep
+    # other sizes are not reused
+    assert dedup_scale.generated(str(tmp_path), {"train": 240}) is None
 
 
 def test_the_search_projection_fits_a_fixed_and_a_per_test_image_part():

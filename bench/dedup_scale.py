@@ -3,7 +3,7 @@ stage's rate, and the projection to CLIP's scale (400M training images x 100k te
 
     .venv/bin/python bench/dedup.py scale --train 1000000 --test 10000     # the size
     .venv/bin/python bench/dedup.py scale --train 20000 --test 1000        # minutes
-    ... --keep --folder /tmp/s1m    # keep the generated data (1M x 10k: ~70 min to generate, 24 GB)
+    ... --keep --folder /tmp/s1m    # keep the generated data (1M x 10k: 88 min to generate, 24 GB)
     ... --reuse --folder /tmp/s1m   # the job and the timings again on it, after a change to dedup
 
 What it does:

@@ -39,6 +39,10 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert "Projection to 400,000,000 training x 100,000 test images" in text
     assert "planted copies found: 5 of 5" in text
     assert os.path.exists(tmp_path / "scale" / dedup_scale.GENERATED)       # kept
+    sizes = {"train": 240, "test": 24, "planted": 5, "rows_per_shard": 100}
+    assert dedup_scale.generated(str(tmp_path / "scale"), sizes)["images"] == 240
+    # other sizes are not reused
+    assert dedup_scale.generated(str(tmp_path / "scale"), dict(sizes, train=480)) is None
 
     # --reuse: the same data, not generated again; the job and the timings run again
     lines.clear()
@@ -49,8 +53,6 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert (again["recall"], again["candidates"], again["false_pairs"]) == (1.0, m["candidates"], m["false_pairs"])
     assert again["download_signature_ms"] == m["download_signature_ms"]       # as measured when generated
     assert not os.path.exists(tmp_path / "scale")       # removed unless --keep
-    # other sizes are not reused
-    assert dedup_scale.generated(str(tmp_path), {"train": 240}) is None
 
 
 def test_the_search_projection_fits_a_fixed_and_a_per_test_image_part():

@@ -229,7 +229,7 @@ def first_images(side, k: int):
         d, rows = side.desc, side.desc.owner < k
         out = dc.replace(out, desc=dc.replace(d, vectors=d.vectors[rows], owner=d.owner[rows], whole=d.whole[rows],
                                               code=d.code[rows], coded=d.coded[rows], first_whole=d.first_whole[:k],
-                                              n_whole=d.n_whole[:k]), desc_lists=None)
+                                              n_whole=d.n_whole[:k]), desc_ivf=None)
     return out
 
 

@@ -5,7 +5,7 @@ The small side is indexed, the big side streamed past it, one training shard per
     test sets ─► views hashed (driver, process pool) ─► HashIndex built in each worker's setup()
                                                                   │
     test sets ─► copy descriptors (descriptor.py) of the picture, its mirror and each crop-window
-                 view ─► IVF lists trained once (driver, at scale) ─► DescriptorIndex in each
+                 view ─► IVF lists and codes trained once (driver, at scale) ─► DescriptorIndex in each
                  worker's setup()
     shard list ─Reshuffle─► SearchAndScreen: key, phash and thumb from the parquet (hashed from
                             the tar when the shard has no phash) ─► each thumbnail's copy
@@ -183,8 +183,8 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
 
         index.HashIndex(side.codes, kind=index.hash_kind(config.index, len(side.codes)))
         if side.desc is not None and similar and index.descriptor_kind(config.index, len(side.desc)) == "ivf":
-            # the descriptor index's lists, trained once here: every worker's index is the same
-            side.desc_lists = index.train_lists(side.desc.vectors)
+            # the descriptor index's lists and codebooks, trained once here: every worker's index is the same
+            side.desc_ivf = index.train_ivf(side.desc.vectors)
     except ValueError as err:
         raise OverlapError(f"--index {config.index}: {err}") from err
     if config.embeddings:

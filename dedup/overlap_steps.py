@@ -47,8 +47,8 @@ class SearchShardFn(beam.DoFn):
         self.index = index.HashIndex(self.side.codes, kind=index.hash_kind(self.index_kind, len(self.side.codes)))
         self.descriptors = None
         if self.side.desc is not None and self.similar is not None:
-            kind = "ivf" if self.side.desc_lists is not None else "flat"
-            rows = index.DescriptorIndex(self.side.desc.vectors, kind=kind, lists=self.side.desc_lists)
+            kind = "ivf" if self.side.desc_ivf is not None else "flat"
+            rows = index.DescriptorIndex(self.side.desc.vectors, kind=kind, trained=self.side.desc_ivf)
             self.descriptors = DescriptorSearch(rows, *self.similar)
         self.embedder = load_embedder(self.semantic["checkpoint"]) if self.semantic else None
         self.tests = TestImages(self.side)

@@ -96,9 +96,9 @@ class TestSide:
     view: np.ndarray                   # int16: index into view_names of each code
     view_names: list[str]
     desc: DescriptorRows | None = None   # the copy descriptors; None when the descriptor is not used
-    # the descriptor index's IVF lists, trained once where the job starts (index.train_lists) so
-    # that every worker's index is the same; None: a flat index
-    desc_lists: np.ndarray | None = None
+    # the descriptor index's IVF lists and codebooks, trained once where the job starts
+    # (index.train_ivf: FAISS's bytes) so that every worker's index is the same; None: a flat index
+    desc_ivf: bytes | None = None
 
     @property
     def n_images(self) -> int:

@@ -70,8 +70,9 @@ def test_folding_the_batch_norms_keeps_the_function(model):
     inputs = np.stack([descriptor.to_input(stored_thumb(dedup_scale.picture(i))) for i in range(8)])
     with torch.inference_mode():
         want = unfolded(descriptor.as_tensor(inputs)).numpy()
-    assert np.allclose(model.describe_inputs(inputs), want, atol=1e-5)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())
+    folded = descriptor.Descriptor(int8=False)     # the float network, folded
+    assert np.allclose(folded.describe_inputs(inputs), want, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.net.modules())
 
 
 @pytest.mark.parametrize("block", [1024, 2])
@@ -123,6 +124,55 @@ def test_copies_are_similar_and_different_pictures_are_not(model):
         cos = np.max(test_desc[i] @ copy_desc.T, axis=0)
         missed = [f"{n} {c:.2f}" for n, c in zip(names, cos) if c < model.similar]
         assert not missed, f"picture {i}: {missed}"
+
+
+@pytest.mark.skipif(not descriptor.int8_available(), reason="torch has no x86 quantized engine here")
+def test_the_shipped_int8_network_gives_the_float_ones_descriptors_within_its_rounding(model):
+    """Where it can, the shipped descriptor runs its int8 body; its descriptors are the float
+    network's up to rounding: each within 0.01 of cosine 1, the cosines between pictures (what
+    the threshold is judged on) within 0.06, a copy's within 0.03."""
+    assert model.int8
+    float_model = descriptor.Descriptor(int8=False)
+    assert not float_model.int8 and float_model.similar == model.similar
+    pictures = [dedup_scale.picture(i) for i in range(40)]
+    thumbs_ = [stored_thumb(p) for p in pictures] + [stored_thumb(c) for c in copies(pictures[0]).values()]
+    a, b = float_model.describe(thumbs_), model.describe(thumbs_)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert ((a * b).sum(1) >= 0.99).all()
+    assert np.abs(a @ a.T - b @ b.T).max() <= 0.06
+    assert not np.allclose(a, b, atol=1e-4)        # it is the int8 network that ran
+    assert np.abs(b[40:] @ b[0] - a[40:] @ a[0]).max() <= 0.03   # copies of picture 0: as alike
+
+
+def test_a_checkpoint_without_the_int8_state_runs_the_float_network(tmp_path, model):
+    import torch
+
+    state = torch.load(descriptor.WEIGHTS, map_location="cpu", weights_only=True)
+    assert "int8" in state
+    del state["int8"]
+    torch.save(state, tmp_path / "float.pt")
+    plain = descriptor.Descriptor(str(tmp_path / "float.pt"))
+    inputs = np.stack([descriptor.to_input(stored_thumb(dedup_scale.picture(i))) for i in range(4)])
+    assert not plain.int8
+    assert np.array_equal(plain.describe_inputs(inputs), descriptor.Descriptor(int8=False).describe_inputs(inputs))
+
+
+@pytest.mark.skipif(not descriptor.int8_available(), reason="torch has no x86 quantized engine here")
+def test_an_int8_state_saved_and_loaded_gives_the_same_descriptors():
+    """What bench/train_descriptor.py stores (the calibrated int8 state) is what a worker runs."""
+    import torch
+
+    torch.manual_seed(0)
+    net = descriptor.new_model().eval()
+    descriptor.fold_batch_norms(net)
+    calibration = np.random.default_rng(0).integers(0, 256, (64, descriptor.INPUT, descriptor.INPUT, 3), np.uint8)
+    calibrated = descriptor.quantize_body(net, calibration=calibration)
+    again = descriptor.new_model().eval()     # other random weights: the state holds them all
+    descriptor.fold_batch_norms(again)
+    loaded = descriptor.quantize_body(again, state=calibrated.state_dict())
+    x = descriptor.as_tensor(calibration[:16])
+    with torch.inference_mode(), descriptor._int8_engine():
+        assert torch.equal(calibrated(x), loaded(x))
 
 
 def test_descriptor_index_finds_exactly_the_pairs_at_or_above_the_cosine():

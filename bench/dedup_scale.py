@@ -247,10 +247,14 @@ def rows_visited(test_images: int, rows_per_image: float, kind: str) -> float:
 
 
 def search_projection(m: dict) -> float:
-    """ms per training image of the search at TARGET_TEST test images: a + b * w fitted from the
-    two measured sizes, w the descriptor-index rows a query visits (`search_work`,
+    """ms per training image of the search at TARGET_TEST test images. With `index_target_ms`
+    (the descriptor index timed at that size, index_at_size_ms): the search as measured, its
+    index's part (`index_ms`) replaced by the one at the target size. Otherwise a + b * w fitted
+    from the two measured sizes, w the descriptor-index rows a query visits (`search_work`,
     `search_half_work`, `target_work`; the test images when not given): the per-training-image
     part does not grow with the test side. From one size, taken as all per row (an upper bound)."""
+    if m.get("index_target_ms") is not None:
+        return max(0.0, m["search_ms"] - m["index_ms"]) + m["index_target_ms"]
     n, t = m.get("search_work", m["test_images"]), m["search_ms"]
     half_n = m.get("search_half_work", m.get("search_half_images"))
     half_t = m.get("search_half_ms")
@@ -260,6 +264,41 @@ def search_projection(m: dict) -> float:
     per_unit = (t - half_t) / (n - half_n)
     fixed = max(0.0, t - per_unit * n)
     return fixed + per_unit * target
+
+
+def tiled_rows(vectors: np.ndarray, n_rows: int, seed: int = 0) -> np.ndarray:
+    """A test side's descriptor rows (float16, unit) made n_rows long for timing the index at a
+    larger size: the rows themselves, then copies of them each moved far off (Gaussian noise of
+    norm ~1.7, renormalised: cosine ~0.5 with its row), so that no two rows are alike but the
+    lists fill as the real rows fill them."""
+    rng = np.random.default_rng(seed)
+    sd = 1.7 / math.sqrt(vectors.shape[1])
+    parts, have = [np.asarray(vectors, np.float16)], len(vectors)
+    while have < n_rows:
+        take = min(len(vectors), n_rows - have)
+        moved = vectors[:take].astype(np.float32) + rng.normal(0, sd, (take, vectors.shape[1])).astype(np.float32)
+        parts.append((moved / np.linalg.norm(moved, axis=1, keepdims=True)).astype(np.float16))
+        have += take
+    return np.concatenate(parts)[:n_rows]
+
+
+def index_at_size_ms(vectors: np.ndarray, queries: np.ndarray, n_rows: int, threshold: float,
+                     n_images: int, repeats: int = 2) -> tuple[float, float]:
+    """(ms per training image at the rows given, ms at n_rows rows) of the descriptor index the
+    job builds (`--index auto`: IVF from AUTO_IVF_ROWS), `queries` being the training images'
+    descriptors (n_images of them, whole and centre views): the fastest of `repeats` searches."""
+    from clipdata.dedup.index import DescriptorIndex, descriptor_kind
+
+    def timed(rows) -> float:
+        index = DescriptorIndex(rows, kind=descriptor_kind("auto", len(rows)))
+        best = math.inf
+        for _ in range(repeats):
+            t = time.process_time()
+            index.similar_pairs(queries, threshold)
+            best = min(best, time.process_time() - t)
+        return 1000 * best / max(1, n_images)
+
+    return timed(vectors), timed(tiled_rows(vectors, n_rows))
 
 
 def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int = 200, side=None,
@@ -317,6 +356,14 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     search_ms = time_search(side)
     half = side.n_images // 2
     search_half_ms = time_search(first_images(side, half)) if half >= 10 else None
+    # the descriptor index at the projected size, timed directly (a side that is IVF itself, tiled
+    # to TARGET_TEST test images' rows): the fit of two sizes above extrapolates 10x and moves by
+    # a factor of 2 between runs of the same data
+    index_ms = index_target_ms = None
+    if similar and side.desc is not None and descriptor_kind("auto", len(side.desc)) == "ivf":
+        queries = np.concatenate([train_desc.whole[train_desc.described], train_desc.centre[train_desc.centre_described]])
+        index_ms, index_target_ms = index_at_size_ms(side.desc.vectors, queries, int(TARGET_TEST * rows_per_image),
+                                                     similar[0], n)
     rng = random.Random(0)
     picked = rng.sample(pairs, min(sample, len(pairs)))
     screen_s = pixel_s = 0.0
@@ -327,15 +374,16 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
         tar = os.path.join(shards_dir, f"{name}.tar")
         images = training_shards.read_train_images(tar, {p["key"] for p in group})
         for p in group:
-            test = hashed_test_sets.decode(side.refs[p["test_index"]].read())
             train_image = hashed_test_sets.decode(images[p["key"]])
             thumb = thumbs.decode(thumbs.encode(hashing.to_rgb(train_image)))
-            # the job reduces a test image once for all its candidates (candidates.TestImages);
-            # at 400M x 100k each test image has hundreds, so the reduction is not timed per pair
-            reduced = verify.reduce_for_screen(test)
             # as the job decides the pair: its thresholds (the descriptor's verdict) and orientation
             alike, mirrored = p.get("alike"), p.get("mirrored")
             t = time.process_time()
+            # the test image read, decoded and reduced for each pair: a worker keeps the last
+            # TEST_CACHE test images (candidates.TestImages), but at 400M x 100k a shard's ~1,600
+            # candidates are spread over the 100k test images, so it rarely holds the one needed
+            test = hashed_test_sets.decode(side.refs[p["test_index"]].read())
+            reduced = verify.reduce_for_screen(test)
             verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True), mirrored=mirrored)
             screen_s += time.process_time() - t
             t = time.process_time()
@@ -348,6 +396,7 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
                 "search_half_work": rows_visited(side.n_images // 2, rows_per_image, kinds["descriptor"]),
                 "target_work": rows_visited(TARGET_TEST, rows_per_image, kinds["descriptor"])}
     return {"test_ms": test_ms, "search_ms": search_ms, "search_half_ms": search_half_ms, **work,
+            "index_ms": index_ms, "index_target_ms": index_target_ms,
             "search_half_images": side.n_images // 2, "describe_ms": describe_ms,
             "test_views": len(side.codes), "test_images": side.n_images, "index_kinds": kinds,
             "screen_ms": 1000 * screen_s / n, "pixel_ms": 1000 * pixel_s / n, "pairs_timed": len(picked)}
@@ -445,10 +494,11 @@ def run(n_train: int, n_test: int, n_planted: int, rows_per_shard: int, workers:
 
 def project(m: dict) -> dict:
     """CPU cost per training image and false flags at 400M x 100k, from the measured rates.
-    The search is taken as a + b * w, fitted from the full test side and its first half
-    (search_projection), w the descriptor-index rows a query visits (IVF at that size: the list
-    centroids and nprobe lists, ~sqrt of the rows), while a training image's own work (reading,
-    the pHash checks of the few rows returned) does not grow with the test side. Candidates,
+    The search (search_projection): as measured, its descriptor index timed at the target size
+    (the test side's rows tiled); where that is not timed, a + b * w fitted from the full test
+    side and its first half, w the descriptor-index rows a query visits (IVF at that size: the
+    list centroids and nprobe lists, ~sqrt of the rows), while a training image's own work
+    (reading, the pHash checks of the few rows returned) does not grow with the test side. Candidates,
     screen passes and false pairs are per (test, training) pair."""
     pairs = TARGET_TRAIN * TARGET_TEST
     # the rates of pairs that are not planted copies (copies are rare among 4e13 pairs)
@@ -501,6 +551,8 @@ def report(m: dict, log=print) -> None:
         f"descriptor {m['index_kinds']['descriptor']})"
         + (f", {m['search_half_ms']:.3f} ms against the first {m['search_half_images']:,}"
            if m.get("search_half_ms") is not None else "")
+        + (f"; of it the descriptor index {m['index_ms']:.3f} ms, {m['index_target_ms']:.3f} ms at "
+           f"{TARGET_TEST:,} test images' rows (timed there: the rows tiled)" if m.get("index_target_ms") is not None else "")
         + f"; screen {m['screen_ms']:.1f} ms per pair, pixels {m['pixel_ms']:.1f} ms "
         f"per pair ({m['pairs_timed']} pairs timed)")
     cap = f" (at most {m['per_image']} kept per training image)" if m.get("per_image") else ""

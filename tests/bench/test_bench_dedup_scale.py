@@ -55,6 +55,29 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert not os.path.exists(tmp_path / "scale")       # removed unless --keep
 
 
+def test_the_search_projection_takes_the_index_timed_at_the_target_size_when_there_is_one():
+    m = {"test_images": 1000, "search_ms": 1.0, "search_half_images": 500, "search_half_ms": 0.6,
+         "index_ms": 0.3, "index_target_ms": 0.9}
+    assert dedup_scale.search_projection(m) == pytest.approx(1.0 - 0.3 + 0.9)
+    assert dedup_scale.search_projection(dict(m, index_target_ms=None)) == pytest.approx(0.2 + 0.0008 * 100_000)
+
+
+def test_the_index_is_timed_at_a_larger_size_on_the_rows_tiled():
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(500, 32)).astype(np.float32)
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
+    tiled = dedup_scale.tiled_rows(rows, 1700)
+    assert tiled.shape == (1700, 32) and tiled.dtype == np.float16
+    assert np.array_equal(tiled[:500], rows)                                  # the rows themselves first
+    assert np.allclose(np.linalg.norm(tiled.astype(np.float32), axis=1), 1.0, atol=2e-3)
+    cos = (tiled[500:1000].astype(np.float32) * rows.astype(np.float32)).sum(1)
+    assert 0.3 < cos.mean() < 0.7 and cos.max() < 0.8                       # moved far off: no copies
+    here, there = dedup_scale.index_at_size_ms(rows, rows[:50].astype(np.float32), 25_000, 0.8, n_images=25)
+    assert here > 0 and there > 0
+
+
 def test_the_search_projection_fits_a_fixed_and_a_per_test_image_part():
     m = {"test_images": 1000, "search_ms": 1.0, "search_half_images": 500, "search_half_ms": 0.6}
     # 0.4 ms more for 500 more test images: 0.0008 per test image, 0.2 fixed

@@ -37,7 +37,7 @@ INSTALL_REQUIRES = [
     "img2dataset>=1.45,<2",
     "webdataset>=0.2.86,<0.3",  # img2dataset pins < 0.3
     "pyarrow>=14",
-    "faiss-cpu>=1.8",
+    "faiss-cpu>=1.9",   # the descriptor index's fast-scan IVF range search, checked on 1.9 and 1.15
     "torch==2.13.0",
     "ftfy>=6.1",
     "imagehash>=4.3",
@@ -70,7 +70,7 @@ setup(
                   "clipdata.pipeline.demo": ["*.png"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "gpu": ["faiss-gpu-cu12>=1.8"],
+        "gpu": ["faiss-gpu-cu12>=1.9"],
         "test": ["pytest>=7", "pytest-timeout>=2", "warcio>=1.7"],
     },
     entry_points={"console_scripts": ["clipdata=clipdata.pipeline.cli:main"]},

@@ -20,8 +20,10 @@ What it does:
 3. Runs `overlap.run_overlap` (the Beam job of `clipdata dedup`, --workers local processes) and
    writes its report (report.json, pairs.csv: kept with --keep), and reads its counters:
    candidates, screened out on the thumbnails, checked on the pixels.
-4. Times each stage on its own over samples of the same data: the hash search per training image,
-   the screen per pair, the pixel check per pair.
+4. Times each stage on its own over samples of the same data: the descriptors and the search per
+   training image (the descriptor index also at 100k test images' rows, the test side's rows
+   tiled), the screen per pair (reading and reducing the test image included: at 400M x 100k a
+   worker's cache of test images rarely holds the one a candidate needs), the pixel check per pair.
 5. Prints recall of the planted copies, test images flagged without a copy, the per-pair rates,
    and the projection: CPU-ms per training image against 100k test images (the issue's target:
    <= 5) and the expected false flags per test image among 400M training images.
@@ -283,10 +285,13 @@ def tiled_rows(vectors: np.ndarray, n_rows: int, seed: int = 0) -> np.ndarray:
 
 
 def index_at_size_ms(vectors: np.ndarray, queries: np.ndarray, n_rows: int, threshold: float,
-                     n_images: int, repeats: int = 2) -> tuple[float, float]:
-    """(ms per training image at the rows given, ms at n_rows rows) of the descriptor index the
-    job builds (`--index auto`: IVF from AUTO_IVF_ROWS), `queries` being the training images'
-    descriptors (n_images of them, whole and centre views): the fastest of `repeats` searches."""
+                     n_images: int, repeats: int = 2) -> dict:
+    """ms per training image of the descriptor index the job builds (`--index auto`: IVF from
+    AUTO_IVF_ROWS), `queries` being the training images' descriptors (n_images of them, whole
+    and centre views), the fastest of `repeats` searches: over the rows given (`index_ms`), over
+    them tiled to n_rows (`index_target_ms`), and, as a check of the tiling, over the first half
+    of them tiled back to the full size (`index_tiled_ms`, against `index_ms`); the kind built at
+    n_rows (`index_target_kind`)."""
     from clipdata.dedup.index import DescriptorIndex, descriptor_kind
 
     def timed(rows) -> float:
@@ -298,7 +303,9 @@ def index_at_size_ms(vectors: np.ndarray, queries: np.ndarray, n_rows: int, thre
             best = min(best, time.process_time() - t)
         return 1000 * best / max(1, n_images)
 
-    return timed(vectors), timed(tiled_rows(vectors, n_rows))
+    return {"index_ms": timed(vectors), "index_target_ms": timed(tiled_rows(vectors, n_rows)),
+            "index_tiled_ms": timed(tiled_rows(vectors[:len(vectors) // 2], len(vectors))),
+            "index_target_kind": descriptor_kind("auto", n_rows)}
 
 
 def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int = 200, side=None,
@@ -359,11 +366,10 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     # the descriptor index at the projected size, timed directly (a side that is IVF itself, tiled
     # to TARGET_TEST test images' rows): the fit of two sizes above extrapolates 10x and moves by
     # a factor of 2 between runs of the same data
-    index_ms = index_target_ms = None
+    at_size = {}
     if similar and side.desc is not None and descriptor_kind("auto", len(side.desc)) == "ivf":
         queries = np.concatenate([train_desc.whole[train_desc.described], train_desc.centre[train_desc.centre_described]])
-        index_ms, index_target_ms = index_at_size_ms(side.desc.vectors, queries, int(TARGET_TEST * rows_per_image),
-                                                     similar[0], n)
+        at_size = index_at_size_ms(side.desc.vectors, queries, int(TARGET_TEST * rows_per_image), similar[0], n)
     rng = random.Random(0)
     picked = rng.sample(pairs, min(sample, len(pairs)))
     screen_s = pixel_s = 0.0
@@ -396,7 +402,7 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
                 "search_half_work": rows_visited(side.n_images // 2, rows_per_image, kinds["descriptor"]),
                 "target_work": rows_visited(TARGET_TEST, rows_per_image, kinds["descriptor"])}
     return {"test_ms": test_ms, "search_ms": search_ms, "search_half_ms": search_half_ms, **work,
-            "index_ms": index_ms, "index_target_ms": index_target_ms,
+            **at_size,
             "search_half_images": side.n_images // 2, "describe_ms": describe_ms,
             "test_views": len(side.codes), "test_images": side.n_images, "index_kinds": kinds,
             "screen_ms": 1000 * screen_s / n, "pixel_ms": 1000 * pixel_s / n, "pairs_timed": len(picked)}
@@ -552,7 +558,8 @@ def report(m: dict, log=print) -> None:
         + (f", {m['search_half_ms']:.3f} ms against the first {m['search_half_images']:,}"
            if m.get("search_half_ms") is not None else "")
         + (f"; of it the descriptor index {m['index_ms']:.3f} ms, {m['index_target_ms']:.3f} ms at "
-           f"{TARGET_TEST:,} test images' rows (timed there: the rows tiled)" if m.get("index_target_ms") is not None else "")
+           f"{TARGET_TEST:,} test images' rows (timed there: the rows tiled; check: the first half tiled to "
+           f"this size {m['index_tiled_ms']:.3f} ms)" if m.get("index_target_ms") is not None else "")
         + f"; screen {m['screen_ms']:.1f} ms per pair, pixels {m['pixel_ms']:.1f} ms "
         f"per pair ({m['pairs_timed']} pairs timed)")
     cap = f" (at most {m['per_image']} kept per training image)" if m.get("per_image") else ""

@@ -378,15 +378,19 @@ def calibration_inputs(views: np.ndarray, seed: int) -> np.ndarray:
 
 
 def add_int8(weights: str, photos: str | None, per_photo: int, scale: int, workers: int, seed: int) -> None:
-    """Add the int8 state to float weights made before it (`quantize`): the calibration copies
-    made as training makes them (the same pictures and copies for the same arguments)."""
+    """Add the int8 state to float weights made before it (`quantize`): calibration copies made
+    as training makes its copies (2 of each picture), the same for the same arguments; the
+    arguments are stored with it (`int8_calibration`)."""
     import torch
 
     views, _ = make_dataset(photos, per_photo, scale, 2, workers, seed)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model = descriptor.new_model()
     model.load_state_dict(state["model"])
-    state["int8"] = int8_state(model, calibration_inputs(views, seed))
+    calibration = calibration_inputs(views, seed)
+    state["int8"] = int8_state(model, calibration)
+    state["int8_calibration"] = {"photos": photos, "per_photo": per_photo, "scale": scale, "views": 2,
+                                 "seed": seed, "inputs": len(calibration)}
     torch.save(state, weights)
     print(f"int8 state added: {weights} ({os.path.getsize(weights) / 1e6:.1f} MB)")
 
@@ -435,8 +439,9 @@ def main(argv=None) -> int:
     views, units = make_dataset(args.photos, args.per_photo, args.scale, args.views, args.workers, args.seed)
     model = train(views, units, args.steps, args.batch, args.lr, args.logit_scale, args.workers, args.seed)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save({"model": model.state_dict(), "similar": args.similar,
-                "int8": int8_state(model, calibration_inputs(views, args.seed)),
+    calibration = calibration_inputs(views, args.seed)
+    torch.save({"model": model.state_dict(), "similar": args.similar, "int8": int8_state(model, calibration),
+                "int8_calibration": {"from": "the training copies", "seed": args.seed, "inputs": len(calibration)},
                 "trained": {k: v for k, v in vars(args).items() if k not in ("command", "output")}}, args.output)
     print(f"weights: {args.output} ({os.path.getsize(args.output) / 1e6:.1f} MB)")
     return 0

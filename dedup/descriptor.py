@@ -7,8 +7,9 @@ same recall, which is what a check over 10^13 (test, training) pairs needs (a pH
 ~1e-2 of unrelated pairs through, each costing tens of ms to reject).
 
 This one is small enough for a CPU: it reads the 64 px thumbnail `clipdata download` stores of
-every image (pipeline/foundation/thumbs.py, the `thumb` column), ~30 M multiply-adds, ~0.2 ms per input on
-one core in batches with its convolutions in int8 (INT8_ENGINE; ~0.6 ms in float). Its weights (`weights/copy_descriptor.pt`, ~1 MB) were trained here by
+every image (pipeline/foundation/thumbs.py, the `thumb` column), ~30 M multiply-adds, in int8
+where torch can (INT8_ENGINE: ~0.2 ms an input on one core, a third of the float network's).
+Its weights (`weights/copy_descriptor.pt`, ~2 MB with the int8 state) were trained here by
 `bench/train_descriptor.py` on copies of freely licensed wallpapers (Debian's mate-backgrounds)
 and generated drawings, logos, texts and dead-leaves images, with the trainer's contrastive loss
 (trainer/loss.ClipLoss, image against image): nothing is fetched at run time.
@@ -142,10 +143,11 @@ def fold_batch_norms(net) -> None:
 # The network's convolutions (nearly all of its ~30 M multiply-adds) run in int8 where torch has
 # this quantized engine (x86 CPUs: fbgemm and oneDNN, VNNI where the CPU has it) and the weights
 # hold the int8 state (bench/train_descriptor.py makes it: activation ranges observed on training
-# pictures). Measured 2026-12-07 (one core, 2,048 stored thumbnails of bench/dedup.py scale):
-# 0.18 ms an input against the folded float network's ~0.55; its descriptors' cosines with the
-# float ones 0.9998 on average (lowest 0.996), pairwise cosines 0.003 apart on average (0.02 at
-# the 99.9th percentile). Elsewhere (another CPU, a checkpoint without the int8 state) the float
+# pictures). Measured 2026-12-07 (one core, 2,048 stored thumbnails of bench/dedup.py scale, the
+# same run): 0.19 ms an input against the folded float network's 0.67; its descriptors' cosines
+# with the float ones 0.9998 on average (lowest 0.997), pairwise cosines 0.003 apart on average
+# (0.017 at the 99.9th percentile); bench/train_descriptor.py measure: the float network's recall
+# and false rates within rounding (its docstring). Elsewhere (another CPU, a checkpoint without the int8 state) the float
 # network runs: the same descriptors within that difference.
 INT8_ENGINE = "x86"
 
@@ -158,7 +160,8 @@ def int8_available() -> bool:
 
 @contextlib.contextmanager
 def _int8_engine():
-    """torch's quantized engine set to INT8_ENGINE for the block (a process-wide setting: put back after)."""
+    """torch's quantized engine set to INT8_ENGINE for the block (a process-wide setting: put back
+    after; not guarded between threads, which all set the same engine here)."""
     import torch
 
     before = torch.backends.quantized.engine
@@ -169,6 +172,11 @@ def _int8_engine():
         torch.backends.quantized.engine = before
 
 
+# torch's notices that eager-mode quantization and typed storages are deprecated: said on every
+# load, nothing a user can act on
+TORCH_NOTICES = r"(?s).*(torch\.ao\.quantization|TypedStorage|deprecat)"
+
+
 def quantize_body(net, calibration: np.ndarray | None = None, state: dict | None = None):
     """`net` (eval mode, batch norms folded) with its convolution body in int8, in place: the
     activations' ranges observed on `calibration` inputs ((n, INPUT, INPUT, 3) uint8, when the
@@ -177,10 +185,14 @@ def quantize_body(net, calibration: np.ndarray | None = None, state: dict | None
     import torch
     from torch.ao import quantization as tq
 
+    if (calibration is None) == (state is None):
+        raise ValueError("quantize_body needs calibration inputs or a saved int8 state (one of them)")
     net.qconfig = tq.get_default_qconfig(INT8_ENGINE)
     net.layout.qconfig = net.head.qconfig = None
     with warnings.catch_warnings(), _int8_engine():
-        warnings.simplefilter("ignore")   # torch's notices that eager-mode quantization moves to torchao
+        warnings.filterwarnings("ignore", message=TORCH_NOTICES)
+        if state is not None:   # the observers see no data: the state loaded after sets every range
+            warnings.filterwarnings("ignore", message="must run observer")
         tq.prepare(net, inplace=True)
         if calibration is not None:
             with torch.inference_mode():
@@ -207,7 +219,7 @@ class Descriptor:
             raise FileNotFoundError(f"the copy descriptor's weights are missing: {path} "
                                     "(reinstall clipdata, or make them with bench/train_descriptor.py)")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # torch's notice on the int8 tensors' storage
+            warnings.filterwarnings("ignore", message=TORCH_NOTICES)   # on the int8 tensors' storage
             state = torch.load(path, map_location="cpu", weights_only=True)
         self.net = _net()
         self.net.load_state_dict(state["model"])

@@ -284,7 +284,7 @@ class DescriptorIndex:
     "flat" is exact: per query one pass over the n indexed rows (n x DIM multiply-adds, done by
     BLAS in blocks: ~1 ms for 200k rows of 128 on one core). "ivf" keeps the rows in `nlist`
     lists (k-means, `train_ivf`) and visits the `nprobe` lists nearest each query: per query
-    nlist centroids + nprobe * n / nlist rows, ~1/30 of the flat scan at 100k test images (2.1M
+    nlist centroids + nprobe * n / nlist rows, ~1/70 of the flat scan at 100k test images (2.1M
     rows), approximate (a copy whose row sits in an unvisited list is missed; measured below
     DESCRIPTOR_NPROBE). The rows in the lists are 4-bit codes scanned with FAISS's fast-scan
     (IVF-PQ, one code per dimension of the residual, 64 bytes a row against 256 as float16):
@@ -297,20 +297,20 @@ class DescriptorIndex:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         # the caller's rows (float16 in a TestSide) give the exact cosines: kept as they are, not
-        # copied (at 100k test images a float32 copy would be 1.2 GB in each worker)
+        # copied, and added in blocks (at 100k test images a float32 copy would be 1.2 GB in
+        # each worker)
         self._rows = np.asarray(rows)
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-        self.kind, self.size, self.dim = kind, len(rows), rows.shape[1]
+        self.kind, self.size, self.dim = kind, len(self._rows), self._rows.shape[1]
         if kind == "flat":
             self._index = faiss.IndexFlatIP(self.dim)
         else:
             if trained is None:
-                trained = train_ivf(rows, nlist)
+                trained = train_ivf(self._rows, nlist)
             # trained where the job starts: every worker the same lists and codebooks
             self._index = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
             self._index.nprobe = min(self._index.nlist, nprobe or DESCRIPTOR_NPROBE)
-        if self.size:
-            self._index.add(rows)
+        for start in range(0, self.size, RERANK_BATCH):
+            self._index.add(np.ascontiguousarray(self._rows[start:start + RERANK_BATCH], dtype=np.float32))
 
     def __len__(self) -> int:
         return self.size
@@ -349,10 +349,10 @@ LIST_TRAIN_POINTS = 64   # k-means points per list: FAISS's 256 take 4x longer f
 # quality and scale runs (copies and unrelated) against 540k rows (the quality test side and a
 # scale test side): exact - estimate over the 17,366 pairs >= 0.80 had mean 0.015, sd 0.016,
 # 99.9th percentile 0.077; with the margin 0.10 or 0.15 the fast-scan index found exactly the
-# pairs the float16 one found (both visiting 64 lists); each pair the scan keeps costs one
-# 128-value dot product (~4.6 pairs a query there at 0.15).
+# pairs the index it replaced found (float16 rows, IndexIVFScalarQuantizer, both visiting 64
+# lists); each pair the scan keeps costs one 128-value dot product (~4.6 pairs a query there at 0.15).
 SCAN_MARGIN = 0.15
-RERANK_BATCH = 1 << 16   # pairs whose exact cosines are computed at once (~32 MB of rows)
+RERANK_BATCH = 1 << 16   # pairs whose exact cosines are computed (rows added) at once (~32 MB)
 FAST_SCAN_BITS = 4       # FAISS's fast-scan codes: 4 bits per sub-vector
 
 
@@ -375,6 +375,9 @@ def train_ivf(rows: np.ndarray, nlist: int | None = None) -> bytes:
     (train_lists) and the 4-bit codebooks of the rows' residuals, one per dimension, trained on
     the same kind of sample; deterministic for the same rows. Made once where the job starts and
     shipped to the workers, each of which adds the rows (DescriptorIndex(trained=...))."""
+    if len(rows) < 1 << FAST_SCAN_BITS:
+        raise ValueError(f"an IVF descriptor index needs at least {1 << FAST_SCAN_BITS} descriptors to train "
+                         f"its codes on, not {len(rows)}; use kind='flat'")
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     lists = train_lists(rows, nlist)
     dim = rows.shape[1]

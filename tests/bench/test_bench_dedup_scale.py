@@ -74,8 +74,21 @@ def test_the_index_is_timed_at_a_larger_size_on_the_rows_tiled():
     assert np.allclose(np.linalg.norm(tiled.astype(np.float32), axis=1), 1.0, atol=2e-3)
     cos = (tiled[500:1000].astype(np.float32) * rows.astype(np.float32)).sum(1)
     assert 0.3 < cos.mean() < 0.7 and cos.max() < 0.8                       # moved far off: no copies
-    here, there = dedup_scale.index_at_size_ms(rows, rows[:50].astype(np.float32), 25_000, 0.8, n_images=25)
-    assert here > 0 and there > 0
+    timed = dedup_scale.index_at_size_ms(rows, rows[:50].astype(np.float32), 25_000, 0.8, n_images=25)
+    assert min(timed["index_ms"], timed["index_target_ms"], timed["index_tiled_ms"]) > 0
+    assert timed["index_target_kind"] == "ivf"          # the kind the job builds at that size
+    lines = []
+    m = {"projection": {"candidates_per_training_image": 0.1, "candidate_rate": 1e-6, "pixel_rate": 1e-7,
+                        "ms_per_training_image": {"search": 1.0}, "total_ms": 1.0, "core_hours": 1.0,
+                        "false_flags_per_test_image": 0.1, "false_flags_per_test_image_bound": 0.1,
+                        "pixel_pairs": 10},
+         "train": 100, "test": 10, "dedup_wall_s": 1.0, "dedup_cpu_s": 1.0, "recall": 1.0, "planted": 1,
+         "flagged_without_copy": 0, "clean_test_images": 9, "false_pairs": 0, "candidates": 3, "screened_out": 1,
+         "checked_on_pixels": 2, "test_ms": 1.0, "search_ms": 0.5, "describe_ms": 0.5, "test_images": 10,
+         "test_views": 200, "index_kinds": {"hash": "flat", "descriptor": "ivf"}, "screen_ms": 10.0,
+         "pixel_ms": 60.0, "pairs_timed": 2, **timed}
+    dedup_scale.report(m, lines.append)
+    assert any("at 100,000 test images' rows" in line and "first half tiled" in line for line in lines)
 
 
 def test_the_search_projection_fits_a_fixed_and_a_per_test_image_part():

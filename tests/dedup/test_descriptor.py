@@ -144,6 +144,29 @@ def test_the_shipped_int8_network_gives_the_float_ones_descriptors_within_its_ro
     assert np.abs(b[40:] @ b[0] - a[40:] @ a[0]).max() <= 0.03   # copies of picture 0: as alike
 
 
+def test_where_torch_has_no_int8_engine_the_float_network_runs(monkeypatch):
+    monkeypatch.setattr(descriptor, "int8_available", lambda: False)
+    plain = descriptor.Descriptor()
+    inputs = np.stack([descriptor.to_input(stored_thumb(dedup_scale.picture(i))) for i in range(4)])
+    assert not plain.int8
+    assert np.array_equal(plain.describe_inputs(inputs), descriptor.Descriptor(int8=False).describe_inputs(inputs))
+
+
+def test_an_ivf_index_needs_a_code_value_s_worth_of_rows_to_train_on():
+    """Each dimension's 4-bit codebook is trained on the rows: fewer than 16 cannot be; the
+    error says to use a flat index (what `--index auto` builds below AUTO_IVF_ROWS)."""
+    from clipdata.dedup import index
+
+    rng = np.random.default_rng(2)
+    rows = rng.normal(size=(16, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    with pytest.raises(ValueError, match="flat"):
+        index.train_ivf(rows[:15])
+    small = DescriptorIndex(rows, kind="ivf")
+    q, r, s = small.similar_pairs(rows, 0.999)
+    assert set(zip(q.tolist(), r.tolist())) == {(i, i) for i in range(16)}
+
+
 def test_a_checkpoint_without_the_int8_state_runs_the_float_network(tmp_path, model):
     import torch
 
@@ -213,6 +236,10 @@ def test_the_ivf_index_checks_its_estimates_with_the_exact_cosine():
     assert trained == index.train_ivf(rows, nlist=8)     # the same lists and codebooks each time
     ivf = DescriptorIndex(rows, kind="ivf", trained=trained, nprobe=8)
     got = ivf.similar_pairs(queries, 0.80)
+    assert list(got[0]) == sorted(got[0])
+    # within a query the flat index gives rows in order, the IVF one in the order of its lists
+    got = [a[np.lexsort((got[1], got[0]))] for a in got]
+    flat = [a[np.lexsort((flat[1], flat[0]))] for a in flat]
     assert np.array_equal(got[0], flat[0]) and np.array_equal(got[1], flat[1])
     assert np.allclose(got[2], flat[2], atol=1e-5)
     near = (flat[2] < 0.85).sum()

@@ -147,8 +147,8 @@ def fold_batch_norms(net) -> None:
 # same run): 0.19 ms an input against the folded float network's 0.67; its descriptors' cosines
 # with the float ones 0.9998 on average (lowest 0.997), pairwise cosines 0.003 apart on average
 # (0.017 at the 99.9th percentile); bench/train_descriptor.py measure: the float network's recall
-# and false rates within rounding (its docstring). Elsewhere (another CPU, a checkpoint without the int8 state) the float
-# network runs: the same descriptors within that difference.
+# and false rates within rounding (its docstring). Elsewhere (another CPU, a checkpoint without
+# the int8 state) the float network runs: the same descriptors within that difference.
 INT8_ENGINE = "x86"
 
 

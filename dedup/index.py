@@ -320,14 +320,14 @@ class DescriptorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if not self.size or not len(queries):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if self.kind == "flat":
-            # FAISS keeps inner products strictly above its radius; the nearest float below is >=
-            lims, sims, idx = self._index.range_search(queries, float(np.nextafter(np.float32(threshold), -1)))
-            query = np.repeat(np.arange(len(queries), dtype=np.int64), np.diff(lims).astype(np.int64))
-            return query, idx.astype(np.int64), sims.astype(np.float32)
-        lims, _, idx = self._index.range_search(queries, float(threshold) - SCAN_MARGIN)
+        # FAISS keeps inner products strictly above its radius: for the exact flat index the
+        # nearest float below the threshold (so >= it is kept), for the estimating IVF scan the margin
+        radius = np.nextafter(np.float32(threshold), -1) if self.kind == "flat" else threshold - SCAN_MARGIN
+        lims, sims, idx = self._index.range_search(queries, float(radius))
         query = np.repeat(np.arange(len(queries), dtype=np.int64), np.diff(lims).astype(np.int64))
         idx = idx.astype(np.int64)
+        if self.kind == "flat":
+            return query, idx, sims.astype(np.float32)
         sims = np.empty(len(idx), np.float32)
         for start in range(0, len(idx), RERANK_BATCH):   # bounded memory: a batch of row pairs at a time
             part = slice(start, start + RERANK_BATCH)

@@ -85,23 +85,67 @@ def _trimmed_ncc(x: np.ndarray, y: np.ndarray) -> float:
     A/B on bench/dedup.py's originals (1,820 copies of 13 transformations both ways, 442
     lookalike and 800 unrelated pairs; screen then pixels, as dedup decides): copies accepted
     +5 (low-entropy bright-20, crop5, overlay), lookalikes and unrelated pairs unchanged."""
-    sx, sy = float(x.std()), float(y.std())
-    if sx < 1e-6 or sy < 1e-6:
-        return 0.0
-    zx, zy = (x - x.mean()) / sx, (y - y.mean()) / sy
+    return float(_trimmed_nccs(x[None], y[None])[0])
+
+
+def _trimmed_nccs(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """_trimmed_ncc of each row pair of two (k, n) arrays: the statistics of all rows in one
+    pass (the sharpness match asks for nine on the same pixels; at the screen's 32 px each
+    alone is numpy call overhead, not arithmetic)."""
+    sx, sy = xs.std(axis=1), ys.std(axis=1)
+    zx = (xs - xs.mean(axis=1, keepdims=True)) / np.maximum(sx, 1e-6)[:, None]
+    zy = (ys - ys.mean(axis=1, keepdims=True)) / np.maximum(sy, 1e-6)[:, None]
     residual = np.abs(zx - zy)
-    k = min(len(residual) - 1, int(len(residual) * (1 - TRIM)))
-    keep = residual <= max(float(np.partition(residual, k)[k]), TRIM_FIT)
-    return grey_ncc(zx[keep], zy[keep])
+    n = residual.shape[1]
+    k = min(n - 1, int(n * (1 - TRIM)))
+    return np.array([grey_ncc(*_kept(zx[i], zy[i], residual[i], k)) if sx[i] >= 1e-6 and sy[i] >= 1e-6 else 0.0
+                     for i in range(len(xs))])
+
+
+def _kept(zx: np.ndarray, zy: np.ndarray, residual: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """zx, zy where residual is at most max(its k-th smallest value, TRIM_FIT). The k-th value is
+    looked for only above TRIM_FIT: np.partition slows ~10x when most values are one value (two
+    drawings on white: most residuals are 0) and the k-th lies among them."""
+    fits = residual <= TRIM_FIT
+    n_fit = int(fits.sum())
+    if n_fit <= k:   # else the k-th value is within TRIM_FIT, and TRIM_FIT is the cut
+        rest = residual[~fits]
+        fits = residual <= float(np.partition(rest, k - n_fit)[k - n_fit])
+    return zx[fits], zy[fits]
+
+
+SORT_BELOW = 8192      # values: _mean_of_smallest sorts fewer than this, partitions more
+
+
+def _mean_of_smallest(values: np.ndarray, count: int) -> float:
+    """The mean of the `count` smallest of non-negative `values`. np.partition slows ~10x when
+    many values are one value (two drawings on white: colour differences of exactly 0; a tone
+    fit's residuals over a white background clipped alike), so the zeros are set apart and a
+    few thousand values are sorted (never slow) rather than partitioned."""
+    nonzero = values[values > 0]
+    take = count - (len(values) - len(nonzero))
+    if take <= 0:
+        return 0.0
+    smallest = np.sort(nonzero)[:take] if len(nonzero) < SORT_BELOW else np.partition(nonzero, take - 1)[:take]
+    return float(smallest.sum() / count)
 
 
 def _opponent(rgb: np.ndarray) -> np.ndarray:
     """Red-green and yellow-blue opponent colours over brightness: unchanged by a brightness
     change, near 0 on greys, whites and blacks."""
     x = rgb.astype(np.float32) / 255
-    grey = x.mean(axis=-1, keepdims=True)
-    opp = np.concatenate([x[..., :1] - x[..., 1:2], 0.5 * (x[..., :1] + x[..., 1:2]) - x[..., 2:]], axis=-1)
-    return opp / (grey + 0.15)
+    r, g, b = x[..., :1], x[..., 1:2], x[..., 2:]
+    return np.concatenate([r - g, 0.5 * (r + g) - b], axis=-1) / (_channel_mean(x)[..., None] + 0.15)
+
+
+# numpy reduces over a short last axis (a pixel's three channels) ~15x slower than it adds three
+# planes: these two are rgb.min(axis=-1) and, for float32, rgb.mean(axis=-1), value for value.
+def _channel_min(rgb: np.ndarray) -> np.ndarray:
+    return np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+
+
+def _channel_mean(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., 0] + rgb[..., 1] + rgb[..., 2]) / 3
 
 
 def _match_sharpness(a, b, ga, gb, mask):
@@ -116,13 +160,18 @@ def _match_sharpness(a, b, ga, gb, mask):
     if sub.sum() < 16:
         ha, hb, sub = ga, gb, mask
     step = 0.5 if ha.shape != ga.shape else 1.0
-    best = (_trimmed_ncc(ha[sub], hb[sub]), 0.0, None)
-    for sigma in MATCH_BLURS[1:]:
-        for side in ("a", "b"):
-            g = cv2.GaussianBlur(ha if side == "a" else hb, (0, 0), sigma * step)[sub]
-            ncc = _trimmed_ncc(g, hb[sub]) if side == "a" else _trimmed_ncc(ha[sub], g)
-            if ncc > best[0] + 0.002:
-                best = (ncc, sigma, side)
+    xa, xb = ha[sub], hb[sub]
+    choices = [(0.0, None)] + [(sigma, side) for sigma in MATCH_BLURS[1:] for side in ("a", "b")]
+    xs, ys = [xa], [xb]    # the pixels each choice compares, blurred side first
+    for sigma, side in choices[1:]:
+        g = cv2.GaussianBlur(ha if side == "a" else hb, (0, 0), sigma * step)[sub]
+        xs.append(g if side == "a" else xa)
+        ys.append(xb if side == "a" else g)
+    nccs = _trimmed_nccs(np.stack(xs), np.stack(ys)).tolist()
+    best = (nccs[0], 0.0, None)
+    for ncc, (sigma, side) in zip(nccs[1:], choices[1:]):
+        if ncc > best[0] + 0.002:
+            best = (ncc, sigma, side)
     _, sigma, side = best
     if side == "a":
         a = cv2.GaussianBlur(a, (0, 0), sigma)
@@ -150,12 +199,11 @@ def _tone_residual(x: np.ndarray, y: np.ndarray) -> float:
         gx = gain * x
         free = (gx < SATURATED) & (y < SATURATED)
         offset = float(np.clip(np.median((y - gx)[free]), -TONE_OFFSET, TONE_OFFSET)) if free.any() else 0.0
-        r = np.abs(y - np.clip(gx + offset, 0, 255)).max(axis=1)
-        every = np.partition(r, keep_all - 1)[:keep_all]
-        worst = float(np.sqrt((every * every).mean()))   # all smooth pixels together, as well
+        d = np.abs(y - np.clip(gx + offset, 0, 255))
+        r2 = np.square(np.maximum(np.maximum(d[:, 0], d[:, 1]), d[:, 2]))   # the worst channel's, squared
+        worst = math.sqrt(_mean_of_smallest(r2, keep_all))   # all smooth pixels together, as well
         for g, keep in zip(groups, keeps):
-            rg = np.partition(r[g], keep - 1)[:keep]
-            worst = max(worst, float(np.sqrt((rg * rg).mean())))
+            worst = max(worst, math.sqrt(_mean_of_smallest(r2[g], keep)))
         return worst
 
     # every TONE_STEP-th gain, then the gains around the best of those
@@ -183,7 +231,7 @@ def tone_residual(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[float
     fb = cv2.GaussianBlur(b.astype(np.float32), (0, 0), TONE_SIGMA)
     # Only where both pictures are smooth: a texture's re-encoding error is not a colour
     # difference, and textured pictures are told apart by their structure already.
-    smooth = mask & (_local_std(fa.mean(axis=2)) < TONE_FLAT) & (_local_std(fb.mean(axis=2)) < TONE_FLAT)
+    smooth = mask & (_local_std(_channel_mean(fa)) < TONE_FLAT) & (_local_std(_channel_mean(fb)) < TONE_FLAT)
     share = float(smooth.sum()) / max(1, int(mask.sum()))
     if share < TONE_MIN_SMOOTH:
         return 0.0, share
@@ -239,8 +287,8 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
     ob = _opponent(cv2.GaussianBlur(b, (0, 0), window))
     chroma_a, chroma_b = np.hypot(oa[..., 0], oa[..., 1]), np.hypot(ob[..., 0], ob[..., 1])
     coloured_a, coloured_b = (chroma_a > COLOURED) & mask, (chroma_b > COLOURED) & mask
-    cos_hue = (oa * ob).sum(axis=-1) / np.maximum(chroma_a * chroma_b, 1e-6)
-    white_a, white_b = a.min(axis=-1) >= 245, b.min(axis=-1) >= 245
+    cos_hue = (oa[..., 0] * ob[..., 0] + oa[..., 1] * ob[..., 1]) / np.maximum(chroma_a * chroma_b, 1e-6)
+    white_a, white_b = _channel_min(a) >= 245, _channel_min(b) >= 245
     ratio = chroma_a / np.maximum(chroma_b, 1e-6)
     same_colour = (cos_hue >= HUE_COS) & (ratio <= CHROMA_RATIO) & (ratio >= 1 / CHROMA_RATIO)
     colour_ok = np.where(coloured_a & coloured_b, same_colour,
@@ -275,7 +323,7 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
         hue_shift = 0.0
     diff = np.hypot(oa[..., 0] - ob[..., 0], oa[..., 1] - ob[..., 1])[mask]
     k = min(len(diff) - 1, int(len(diff) * (1 - TRIM)))
-    colour_diff = float(np.partition(diff, k)[:k + 1].mean())
+    colour_diff = _mean_of_smallest(diff, k + 1)
     return {"flat": False, "ncc_trim": ncc_trim, "agree": max(shares) if shares else 0.0,
             "colour_agree": colour_agree, "colour_diff": colour_diff, "hue_shift": hue_shift,
             # the costliest test, only where every other one passes

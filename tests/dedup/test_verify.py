@@ -396,3 +396,61 @@ def test_the_orientation_the_descriptor_sees_is_the_only_one_tried(store):
     test, train = alignment.as_array(original), alignment.as_array(stored)
     assert {p.mirror for p in alignment.placements(test, train, mirrored=True)} == {True}
     assert {p.mirror for p in alignment.placements(test, train)} == {False, True}
+
+
+def _trimmed_ncc_by_sorting(x: np.ndarray, y: np.ndarray) -> float:
+    """The trimmed NCC's definition written plainly (a full sort), for the fast path to equal."""
+    if x.std() < 1e-6 or y.std() < 1e-6:
+        return 0.0
+    zx, zy = (x - x.mean()) / x.std(), (y - y.mean()) / y.std()
+    residual = np.abs(zx - zy)
+    k = min(len(residual) - 1, int(len(residual) * (1 - pixel_measures.TRIM)))
+    keep = residual <= max(float(np.sort(residual)[k]), pixel_measures.TRIM_FIT)
+    return pixel_measures.grey_ncc(zx[keep], zy[keep])
+
+
+def test_the_trimmed_ncc_equals_its_definition_with_and_without_ties():
+    """_trimmed_ncc looks for its cut above TRIM_FIT only (np.partition is slow where most values
+    are one value) and _trimmed_nccs does many rows at once: both give the plain definition's
+    value, on pictures where most pixels are one value (drawings on white) and where none are,
+    on a flat side (0) and on rows of one batch as on each row alone."""
+    rng = np.random.default_rng(5)
+    for case in range(60):
+        n = int(rng.integers(16, 5000))
+        x = rng.random(n).astype(np.float32)
+        y = (x * rng.uniform(0.2, 2) + rng.normal(0, rng.uniform(0.01, 0.5), n)).astype(np.float32)
+        if case % 3 == 0:   # most pixels white on both sides, then a few far from fitting
+            x[: int(0.9 * n)], y[: int(0.9 * n)] = 1.0, 1.0
+        if case % 3 == 1:   # ties above the cut: a caption's pixels all one value on one side
+            y[: int(0.3 * n)] = 0.0
+        assert pixel_measures._trimmed_ncc(x, y) == pytest.approx(_trimmed_ncc_by_sorting(x, y), abs=1e-6)
+    flat = np.full(100, 0.5, np.float32)
+    assert pixel_measures._trimmed_ncc(flat, rng.random(100).astype(np.float32)) == 0.0
+    xs = rng.random((5, 300)).astype(np.float32)
+    ys = (xs + rng.normal(0, 0.2, (5, 300))).astype(np.float32)
+    ys[2] = 0.25   # a flat row among others
+    batch = pixel_measures._trimmed_nccs(xs, ys)
+    assert batch.tolist() == [pixel_measures._trimmed_ncc(x, y) for x, y in zip(xs, ys)]
+    assert batch[2] == 0.0 and batch[0] > 0.5
+
+
+def test_the_colour_measures_equal_their_plain_numpy_forms():
+    """compare()'s short-axis reductions written out (_opponent's mean, _channel_min) and the
+    colour difference's mean of the smallest values with the zeros apart give what the plain
+    numpy expressions give."""
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    rgb[:10] = 128   # grey: opponent colours exactly 0
+    assert np.array_equal(pixel_measures._channel_min(rgb), rgb.min(axis=-1))
+    x = rgb.astype(np.float32) / 255
+    assert np.array_equal(pixel_measures._channel_mean(x), x.mean(axis=-1))
+    opp = pixel_measures._opponent(rgb)
+    plain = np.concatenate([x[..., :1] - x[..., 1:2], 0.5 * (x[..., :1] + x[..., 1:2]) - x[..., 2:]], axis=-1)
+    assert np.allclose(opp, plain / (x.mean(axis=-1, keepdims=True) + 0.15), atol=1e-6)
+    assert not opp[:10].any()
+    for zeros in (0.0, 0.5, 0.84, 0.86, 1.0):
+        values = rng.random(1000).astype(np.float32)
+        values[: int(zeros * 1000)] = 0.0
+        for count in (1, 850, 1000):
+            expected = float(np.sort(values)[:count].mean())
+            assert pixel_measures._mean_of_smallest(values, count) == pytest.approx(expected, abs=1e-6)

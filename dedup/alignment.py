@@ -133,6 +133,21 @@ def _fit_scale(box, test_shape) -> float:
     return math.sqrt((x1 - x0) * (y1 - y0) / (test_shape[0] * test_shape[1]))
 
 
+def _best_scale(at) -> Placement:
+    """The best of at(k) over SCALES, looked for coarse to fine: every other scale, then the two
+    beside the best of those (9 of 13 placements tried). A/B against all 13 on 7,627 kept candidates
+    (bench/dedup.py quality both ways and a 200k scale run), with the linear resize of placements():
+    no accepted pair lost, 4 more copies accepted (2 had failed the screen, 2 the pixels), no other
+    pair accepted; 13 unrelated pairs pass the screen in place of 13 others; placements 5.1 -> 2.7
+    ms a screened pair."""
+    tried = {i: at(SCALES[i]) for i in range(0, len(SCALES), 2)}
+    top = max(tried, key=lambda i: tried[i].ncc)
+    for i in (top - 1, top + 1):
+        if 0 <= i < len(SCALES) and i not in tried:
+            tried[i] = at(SCALES[i])
+    return max(tried.values(), key=lambda p: p.ncc)
+
+
 def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None,
                mirrored: bool | None = None) -> list[Placement]:
     """Placements to try, most likely first: the best coarse placement of each (content box,
@@ -153,14 +168,17 @@ def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None,
         for mirror in mirrors:
             t = _memo(pyramid, ("grey", *pre_size, mirror),
                       lambda: np.ascontiguousarray(pre[:, ::-1]) if mirror else pre)
-            best = None
-            for k in SCALES:
+
+            def at(k: float) -> Placement:
                 size = _scaled_size(t, s0 * k * c / f_pre)
-                scaled = _memo(pyramid, ("grey", *pre_size, mirror, *size), lambda: _resize(t, *size))
+                # a linear resize: `pre` is at most 1.5x the largest scale, so a step of it aliases
+                # little, at a fifth of INTER_AREA's time
+                scaled = _memo(pyramid, ("grey", *pre_size, mirror, *size),
+                               lambda: cv2.resize(t, size, interpolation=cv2.INTER_LINEAR))
                 ncc, x, y = _best_offset(content, scaled)
-                if best is None or ncc > best.ncc:
-                    best = Placement(box, mirror, s0 * k, x / c, y / c, ncc)
-            found.append(best)
+                return Placement(box, mirror, s0 * k, x / c, y / c, ncc)
+
+            found.append(_best_scale(at))
     found.sort(key=lambda p: -p.ncc)
     chosen = found[:TOP_PLACEMENTS]
     # The untouched frame: the test as the downloader stores it (its longer side the training

@@ -209,8 +209,10 @@ class Aligned:
     coverage: float      # overlap / the larger of the two pictures' areas
 
 
-def refine(test: np.ndarray, train: np.ndarray, p: Placement, pyramid: dict | None = None) -> Aligned | None:
-    """The placement refined to sub-pixel precision at comparison scale, and the warped test."""
+def refine(test: np.ndarray, train: np.ndarray, p: Placement, pyramid: dict | None = None,
+           steps: tuple = FINE_STEPS) -> Aligned | None:
+    """The placement refined to sub-pixel precision at comparison scale, and the warped test;
+    `steps`: the relative scale steps tried around the placement's scale."""
     x0, y0, x1, y1 = p.box
     bw, bh = x1 - x0, y1 - y0
     # comparison scale (training px -> compared px): at most FINE, never above either picture's
@@ -229,7 +231,7 @@ def refine(test: np.ndarray, train: np.ndarray, p: Placement, pyramid: dict | No
     r = max(2, round(0.02 * max(cw, ch)))
     ox, oy = p.ox * f, p.oy * f
     best = None
-    for step in FINE_STEPS:
+    for step in steps:
         s = p.scale * f * (1 + step)
         sw, sh = max(2, round(tw * s)), max(2, round(th * s))
         ax0, ay0 = max(0, math.ceil(ox) + r), max(0, math.ceil(oy) + r)

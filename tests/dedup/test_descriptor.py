@@ -524,17 +524,18 @@ def test_missing_weights_fail_once_with_what_to_do(tmp_path, monkeypatch, capsys
 def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeypatch):
     """The screen and the pixels take verify's UNALIKE thresholds for a pair the descriptor found
     unalike, the usual ones otherwise (alike, or no descriptor); both get the candidate's
-    orientation (mirrored, as it is, or None: both tried)."""
+    orientation (mirrored, as it is, or None: both tried); the screen refines with its three
+    scale steps, the pixels with all five."""
     import io
     import tarfile
     import types
 
-    from clipdata.dedup import verify
+    from clipdata.dedup import alignment, verify
 
     used = []
 
-    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None, mirrored=None):
-        used.append((thresholds, mirrored))
+    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None, mirrored=None, steps=alignment.FINE_STEPS):
+        used.append((thresholds, mirrored, steps))
         return verify.Verdict(True, 1.0, "align", "", None, {})
 
     monkeypatch.setattr(verify, "verify", fake_verify)
@@ -556,7 +557,7 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
                      search.THUMB: None}
         [pair], errors, made = candidates.check_candidates(shard, [candidate], candidates.TestImages(side), True, False)
         assert (errors, made, pair["stage"]) == ([], 1, "pixels")   # screened on its thumbnail, then pixels
-        assert used == [(t, mirrored) for t in expected], alike
+        assert used == [(t, mirrored, steps) for t, steps in zip(expected, (verify.SCREEN_FINE_STEPS, alignment.FINE_STEPS))], alike
     assert verify.UNALIKE_THRESHOLDS.agree > verify.THRESHOLDS.agree
     assert verify.SCREEN_UNALIKE_THRESHOLDS.agree > verify.SCREEN_THRESHOLDS.agree
 

@@ -390,10 +390,12 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
             # candidates are spread over the 100k test images, so it rarely holds the one needed
             test = hashed_test_sets.decode(side.refs[p["test_index"]].read())
             reduced = verify.reduce_for_screen(test)
-            verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True), mirrored=mirrored)
+            # a fresh pyramid each: the job's test image cache rarely holds this test image (above),
+            # and its pixel check keeps the test image's reductions for the pair alone
+            verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True), pyramid={}, mirrored=mirrored)
             screen_s += time.process_time() - t
             t = time.process_time()
-            verify.verify(test, train_image, verify.thresholds_for(alike), mirrored=mirrored)
+            verify.verify(test, train_image, verify.thresholds_for(alike), pyramid={}, mirrored=mirrored)
             pixel_s += time.process_time() - t
     n = max(1, len(picked))
     work = {}

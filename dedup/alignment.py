@@ -238,7 +238,9 @@ def refine(test: np.ndarray, train: np.ndarray, p: Placement, pyramid: dict | No
         ax1, ay1 = min(cw, math.floor(ox + sw) - r), min(ch, math.floor(oy + sh) - r)
         if ax1 - ax0 < 8 or ay1 - ay0 < 8:
             continue
-        scaled = _memo(pyramid, ("fine", p.mirror, sw, sh), lambda: grey_of(_resize(test_m, sw, sh)))
+        # the colour reduction kept under _warp's key: the best step's is the one it warps
+        rgb = _memo(pyramid, ("rgb", p.mirror, sw, sh), lambda: _resize(test_m, sw, sh))
+        scaled = _memo(pyramid, ("fine", p.mirror, sw, sh), lambda: grey_of(rgb))
         # the template's window in the scaled test, +-r
         tx0, ty0 = round(ax0 - ox) - r, round(ay0 - oy) - r
         tx1, ty1 = round(ax1 - ox) + r, round(ay1 - oy) + r

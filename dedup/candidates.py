@@ -183,8 +183,9 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
                                            c.get("mirrored"))
                     stage = "screen"
                 if verdict is None or verdict.duplicate:
+                    # a pyramid of its own: the test image's reductions are shared within the pair
                     verdict = verify_module.verify(test_image, train_image, verify_module.thresholds_for(c.get("alike")),
-                                                   mirrored=c.get("mirrored"))
+                                                   pyramid={}, mirrored=c.get("mirrored"))
                     stage = "pixels"
                 pair = _decided(c, verdict, stage)
             except Exception as err:  # noqa: BLE001 - one odd pair must not end the job

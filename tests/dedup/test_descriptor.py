@@ -526,16 +526,21 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
     unalike, the usual ones otherwise (alike, or no descriptor); both get the candidate's
     orientation (mirrored, as it is, or None: both tried); the screen refines with its three
     scale steps, the pixels with all five."""
+    import inspect
     import io
     import tarfile
     import types
 
     from clipdata.dedup import alignment, verify
 
+    assert inspect.signature(verify.verify).parameters["steps"].default == alignment.FINE_STEPS
     used = []
 
-    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None, mirrored=None, steps=alignment.FINE_STEPS):
+    pyramids = []
+
+    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None, mirrored=None, steps=None):
         used.append((thresholds, mirrored, steps))
+        pyramids.append(pyramid)
         return verify.Verdict(True, 1.0, "align", "", None, {})
 
     monkeypatch.setattr(verify, "verify", fake_verify)
@@ -553,11 +558,17 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
                                       (True, False, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS]),
                                       (None, None, [verify.SCREEN_THRESHOLDS, verify.THRESHOLDS])):
         used.clear()
+        pyramids.clear()
         candidate = {"key": "k0", "test_index": 0, "distance": 4, "alike": alike, "mirrored": mirrored,
                      search.THUMB: None}
         [pair], errors, made = candidates.check_candidates(shard, [candidate], candidates.TestImages(side), True, False)
         assert (errors, made, pair["stage"]) == ([], 1, "pixels")   # screened on its thumbnail, then pixels
-        assert used == [(t, mirrored, steps) for t, steps in zip(expected, (verify.SCREEN_FINE_STEPS, alignment.FINE_STEPS))], alike
+        steps = (verify.SCREEN_FINE_STEPS, None)   # the pixels: verify's default, all FINE_STEPS
+        assert used == [(t, mirrored, s) for t, s in zip(expected, steps)], alike
+        # the screen keeps the test image's reductions (of its 192 px form) for its next
+        # candidates; the pixels get a pyramid of their own, never that one
+        screen_pyramid, pixel_pyramid = pyramids
+        assert isinstance(screen_pyramid, dict) and pixel_pyramid == {} and pixel_pyramid is not screen_pyramid
     assert verify.UNALIKE_THRESHOLDS.agree > verify.THRESHOLDS.agree
     assert verify.SCREEN_UNALIKE_THRESHOLDS.agree > verify.SCREEN_THRESHOLDS.agree
 

@@ -424,6 +424,19 @@ def test_the_trimmed_ncc_equals_its_definition_with_and_without_ties():
         if case % 3 == 1:   # ties above the cut: a caption's pixels all one value on one side
             y[: int(0.3 * n)] = 0.0
         assert pixel_measures._trimmed_ncc(x, y) == pytest.approx(_trimmed_ncc_by_sorting(x, y), abs=1e-6)
+    # the boundary: exactly k residuals within TRIM_FIT, so the cut is the smallest one beyond it
+    n = 200
+    k = min(n - 1, int(n * (1 - pixel_measures.TRIM)))
+    x = rng.random(n).astype(np.float32)
+    zx = (x - x.mean()) / x.std()
+    residual = np.full(n, 3.0, np.float32)
+    residual[:k] = 0.1
+    residual[k:] = np.linspace(0.5, 3.0, n - k, dtype=np.float32)
+    kept_x, _ = pixel_measures._kept(zx, zx, residual, k)
+    assert len(kept_x) == k + 1   # the k fitting values and the smallest beyond TRIM_FIT
+    residual[k] = 0.2              # k + 1 within TRIM_FIT: the cut is TRIM_FIT itself
+    kept_x, _ = pixel_measures._kept(zx, zx, residual, k)
+    assert len(kept_x) == k + 1
     flat = np.full(100, 0.5, np.float32)
     assert pixel_measures._trimmed_ncc(flat, rng.random(100).astype(np.float32)) == 0.0
     xs = rng.random((5, 300)).astype(np.float32)
@@ -448,9 +461,11 @@ def test_the_colour_measures_equal_their_plain_numpy_forms():
     plain = np.concatenate([x[..., :1] - x[..., 1:2], 0.5 * (x[..., :1] + x[..., 1:2]) - x[..., 2:]], axis=-1)
     assert np.allclose(opp, plain / (x.mean(axis=-1, keepdims=True) + 0.15), atol=1e-6)
     assert not opp[:10].any()
-    for zeros in (0.0, 0.5, 0.84, 0.86, 1.0):
-        values = rng.random(1000).astype(np.float32)
-        values[: int(zeros * 1000)] = 0.0
-        for count in (1, 850, 1000):
-            expected = float(np.sort(values)[:count].mean())
-            assert pixel_measures._mean_of_smallest(values, count) == pytest.approx(expected, abs=1e-6)
+    for n in (1000, 3 * pixel_measures.SORT_BELOW):   # sorted, and partitioned
+        for zeros in (0.0, 0.5, 0.84, 0.86, 1.0):
+            values = rng.random(n).astype(np.float32)
+            values[: int(zeros * n)] = 0.0
+            values[-n // 10:] = 0.75   # many equal values that are not zeros
+            for count in (1, int(0.85 * n), n):
+                expected = float(np.sort(values)[:count].mean())
+                assert pixel_measures._mean_of_smallest(values, count) == pytest.approx(expected, abs=1e-6)

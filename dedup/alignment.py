@@ -4,6 +4,7 @@ crop could give, the best placements refined to a sub-pixel similarity transform
 compares the pictures so aligned."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -133,19 +134,33 @@ def _fit_scale(box, test_shape) -> float:
     return math.sqrt((x1 - x0) * (y1 - y0) / (test_shape[0] * test_shape[1]))
 
 
-def _best_scale(at) -> Placement:
-    """The best of at(k) over SCALES, looked for coarse to fine: every other scale, then the two
-    beside the best of those (9 of 13 placements tried). A/B against all 13 on 7,627 kept candidates
-    (bench/dedup.py quality both ways and a 200k scale run), with the linear resize of placements():
-    no accepted pair lost, 4 more copies accepted (2 had failed the screen, 2 the pixels), no other
-    pair accepted; 13 unrelated pairs pass the screen in place of 13 others; placements 5.1 -> 2.7
-    ms a screened pair."""
-    tried = {i: at(SCALES[i]) for i in range(0, len(SCALES), 2)}
+def _best_scale(place) -> Placement:
+    """The best of place(k) over SCALES, looked for coarse to fine: every other scale, then the
+    two beside the best of those (8 or 9 of the 13 tried). A/B against all 13 on 7,627 kept
+    candidates (bench/dedup.py quality both ways and a 200k scale run), with the linear resize of
+    _placed_at: no accepted pair lost, 4 more copies accepted (2 had failed the screen, 2 the
+    pixels), no other pair accepted; 13 unrelated pairs pass the screen in place of 13 others;
+    placements 5.1 -> 2.7 ms a screened pair."""
+    tried = {i: place(SCALES[i]) for i in range(0, len(SCALES), 2)}
     top = max(tried, key=lambda i: tried[i].ncc)
     for i in (top - 1, top + 1):
         if 0 <= i < len(SCALES) and i not in tried:
-            tried[i] = at(SCALES[i])
+            tried[i] = place(SCALES[i])
     return max(tried.values(), key=lambda p: p.ncc)
+
+
+def _placed_at(content: np.ndarray, box: tuple, c: float, s0: float, t: np.ndarray, mirror: bool,
+               pre_size: tuple, f_pre: float, pyramid: dict | None, k: float) -> Placement:
+    """The best offset of the test's reduction `t` (grey, mirrored when `mirror`, at f_pre of the
+    test's size) in the coarse `content` (training px x c) at scale k of the size that fits (s0)."""
+    size = _scaled_size(t, s0 * k * c / f_pre)
+    # a linear resize: `t` is 1.5x the largest scale, so each step reduces it 1.5-2.7x (less for a
+    # small test image), where a linear resize aliases a little (INTER_AREA takes 5x the time;
+    # _best_scale's A/B has both)
+    scaled = _memo(pyramid, ("grey", *pre_size, mirror, *size),
+                   lambda: cv2.resize(t, size, interpolation=cv2.INTER_LINEAR))
+    ncc, x, y = _best_offset(content, scaled)
+    return Placement(box, mirror, s0 * k, x / c, y / c, ncc)
 
 
 def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None,
@@ -168,17 +183,8 @@ def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None,
         for mirror in mirrors:
             t = _memo(pyramid, ("grey", *pre_size, mirror),
                       lambda: np.ascontiguousarray(pre[:, ::-1]) if mirror else pre)
-
-            def at(k: float) -> Placement:
-                size = _scaled_size(t, s0 * k * c / f_pre)
-                # a linear resize: `pre` is at most 1.5x the largest scale, so a step of it aliases
-                # little, at a fifth of INTER_AREA's time
-                scaled = _memo(pyramid, ("grey", *pre_size, mirror, *size),
-                               lambda: cv2.resize(t, size, interpolation=cv2.INTER_LINEAR))
-                ncc, x, y = _best_offset(content, scaled)
-                return Placement(box, mirror, s0 * k, x / c, y / c, ncc)
-
-            found.append(_best_scale(at))
+            found.append(_best_scale(functools.partial(_placed_at, content, box, c, s0, t, mirror, pre_size, f_pre,
+                                                       pyramid)))
     found.sort(key=lambda p: -p.ncc)
     chosen = found[:TOP_PLACEMENTS]
     # The untouched frame: the test as the downloader stores it (its longer side the training

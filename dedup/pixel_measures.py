@@ -121,7 +121,9 @@ def _mean_of_smallest(values: np.ndarray, count: int) -> float:
     """The mean of the `count` smallest of non-negative `values`. np.partition slows ~10x when
     many values are one value (two drawings on white: colour differences of exactly 0; a tone
     fit's residuals over a white background clipped alike), so the zeros are set apart and a
-    few thousand values are sorted (never slow) rather than partitioned."""
+    few thousand values are sorted (never slow) rather than partitioned. count <= len(values)."""
+    if count > len(values):
+        raise ValueError(f"the mean of the {count} smallest of {len(values)} values")
     nonzero = values[values > 0]
     take = count - (len(values) - len(nonzero))
     if take <= 0:

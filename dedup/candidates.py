@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from clipdata.dedup import hashed_test_sets
-from clipdata.dedup.search import THUMB, TestSide
+from clipdata.dedup.search import THUMB
 from clipdata.dedup.training_shards import ShardInput, read_train_images
 from clipdata.pipeline.foundation import failures
 
@@ -41,12 +41,14 @@ def thumb_data_url(data: bytes) -> str:
 
 
 class TestImages:
-    """The test images one worker has decoded, the TEST_CACHE most recent kept (a shard's
-    candidates come sorted by test image): the picture, its reduction for the screen, its
-    thumbnail for the report, or why it cannot be read."""
+    """The test images one worker has decoded, the TEST_CACHE most recent kept (the screen gets a
+    test image's candidates together, the pixel check a shard's sorted by test image): the
+    picture, its reduction for the screen and the reductions the screen made of it (its
+    pyramid), its thumbnail for the report, or why it cannot be read. `refs`: the test side's
+    image references (TestSide.refs), all a worker needs of the test side here."""
 
-    def __init__(self, side: TestSide, size: int = TEST_CACHE):
-        self.side, self.size = side, size
+    def __init__(self, refs: list, size: int = TEST_CACHE):
+        self.refs, self.size = refs, size
         self.cache: collections.OrderedDict[int, dict] = collections.OrderedDict()
 
     def _entry(self, number: int) -> dict:
@@ -54,7 +56,7 @@ class TestImages:
             self.cache.move_to_end(number)
             return self.cache[number]
         try:
-            entry = {"image": hashed_test_sets.decode(self.side.refs[number].read()), "error": None}
+            entry = {"image": hashed_test_sets.decode(self.refs[number].read()), "error": None}
         except Exception as err:  # noqa: BLE001 - an unreadable test image is recorded per pair
             entry = {"image": None, "error": failures.describe(err)}
         self.cache[number] = entry

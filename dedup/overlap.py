@@ -7,22 +7,25 @@ The small side is indexed, the big side streamed past it, one training shard per
     test sets ─► copy descriptors (descriptor.py) of the picture, its mirror and each crop-window
                  view ─► IVF lists and codes trained once (driver, at scale) ─► DescriptorIndex in each
                  worker's setup()
-    shard list ─Reshuffle─► SearchAndScreen: key, phash and thumb from the parquet (hashed from
-                            the tar when the shard has no phash) ─► each thumbnail's copy
-                            descriptor (and its centre view's) searched in the DescriptorIndex
+    shard list ─Reshuffle─► Search: key, phash and thumb from the parquet (hashed from the tar
+                            when the shard has no phash) ─► each thumbnail's copy descriptor (and
+                            its centre view's) searched in the DescriptorIndex
                             ─► candidates: cosine >= --similar with the whole picture, or with
                             a window whose pHash is within --radius of the training image's
                             (of its centre's, for the centre view), or identical pHashes;
                             at most --per-image per training image, the most alike (without
                             the descriptor: every pHash match within --radius)
-                            ─► screen each on its stored thumbnail (verify.screen):
-                            most unrelated candidates are rejected here, no tar opened
                                 │           └─► nearest pHash distance per test image within the
                                 │               radius (from the same search) ─► CombineMin
-                                └─Reshuffle─► VerifyShard: open the tar once for the candidates the
-                                              screen passed (and those of shards written before the
-                                              thumbnail: screened on one made from the tar image,
-                                              the same bytes), verify them on the pixels
+                                └─GroupByKey(test image)─► ScreenOnThumbnails: each candidate
+                                    screened on its stored thumbnail (verify.screen), the test
+                                    image decoded and reduced once for all its candidates: most
+                                    unrelated candidates are rejected here, no tar opened
+                                      └─GroupByKey(shard)─► VerifyShard: open the tar once for the
+                                              candidates the screen passed (and those of shards
+                                              written before the thumbnail: screened on one made
+                                              from the tar image, the same bytes), verify them on
+                                              the pixels
     driver: report.html / report.json / pairs.csv / blocklist.txt (dedup/report.py)
 
 Every shard that cannot be read (missing files, a cut tar, a bad parquet) is counted and named in

@@ -1,7 +1,10 @@
 """The Beam steps of `clipdata dedup` (overlap.py runs them): thin layers over the plain Python of
-training_shards.py, search.py and candidates.py, one training shard per element.
+training_shards.py, search.py and candidates.py: the search one training shard per element, the
+screen one test image's candidates per element, the pixel check one shard's candidates per element.
 """
 from __future__ import annotations
+
+import uuid
 
 import apache_beam as beam
 import numpy as np
@@ -21,19 +24,17 @@ from clipdata.pipeline.foundation import failures
 
 
 class SearchShardFn(beam.DoFn):
-    """ShardInput -> (shard, candidates for the pixels) when it has any; 'screened' (pairs the
-    stored thumbnails decided), 'nearest' distances, 'shard_errors'."""
+    """ShardInput -> (test image number, (shard, candidate)) for each candidate, to be screened
+    with the test image's other candidates; 'nearest' distances, 'shard_errors'."""
 
     def __init__(self, side: TestSide, radius: int, index_kind: str, semantic: dict | None = None,
-                 verify: bool = True, thumbnails: bool = True, work: str | None = None,
-                 similar: tuple | None = None):
+                 work: str | None = None, similar: tuple | None = None):
         self.side, self.radius, self.index_kind, self.semantic = side, radius, index_kind, semantic
-        self.verify, self.thumbnails, self.work, self.similar = verify, thumbnails, work, similar
+        self.work, self.similar = work, similar
         self.described = Metrics.counter("dedup", "train_described")
         self.hash_far = Metrics.counter("dedup", "descriptor_matches_hash_far")
         self.beyond_cap = Metrics.counter("dedup", "candidates_beyond_cap")
         self.search_thumbs_from_tar = Metrics.counter("dedup", "thumbnails_from_tar")
-        self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
         self.shards_read = Metrics.counter("dedup", "shards_read")
         self.shards_with_errors = Metrics.counter("dedup", "shards_with_errors")
         self.train_hashes = Metrics.counter("dedup", "train_hashes")
@@ -51,7 +52,6 @@ class SearchShardFn(beam.DoFn):
             rows = index.DescriptorIndex(self.side.desc.vectors, kind=kind, trained=self.side.desc_ivf)
             self.descriptors = DescriptorSearch(rows, *self.similar)
         self.embedder = load_embedder(self.semantic["checkpoint"]) if self.semantic else None
-        self.tests = TestImages(self.side)
 
     def process(self, shard: ShardInput):
         train = read_train_hashes(shard, need_thumbs=self.descriptors is not None)
@@ -77,18 +77,10 @@ class SearchShardFn(beam.DoFn):
                                                 "stage": "search", "errors": errors})
         yield TaggedOutput("nearest", searched.nearest)
         self.candidates.inc(len(candidates))
-        found = len(candidates)
-        decided = []
-        if self.verify:
-            decided, candidates = screen_candidates(candidates, self.tests, self.thumbnails)
-            self.screened_out.inc(len(decided))
-            for pair in decided:
-                yield TaggedOutput("screened", without_thumb(dict(pair, shard=shard.name)))
         if self.work:
-            progress.record(self.work, "search", shard.name, {"images": len(train.keys), "candidates": found,
-                                                              "screened_out": len(decided)})
-        if candidates:
-            yield shard, candidates
+            progress.record(self.work, "search", shard.name, {"images": len(train.keys), "candidates": len(candidates)})
+        for c in candidates:
+            yield c["test_index"], (shard, c)
 
     def _semantic_candidates(self, shard, train, candidates, errors) -> list[dict]:
         try:
@@ -118,20 +110,72 @@ class SearchShardFn(beam.DoFn):
         return out
 
 
-class VerifyShardFn(beam.DoFn):
-    """(shard, candidates) -> each candidate with its verdict, from the shard's tar; 'shard_errors'."""
+SCREEN_NOTE_EVERY = 256   # screened candidates between a worker's progress notes
 
-    def __init__(self, side: TestSide, verify: bool, thumbnails: bool, work: str | None = None):
-        self.side, self.verify, self.thumbnails, self.work = side, verify, thumbnails, work
+
+class ScreenTestImageFn(beam.DoFn):
+    """(test image number, [(shard, candidate), ...]) -> (shard name, (shard, candidate)) for
+    each candidate the screen passes (or could not screen); 'screened': the pairs the stored
+    thumbnails decided. A test image's candidates come together (grouped by test image), so it
+    is read, decoded and reduced once for all of them, and the reductions the screen makes of it
+    (its pyramid) serve every one: at 400M x 100k a test image has ~600 candidates on average,
+    and its own work was ~1/5 of a candidate's screen when done per pair. With --no-verify every
+    candidate passes unscreened."""
+
+    def __init__(self, refs: list, verify: bool, thumbnails: bool, work: str | None = None):
+        self.refs, self.verify, self.thumbnails, self.work = refs, verify, thumbnails, work
+        self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
+
+    def setup(self):
+        self.tests = TestImages(self.refs)
+
+    def start_bundle(self):
+        self.note = {"screened": 0, "screened_out": 0}
+
+    def process(self, element):
+        number, pairs = element
+        for shard, c in pairs:   # iterated, not listed: a test image may have many thousands
+            decided, passed = screen_candidates([c], self.tests, self.thumbnails) if self.verify else ([], [c])
+            self.note["screened"] += 1
+            for pair in decided:
+                self.screened_out.inc()
+                self.note["screened_out"] += 1
+                yield TaggedOutput("screened", without_thumb(dict(pair, shard=shard.name)))
+            for pair in passed:
+                yield shard.name, (shard, pair)
+            if self.note["screened"] >= SCREEN_NOTE_EVERY:
+                self._write_note()
+
+    def finish_bundle(self):
+        self._write_note()
+
+    def _write_note(self):
+        # a note per SCREEN_NOTE_EVERY candidates, under a name of its own (the driver adds them
+        # up): a retried bundle may count some twice in the progress line, never in the report
+        if self.work and self.note["screened"]:
+            progress.record(self.work, "screen", uuid.uuid4().hex, self.note)
+        self.note = {"screened": 0, "screened_out": 0}
+
+
+class VerifyShardFn(beam.DoFn):
+    """(shard name, [(shard, candidate), ...]) -> each candidate with its verdict, from the
+    shard's tar (opened once); 'shard_errors'."""
+
+    def __init__(self, refs: list, verify: bool, thumbnails: bool, work: str | None = None):
+        self.refs, self.verify, self.thumbnails, self.work = refs, verify, thumbnails, work
         self.pixel_checked = Metrics.counter("dedup", "pairs_checked_on_pixels")
         self.thumbs_from_tar = Metrics.counter("dedup", "thumbnails_from_tar")
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
 
     def setup(self):
-        self.tests = TestImages(self.side)
+        self.tests = TestImages(self.refs)
 
     def process(self, element):
-        shard, candidates = element
+        _, pairs = element
+        pairs = list(pairs)
+        shard = pairs[0][0]
+        # sorted by test image: the worker's test image cache holds each while its pairs are checked
+        candidates = sorted((c for _, c in pairs), key=lambda c: (c["test_index"], c["key"]))
         checked, errors, made = check_candidates(shard, candidates, self.tests, self.verify, self.thumbnails)
         self.thumbs_from_tar.inc(made)
         if errors:
@@ -185,17 +229,24 @@ class FindOverlap(beam.PTransform):
         searched = (
             shard_inputs
             | "SpreadShards" >> beam.Reshuffle()
-            | "SearchAndScreen" >> beam.ParDo(SearchShardFn(self.side, self.radius, self.index_kind, self.semantic,
-                                                            self.verify, self.thumbnails, self.work, self.similar)
-                                              ).with_outputs("screened", "nearest", "shard_errors", main="candidates")
+            | "Search" >> beam.ParDo(SearchShardFn(self.side, self.radius, self.index_kind, self.semantic,
+                                                   self.work, self.similar)
+                                     ).with_outputs("nearest", "shard_errors", main="candidates")
+        )
+        screened = (
+            searched.candidates
+            | "ByTestImage" >> beam.GroupByKey()
+            | "ScreenOnThumbnails" >> beam.ParDo(ScreenTestImageFn(self.side.refs, self.verify, self.thumbnails,
+                                                                   self.work)
+                                                 ).with_outputs("screened", main="to_pixels")
         )
         checked = (
-            searched.candidates
-            | "SpreadCandidates" >> beam.Reshuffle()
-            | "VerifyShard" >> beam.ParDo(VerifyShardFn(self.side, self.verify, self.thumbnails, self.work)
+            screened.to_pixels
+            | "ByShard" >> beam.GroupByKey()
+            | "VerifyShard" >> beam.ParDo(VerifyShardFn(self.side.refs, self.verify, self.thumbnails, self.work)
                                           ).with_outputs("shard_errors", main="pairs")
         )
         nearest = searched.nearest | "NearestOverShards" >> beam.CombineGlobally(MinDistances(self.side.n_images))
         errors = (searched.shard_errors, checked.shard_errors) | "AllShardErrors" >> beam.Flatten()
-        pairs = (searched.screened, checked.pairs) | "AllPairs" >> beam.Flatten()
+        pairs = (screened.screened, checked.pairs) | "AllPairs" >> beam.Flatten()
         return pairs, nearest, errors

@@ -47,14 +47,14 @@ class Counter:
 # Shards: written by the workers, read by the driver
 
 
-def record(work: str, step: str, shard_name: str, counts: dict) -> None:
-    """A worker's note that `step` (search, verify) is done for a shard. Rewritten, not added to,
-    by a retry."""
-    write_note(FileSystems.join(work, f"progress-{step}-{shard_name}.json"), counts)
+def record(work: str, step: str, name: str, counts: dict) -> None:
+    """A worker's note that `step` is done for `name`: search and verify for a shard (rewritten,
+    not added to, by a retry), screen for a run of candidates (a name of its own each)."""
+    write_note(FileSystems.join(work, f"progress-{step}-{name}.json"), counts)
 
 
 def _read_all(work: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {"search": [], "verify": []}
+    out: dict[str, list[dict]] = {"search": [], "screen": [], "verify": []}
     for name, note in read_notes(FileSystems.join(work, "progress-*.json")):
         out.setdefault(name.split("-")[1], []).append(note)
     return out
@@ -62,20 +62,30 @@ def _read_all(work: str) -> dict[str, list[dict]]:
 
 class ShardWatcher(Watcher):
     """The driver's view of the Beam job: shards searched of all, training images, candidates,
-    screened out, checked on the pixels; a line every few seconds until the job ends."""
+    screened (grouped by test image, so once the search is done) and rejected there, checked on
+    the pixels; a line every few seconds until the job ends. The ETA is the search's while it
+    runs, then the screen's."""
 
     def __init__(self, work: str, shards: int, stream=None):
         super().__init__(stream)
         self.work, self.shards = work, shards
+        self.screen_started = None
 
     def text(self) -> str:
         notes = _read_all(self.work)
-        search, verify = notes["search"], notes["verify"]
+        search, screen, verify = notes["search"], notes["screen"], notes["verify"]
         images = sum(n.get("images", 0) for n in search)
         candidates = sum(n.get("candidates", 0) for n in search)
-        screened = sum(n.get("screened_out", 0) for n in search)
+        screened = sum(n.get("screened", 0) for n in screen)
+        rejected = sum(n.get("screened_out", 0) for n in screen)
         pixels = sum(n.get("pixels", 0) for n in verify)
-        elapsed = max(time.time() - self.started, 1e-9)
+        now = time.time()
+        elapsed = max(now - self.started, 1e-9)
+        if len(search) < self.shards or not candidates:
+            left = eta(len(search), self.shards, elapsed)
+        else:   # the search is done: the screen's pace from when it was first seen
+            self.screen_started = self.screen_started or now
+            left = eta(screened, candidates, max(now - self.screen_started, 1e-9)) if screened else "?"
         return (f"dedup: searched {len(search):,}/{self.shards:,} shards ({images:,} training images, "
-                f"{images / elapsed:,.0f}/s), {candidates:,} candidates, {screened:,} rejected on thumbnails, "
-                f"{pixels:,} checked on pixels; ETA {eta(len(search), self.shards, elapsed)}")
+                f"{images / elapsed:,.0f}/s), screened {min(screened, candidates):,}/{candidates:,} candidates "
+                f"({rejected:,} rejected on thumbnails), {pixels:,} checked on pixels; ETA {left}")

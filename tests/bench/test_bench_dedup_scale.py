@@ -31,6 +31,10 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert all(math.isfinite(v) and v >= 0 for v in stages.values())
     assert min(stages["signature (download)"], stages["descriptors (thumbnail, centre)"], stages["search (descriptor + pHash check)"]) > 0
     assert p["total_ms"] == pytest.approx(sum(stages.values()))
+    # the screen: per candidate, plus each test image reduced once for all its candidates
+    assert m["screen_ms"] > 0 and m["screen_test_ms"] > 0
+    assert stages["screen"] == pytest.approx(p["candidates_per_training_image"] * m["screen_ms"]
+                                             + m["screen_test_ms"] * dedup_scale.TARGET_TEST / dedup_scale.TARGET_TRAIN)
     assert m["search_half_images"] == 12 and m["search_half_ms"] > 0      # timed on the first half too
     # the projection counts the candidates that are not planted copies (copies are rare at scale)
     assert m["unrelated_candidates"] <= m["candidates"] - m["planted"]

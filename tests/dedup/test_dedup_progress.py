@@ -23,11 +23,19 @@ def test_a_log_gets_a_plain_line_now_and_then_and_the_final_one(monkeypatch):
 
 def test_the_watcher_counts_what_the_workers_recorded(tmp_path):
     work = str(tmp_path)
-    watcher = progress.ShardWatcher(work, shards=4, stream=io.StringIO())
-    progress.record(work, "search", "00000", {"images": 100, "candidates": 7, "screened_out": 5})
-    progress.record(work, "search", "00001", {"images": 50, "candidates": 3, "screened_out": 3})
-    progress.record(work, "search", "00001", {"images": 50, "candidates": 3, "screened_out": 3})  # a retry
+    watcher = progress.ShardWatcher(work, shards=2, stream=io.StringIO())
+    progress.record(work, "search", "00000", {"images": 100, "candidates": 7})
+    text = watcher.text()
+    assert text.startswith("dedup: searched 1/2 shards (100 training images, ")
+    assert "screened 0/7 candidates (0 rejected on thumbnails), 0 checked on pixels; ETA " in text
+    progress.record(work, "search", "00001", {"images": 50, "candidates": 3})
+    progress.record(work, "search", "00001", {"images": 50, "candidates": 3})  # a retry: rewritten
+    assert "searched 2/2 shards (150 training images" in watcher.text()
+    assert watcher.text().endswith("screened 0/10 candidates (0 rejected on thumbnails), 0 checked on pixels; ETA ?")
+    # the screen's notes, one per run of candidates, are added up; its ETA follows them
+    progress.record(work, "screen", "a1", {"screened": 4, "screened_out": 3})
+    progress.record(work, "screen", "b2", {"screened": 1, "screened_out": 1})
     progress.record(work, "verify", "00000", {"pixels": 2})
     text = watcher.text()
-    assert text.startswith("dedup: searched 2/4 shards (150 training images, ")
-    assert "10 candidates, 8 rejected on thumbnails, 2 checked on pixels; ETA " in text
+    assert "screened 5/10 candidates (4 rejected on thumbnails), 2 checked on pixels; ETA " in text
+    assert not text.endswith("ETA ?") and not text.endswith("ETA -")

@@ -561,7 +561,7 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
         pyramids.clear()
         candidate = {"key": "k0", "test_index": 0, "distance": 4, "alike": alike, "mirrored": mirrored,
                      search.THUMB: None}
-        [pair], errors, made = candidates.check_candidates(shard, [candidate], candidates.TestImages(side), True, False)
+        [pair], errors, made = candidates.check_candidates(shard, [candidate], candidates.TestImages(side.refs), True, False)
         assert (errors, made, pair["stage"]) == ([], 1, "pixels")   # screened on its thumbnail, then pixels
         steps = (verify.SCREEN_FINE_STEPS, None)   # the pixels: verify's default, all FINE_STEPS
         assert used == [(t, mirrored, s) for t, s in zip(expected, steps)], alike

@@ -1,0 +1,138 @@
+"""The screen's Beam step: a test image's candidates come together (grouped by test image) and are
+screened with one read and decode of the test image, each with the verdict it gets alone."""
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+from apache_beam.pvalue import TaggedOutput
+from PIL import Image, ImageEnhance
+from repo import BENCH
+
+from clipdata.dedup import candidates, progress, search
+from clipdata.dedup.overlap_steps import ScreenTestImageFn, VerifyShardFn
+from clipdata.dedup.training_shards import ShardInput
+from clipdata.pipeline.download.images import ImageConfig, make_resizer, store_image
+
+sys.path.insert(0, BENCH)
+
+import dedup_scale  # noqa: E402  the scale benchmark's generator: pictures no two alike
+
+
+class CountingRef:
+    """A test image reference that counts its reads."""
+
+    def __init__(self, data: bytes):
+        self.data, self.reads = data, 0
+
+    def read(self) -> bytes:
+        self.reads += 1
+        return self.data
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def stored_thumb_bytes(image: Image.Image) -> bytes:
+    """The thumbnail the downloader stores of an image (the candidate's THUMB field)."""
+    config = ImageConfig()
+    stored = store_image(png(image), make_resizer(config), config)
+    assert stored.error is None
+    return stored.thumb
+
+
+@pytest.fixture(scope="module")
+def grouped():
+    """Test image 0's candidates from two shards: two copies of it and five other pictures."""
+    original = dedup_scale.picture(3)
+    trains = {"copy": original, "brighter": ImageEnhance.Brightness(original).enhance(1.15)}
+    trains.update({f"other{i}": dedup_scale.picture(100 + i) for i in range(5)})
+    shards = [ShardInput("00000", "/nowhere/00000.tar", None), ShardInput("00001", "/nowhere/00001.tar", None)]
+    pairs = []
+    for i, (key, image) in enumerate(trains.items()):
+        pairs.append((shards[i % 2], {"key": key, "test_index": 0, "test_id": "t0", "distance": 6, "alike": True,
+                                      "mirrored": None, search.THUMB: stored_thumb_bytes(image)}))
+    return png(original), pairs
+
+
+def run_screen(fn: ScreenTestImageFn, element) -> tuple[list, list]:
+    fn.setup()
+    fn.start_bundle()
+    out = list(fn.process(element))
+    fn.finish_bundle()
+    screened = [o.value for o in out if isinstance(o, TaggedOutput)]
+    assert all(o.tag == "screened" for o in out if isinstance(o, TaggedOutput))
+    return screened, [o for o in out if not isinstance(o, TaggedOutput)]
+
+
+def test_a_test_images_candidates_are_screened_with_one_read_each_as_alone(grouped, tmp_path):
+    data, pairs = grouped
+    ref = CountingRef(data)
+    screened, passed = run_screen(ScreenTestImageFn([ref], True, False, str(tmp_path)), (0, iter(pairs)))
+    assert ref.reads == 1
+    # every candidate comes out once: rejected here, or on to its shard's pixel check
+    assert len(screened) + len(passed) == len(pairs)
+    assert {p["key"] for p in screened} | {c["key"] for _, (_, c) in passed} == {c["key"] for _, c in pairs}
+    assert {c["key"] for _, (_, c) in passed} >= {"copy", "brighter"}
+    assert {p["key"] for p in screened} and all(p["stage"] == "screen" and p["reason"] for p in screened)
+    assert all(search.THUMB not in p for p in screened)
+    shard_of = {c["key"]: shard for shard, c in pairs}
+    assert all(name == shard_of[c["key"]].name and shard is shard_of[c["key"]] and "screen_score" in c
+               for name, (shard, c) in passed)
+    assert {p["key"]: p["shard"] for p in screened} == {p["key"]: shard_of[p["key"]].name for p in screened}
+    # the verdict each gets alone, with the test image decoded for it alone and a fresh pyramid
+    for _, c in pairs:
+        decided, alone = candidates.screen_candidates([c], candidates.TestImages([CountingRef(data)]), False)
+        assert bool(alone) == (c["key"] in {x["key"] for _, (_, x) in passed}), c["key"]
+        if decided:
+            [mine] = [p for p in screened if p["key"] == c["key"]]
+            assert (mine["score"], mine["detail"]) == (decided[0]["score"], decided[0]["detail"])
+    # the progress notes add up to what was screened and rejected
+    notes = progress._read_all(str(tmp_path))["screen"]
+    assert sum(n["screened"] for n in notes) == len(pairs)
+    assert sum(n["screened_out"] for n in notes) == len(screened)
+
+
+def test_many_candidates_leave_notes_as_they_go(grouped, tmp_path, monkeypatch):
+    from clipdata.dedup import overlap_steps
+
+    monkeypatch.setattr(overlap_steps, "SCREEN_NOTE_EVERY", 3)
+    data, pairs = grouped
+    run_screen(ScreenTestImageFn([CountingRef(data)], True, False, str(tmp_path)), (0, pairs))
+    notes = progress._read_all(str(tmp_path))["screen"]
+    assert sorted(n["screened"] for n in notes) == [1, 3, 3]
+
+
+def test_without_verification_every_candidate_passes_unscreened(grouped):
+    data, pairs = grouped
+    ref = CountingRef(data)
+    screened, passed = run_screen(ScreenTestImageFn([ref], False, False), (0, pairs))
+    assert screened == [] and ref.reads == 0
+    assert [c for _, (_, c) in passed] == [c for _, c in pairs]
+
+
+def test_a_shards_candidates_from_many_test_images_are_checked_together(grouped, monkeypatch):
+    """The pixel step gets a shard's candidates that passed the screen, from any test image: the
+    tar opened once for all of them, in test image order."""
+    from clipdata.dedup import overlap_steps
+
+    data, pairs = grouped
+    calls = []
+
+    def fake_check(shard, cands, tests, verify, thumbnails):
+        calls.append((shard, [(c["test_index"], c["key"]) for c in cands]))
+        return [dict(c, stage="pixels") for c in cands], [], 0
+
+    monkeypatch.setattr(overlap_steps, "check_candidates", fake_check)
+    shard = pairs[0][0]
+    mixed = [(shard, dict(c, test_index=t)) for t, (_, c) in zip((5, 2, 5, 0), pairs)]
+    fn = VerifyShardFn([CountingRef(data)] * 6, True, False)
+    fn.setup()
+    out = list(fn.process((shard.name, iter(mixed))))
+    assert len(calls) == 1 and calls[0][0] is shard
+    assert calls[0][1] == sorted((c["test_index"], c["key"]) for _, c in mixed)
+    assert len(out) == len(mixed) and all(search.THUMB not in p for p in out)

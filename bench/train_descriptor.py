@@ -183,7 +183,37 @@ def _views_job(job) -> np.ndarray:
 # Training
 
 
-def make_dataset(photos: str | None, per_photo: int, scale: int, n_views: int, workers: int, seed: int):
+HUE_MIN_COLOURED = 0.2   # a picture gets a hue-rotated twin only if this share of it is coloured
+HUE_TURN = (60, 300)     # degrees the twin's hues are turned by
+
+
+def coloured_share(image: Image.Image) -> float:
+    """The share of pixels with a clear colour (saturation and value both above a quarter)."""
+    hsv = np.asarray(image.convert("HSV"))
+    return float(((hsv[..., 1] > 64) & (hsv[..., 2] > 64)).mean())
+
+
+def hue_turned(image: Image.Image, rng: random.Random) -> Image.Image:
+    """The same picture in other hues: another picture to the descriptor (a copy keeps its hues;
+    the verifier rejects a hue shift), kept in the copy's batch as a hard negative."""
+    hsv = np.array(image.convert("HSV"))
+    turn = round(rng.uniform(*HUE_TURN) / 360 * 256)
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + turn) % 256).astype(np.uint8)
+    return Image.fromarray(hsv, "HSV").convert("RGB")
+
+
+def with_hue_twins(units: list[list[Image.Image]], share: float, rng: random.Random) -> list[list[Image.Image]]:
+    """`share` of the units, each coloured picture of them joined by its hue-turned twin."""
+    out = []
+    for unit in units:
+        if rng.random() < share:
+            unit = unit + [hue_turned(p, rng) for p in unit if coloured_share(p) >= HUE_MIN_COLOURED]
+        out.append(unit)
+    return out
+
+
+def make_dataset(photos: str | None, per_photo: int, scale: int, n_views: int, workers: int, seed: int,
+                 hue_twins: float = 0.0):
     """(views: (n_pictures, n_views, 64, 64, 3) uint8, units: lists of picture indices kept in one batch)."""
     import multiprocessing
 
@@ -191,6 +221,8 @@ def make_dataset(photos: str | None, per_photo: int, scale: int, n_views: int, w
     units: list[list[Image.Image]] = [[c] for c in (photo_crops(photos, per_photo, rng) if photos else [])]
     n_photo = len(units)
     units += generated(seed, scale)
+    if hue_twins:
+        units = with_hue_twins(units, hue_twins, rng)
     pictures, unit_index = [], []
     for unit in units:
         unit_index.append(list(range(len(pictures), len(pictures) + len(unit))))
@@ -410,6 +442,8 @@ def main(argv=None) -> int:
     tr.add_argument("--similar", type=float, default=0.8, help="the candidate threshold stored with the weights")
     tr.add_argument("--workers", type=int, default=2)
     tr.add_argument("--seed", type=int, default=TRAIN_SEED)
+    tr.add_argument("--hue-twins", type=float, default=0.0,
+                    help="share of the pictures joined in their batch by a hue-turned twin (a hard negative)")
     tr.add_argument("--output", default=descriptor.WEIGHTS)
     qu = commands.add_parser("quantize", help="add the int8 state to weights trained before it")
     qu.add_argument("--weights", default=descriptor.WEIGHTS)
@@ -436,7 +470,8 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    views, units = make_dataset(args.photos, args.per_photo, args.scale, args.views, args.workers, args.seed)
+    views, units = make_dataset(args.photos, args.per_photo, args.scale, args.views, args.workers, args.seed,
+                                args.hue_twins)
     model = train(views, units, args.steps, args.batch, args.lr, args.logit_scale, args.workers, args.seed)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     calibration = calibration_inputs(views, args.seed)

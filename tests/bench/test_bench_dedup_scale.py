@@ -31,6 +31,8 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert all(math.isfinite(v) and v >= 0 for v in stages.values())
     assert min(stages["signature (download)"], stages["descriptors (thumbnail, centre)"], stages["search (descriptor + pHash check)"]) > 0
     assert p["total_ms"] == pytest.approx(sum(stages.values()))
+    # the signature timed again on the stored images (the same code as the job's, reused data or not)
+    assert m["signature_timed"] == 100 and stages["signature (download)"] == m["signature_ms"] > 0
     # the screen: per candidate, plus each test image reduced once for all its candidates
     assert m["screen_ms"] > 0 and m["screen_test_ms"] > 0
     assert stages["screen"] == pytest.approx(p["candidates_per_training_image"] * m["screen_ms"]

@@ -40,6 +40,13 @@ the float network.
 A second run, `--per-photo 200 --scale 3 --steps 2000 --logit-scale 30` (7,400 pictures, 26 min),
 was more tolerant of crops and less selective: at 0.80, crop20 0.66-0.77, unrelated 5.3e-4 (2.86M)
 and 1.3e-4 (1e8); at any equal false rate it kept fewer copies. Not shipped.
+A third, `--hue-twins 0.5` (half the pictures joined in their batch by a copy with its hues turned
+60-300 degrees, when a fifth of it is coloured: 6,099 pictures, 16 min; 2026-12-07), meant to
+tell apart the clip art of one layout in other colours that makes most of the scale benchmark's
+candidates: more tolerant and less selective again: at 0.80 unrelated 3.1e-4 (2.86M) and 1.2e-6
+(1e8); at 0.85, about the shipped network's false rate at 0.80 (1.0e-4, 1.9e-7), it keeps fewer
+copies (crop10 0.96-0.97 against 0.98, bright+20 low-entropy 0.90 against 0.93, captions on
+low-entropy pictures 0.89-0.91 against 0.92-0.94). Not shipped.
 """
 from __future__ import annotations
 

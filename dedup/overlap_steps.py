@@ -4,6 +4,7 @@ screen one test image's candidates per element, the pixel check one shard's cand
 """
 from __future__ import annotations
 
+import time
 import uuid
 
 import apache_beam as beam
@@ -110,7 +111,7 @@ class SearchShardFn(beam.DoFn):
         return out
 
 
-SCREEN_NOTE_EVERY = 256   # screened candidates between a worker's progress notes
+SCREEN_NOTE_SECONDS = 5.0   # a worker's screen note is rewritten at most this often (and when a bundle ends)
 
 
 class ScreenTestImageFn(beam.DoFn):
@@ -128,9 +129,10 @@ class ScreenTestImageFn(beam.DoFn):
 
     def setup(self):
         self.tests = TestImages(self.refs)
-
-    def start_bundle(self):
-        self.note = {"screened": 0, "screened_out": 0}
+        # one progress note per worker, rewritten with its running totals: as many files as
+        # workers, however many candidates (~60M at 400M x 100k); a retried bundle may count
+        # some twice in the progress line, never in the report
+        self.note_name, self.note, self.noted = uuid.uuid4().hex, {"screened": 0, "screened_out": 0}, None
 
     def process(self, element):
         number, pairs = element
@@ -143,18 +145,16 @@ class ScreenTestImageFn(beam.DoFn):
                 yield TaggedOutput("screened", without_thumb(dict(pair, shard=shard.name)))
             for pair in passed:
                 yield shard.name, (shard, pair)
-            if self.note["screened"] >= SCREEN_NOTE_EVERY:
+            if self.noted is None or time.monotonic() - self.noted >= SCREEN_NOTE_SECONDS:
                 self._write_note()
 
     def finish_bundle(self):
         self._write_note()
 
     def _write_note(self):
-        # a note per SCREEN_NOTE_EVERY candidates, under a name of its own (the driver adds them
-        # up): a retried bundle may count some twice in the progress line, never in the report
         if self.work and self.note["screened"]:
-            progress.record(self.work, "screen", uuid.uuid4().hex, self.note)
-        self.note = {"screened": 0, "screened_out": 0}
+            progress.record(self.work, "screen", self.note_name, self.note)
+        self.noted = time.monotonic()
 
 
 class VerifyShardFn(beam.DoFn):

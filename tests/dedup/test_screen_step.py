@@ -97,14 +97,29 @@ def test_a_test_images_candidates_are_screened_with_one_read_each_as_alone(group
     assert sum(n["screened_out"] for n in notes) == len(screened)
 
 
-def test_many_candidates_leave_notes_as_they_go(grouped, tmp_path, monkeypatch):
+def test_a_worker_keeps_one_note_of_its_running_totals(grouped, tmp_path, monkeypatch):
     from clipdata.dedup import overlap_steps
 
-    monkeypatch.setattr(overlap_steps, "SCREEN_NOTE_EVERY", 3)
     data, pairs = grouped
-    run_screen(ScreenTestImageFn([CountingRef(data)], True, False, str(tmp_path)), (0, pairs))
+    fn = ScreenTestImageFn([CountingRef(data)], True, False, str(tmp_path))
+    seen = []
+    real = progress.record
+    monkeypatch.setattr(overlap_steps.progress, "record",
+                        lambda work, step, name, counts: (seen.append(dict(counts)), real(work, step, name, counts)))
+    monkeypatch.setattr(overlap_steps, "SCREEN_NOTE_SECONDS", 0.0)     # a note after every candidate
+    screened, _ = run_screen(fn, (0, pairs[:4]))
+    fn.start_bundle()
+    list(fn.process((1, pairs[4:])))                                   # the next test image, same worker
+    fn.finish_bundle()
+    assert [n["screened"] for n in seen] == [1, 2, 3, 4, 4, 5, 6, 7, 7]   # running totals, and at each bundle's end
     notes = progress._read_all(str(tmp_path))["screen"]
-    assert sorted(n["screened"] for n in notes) == [1, 3, 3]
+    assert len(notes) == 1 and notes[0]["screened"] == len(pairs)      # one file, rewritten
+    seen.clear()
+    monkeypatch.setattr(overlap_steps, "SCREEN_NOTE_SECONDS", 3600.0)
+    other = ScreenTestImageFn([CountingRef(data)], True, False, str(tmp_path))
+    run_screen(other, (0, pairs))
+    assert [n["screened"] for n in seen] == [1, len(pairs)]             # the first, then the bundle's end
+    assert len(progress._read_all(str(tmp_path))["screen"]) == 2        # a file per worker
 
 
 def test_without_verification_every_candidate_passes_unscreened(grouped):

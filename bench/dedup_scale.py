@@ -392,29 +392,36 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
         for p in group:
             train_image = hashed_test_sets.decode(images[p["key"]])
             stored[p["test_index"], p["key"]] = (train_image, thumbs.decode(thumbs.encode(hashing.to_rgb(train_image))))
-    # the screen as the job runs it: a test image's candidates together (grouped by test image),
-    # the test image read, decoded and reduced once for them all (timed apart, per test image),
-    # each candidate screened with the reductions the earlier ones made of it; before the timed
-    # ones, SCREEN_WARM_UP other candidates' thumbnails (untimed): at 400M x 100k a test image
-    # has ~600 candidates, here one or two of the sample
+    # the screen as the job runs it: a test image's candidates together (overlap_steps.screen_key:
+    # in up to SCREEN_SPLIT groups by shard), the test image read, decoded and reduced once per
+    # group (timed apart, charged SCREEN_SPLIT times per test image), each candidate screened with
+    # the reductions the group's earlier ones made of it; before the timed ones, SCREEN_WARM_UP
+    # thumbnails of other test images' candidates (untimed): at 400M x 100k a group holds ~40
+    # candidates, here one or two of the sample. The same pairs are also timed with the test image
+    # decoded and reduced for each and a fresh pyramid (what the job did before the grouping).
     by_test = {}
     for p in picked:
         by_test.setdefault(p["test_index"], []).append(p)
-    others = [thumb for _, thumb in stored.values()]
+    screen_fresh_s = 0.0
     for number, group in by_test.items():
         t = time.process_time()
         reduced = verify.reduce_for_screen(hashed_test_sets.decode(side.refs[number].read()))
         screen_test_s += time.process_time() - t
         pyramid = {}
+        others = [thumb for (i, _), (_, thumb) in stored.items() if i != number]
         for thumb in rng.sample(others, min(SCREEN_WARM_UP, len(others))):
             verify.screen(reduced, thumb, verify.SCREEN_THRESHOLDS, pyramid=pyramid)
         for p in group:
             # as the job decides the pair: its thresholds (the descriptor's verdict) and orientation
             alike, mirrored = p.get("alike"), p.get("mirrored")
+            thumb = stored[number, p["key"]][1]
             t = time.process_time()
-            verify.screen(reduced, stored[number, p["key"]][1], verify.thresholds_for(alike, screen=True),
-                          pyramid=pyramid, mirrored=mirrored)
+            verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True), pyramid=pyramid, mirrored=mirrored)
             screen_s += time.process_time() - t
+            t = time.process_time()
+            alone = verify.reduce_for_screen(hashed_test_sets.decode(side.refs[number].read()))
+            verify.screen(alone, thumb, verify.thresholds_for(alike, screen=True), pyramid={}, mirrored=mirrored)
+            screen_fresh_s += time.process_time() - t
     for p in picked:
         alike, mirrored = p.get("alike"), p.get("mirrored")
         t = time.process_time()
@@ -438,6 +445,7 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
             "signature_ms": signature_ms, "signature_timed": len(stored_images),
             "test_views": len(side.codes), "test_images": side.n_images, "index_kinds": kinds,
             "screen_ms": 1000 * screen_s / n, "screen_test_ms": 1000 * screen_test_s / max(1, len(by_test)),
+            "screen_fresh_ms": 1000 * screen_fresh_s / n,
             "pixel_ms": 1000 * pixel_s / n, "pairs_timed": len(picked)}
 
 
@@ -539,6 +547,8 @@ def project(m: dict) -> dict:
     list centroids and nprobe lists, ~sqrt of the rows), while a training image's own work
     (reading, the pHash checks of the few rows returned) does not grow with the test side. Candidates,
     screen passes and false pairs are per (test, training) pair."""
+    from clipdata.dedup.overlap_steps import SCREEN_SPLIT   # groups a test image's candidates are screened in
+
     pairs = TARGET_TRAIN * TARGET_TEST
     # the rates of pairs that are not planted copies (copies are rare among 4e13 pairs)
     unrelated = m.get("unrelated_candidates", m["candidates"])
@@ -554,8 +564,8 @@ def project(m: dict) -> dict:
         "search (descriptor + pHash check)": search_projection(m),
         # with the descriptor a training image keeps at most per_image candidates (its most alike);
         # the screen passes the same share of them to the pixels as measured here
-        # plus each test image read and reduced once for all its candidates
-        "screen": per_image * m["screen_ms"] + m.get("screen_test_ms", 0.0) * TARGET_TEST / TARGET_TRAIN,
+        # plus each test image read and reduced once per group of its candidates
+        "screen": per_image * m["screen_ms"] + m.get("screen_test_ms", 0.0) * SCREEN_SPLIT * TARGET_TEST / TARGET_TRAIN,
         "pixels": per_image * pass_share * m["pixel_ms"],
     }
     # false pairs per training image: the measured rate, but no more than the cap lets through
@@ -597,7 +607,8 @@ def report(m: dict, log=print) -> None:
         + (f"; of it the descriptor index {m['index_ms']:.3f} ms, {m['index_target_ms']:.3f} ms at "
            f"{TARGET_TEST:,} test images' rows (timed there: the rows tiled; check: the first half tiled to "
            f"this size {m['index_tiled_ms']:.3f} ms)" if m.get("index_target_ms") is not None else "")
-        + f"; screen {m['screen_ms']:.1f} ms per pair (and {m.get('screen_test_ms', 0.0):.1f} ms per test image), "
+        + f"; screen {m['screen_ms']:.1f} ms per pair (and {m.get('screen_test_ms', 0.0):.1f} ms per test image and "
+        f"group; {m.get('screen_fresh_ms', 0.0):.1f} ms per pair with the test image decoded for each), "
         f"pixels {m['pixel_ms']:.1f} ms "
         f"per pair ({m['pairs_timed']} pairs timed)")
     cap = f" (at most {m['per_image']} kept per training image)" if m.get("per_image") else ""

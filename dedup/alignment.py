@@ -73,14 +73,18 @@ def _memo(pyramid: dict | None, key: tuple, make):
     """make(), kept in `pyramid` under `key` when a pyramid is given: the test image's grey
     version and reductions, which every candidate of that test image asks for again (the screen
     compares one test image with hundreds of thumbnails). Keys name everything a value depends
-    on besides the test image itself."""
+    on besides the test image itself. The least recently used goes when PYRAMID_CAP are kept: a
+    candidate adds ~50 (its refinement's scales), while the coarse search's ~15 serve every one."""
     if pyramid is None:
         return make()
-    if key not in pyramid:
+    if key in pyramid:
+        value = pyramid.pop(key)   # to the end: the most recently used (a dict keeps insertion order)
+    else:
         if len(pyramid) >= PYRAMID_CAP:
-            pyramid.clear()
-        pyramid[key] = make()
-    return pyramid[key]
+            del pyramid[next(iter(pyramid))]
+        value = make()
+    pyramid[key] = value
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

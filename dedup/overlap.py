@@ -17,10 +17,11 @@ The small side is indexed, the big side streamed past it, one training shard per
                             the descriptor: every pHash match within --radius)
                                 │           └─► nearest pHash distance per test image within the
                                 │               radius (from the same search) ─► CombineMin
-                                └─GroupByKey(test image)─► ScreenOnThumbnails: each candidate
-                                    screened on its stored thumbnail (verify.screen), the test
-                                    image decoded and reduced once for all its candidates: most
-                                    unrelated candidates are rejected here, no tar opened
+                                └─GroupByKey(test image, 1 of 16 parts of the shards)─►
+                                    ScreenOnThumbnails: each candidate screened on its stored
+                                    thumbnail (verify.screen), the test image decoded and reduced
+                                    once for the group: most unrelated candidates are rejected
+                                    here, no tar opened (--no-verify: no screen)
                                       └─GroupByKey(shard)─► VerifyShard: open the tar once for the
                                               candidates the screen passed (and those of shards
                                               written before the thumbnail: screened on one made
@@ -207,7 +208,7 @@ def run_overlap(config: OverlapConfig, beam_args: list[str] | None = None) -> Ov
     pairs | "PairsAsJson" >> beam.Map(json.dumps) | "WritePairs" >> beam.io.WriteToText(pairs_prefix, ".jsonl")
     errors | "ErrorsAsJson" >> beam.Map(json.dumps) | "WriteErrors" >> beam.io.WriteToText(errors_prefix, ".jsonl")
     nearest | "SaveNearest" >> beam.Map(_save_npy, nearest_path)
-    with progress.ShardWatcher(work, len(shard_inputs)):
+    with progress.ShardWatcher(work, len(shard_inputs), screening=config.verify):
         result = p.run()
         result.wait_until_finish()
     counters = beam_runner.counters(result)

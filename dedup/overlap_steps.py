@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -81,7 +82,7 @@ class SearchShardFn(beam.DoFn):
         if self.work:
             progress.record(self.work, "search", shard.name, {"images": len(train.keys), "candidates": len(candidates)})
         for c in candidates:
-            yield c["test_index"], (shard, c)
+            yield screen_key(c["test_index"], shard.name), (shard, c)
 
     def _semantic_candidates(self, shard, train, candidates, errors) -> list[dict]:
         try:
@@ -112,49 +113,65 @@ class SearchShardFn(beam.DoFn):
 
 
 SCREEN_NOTE_SECONDS = 5.0   # a worker's screen note is rewritten at most this often (and when a bundle ends)
+SCREEN_SPLIT = 16           # a test image's candidates are screened in up to this many groups (by shard)
+SCREEN_TEST_CACHE = 8       # test images (and their pyramids) a screening worker keeps
+
+
+def screen_key(test_index: int, shard_name: str) -> tuple[int, int]:
+    """The group a candidate is screened in: its test image, and one of SCREEN_SPLIT parts of the
+    shards. One part would put a popular test image's candidates on one worker (at 400M x 100k
+    ~140k for the most popular of the scale benchmark's: ~20 min); each part decodes the test
+    image once (~1 ms) and keeps its reductions for its candidates (~40 a part on average)."""
+    return int(test_index), zlib.crc32(shard_name.encode()) % SCREEN_SPLIT
 
 
 class ScreenTestImageFn(beam.DoFn):
-    """(test image number, [(shard, candidate), ...]) -> (shard name, (shard, candidate)) for
-    each candidate the screen passes (or could not screen); 'screened': the pairs the stored
-    thumbnails decided. A test image's candidates come together (grouped by test image), so it
-    is read, decoded and reduced once for all of them, and the reductions the screen makes of it
-    (its pyramid) serve every one: at 400M x 100k a test image has ~600 candidates on average,
-    and its own work was ~1/5 of a candidate's screen when done per pair. With --no-verify every
-    candidate passes unscreened."""
+    """((test image number, part), [(shard, candidate), ...]) -> (shard name, (shard, candidate))
+    for each candidate the screen passes (or could not screen: no stored thumbnail; its thumbnail
+    is made from the tar where the pixels are checked); 'screened': the pairs the stored
+    thumbnails decided. A test image's candidates come together (screen_key), so it is read,
+    decoded and reduced once for them, and the reductions the screen makes of it (its pyramid)
+    serve every one: its own work was ~1/5 of a candidate's screen when done per pair. A candidate
+    that passed goes on without its thumbnail (the shuffle to the pixels carries the ~1 in 7 that
+    pass, not their thumbnails)."""
 
-    def __init__(self, refs: list, verify: bool, thumbnails: bool, work: str | None = None):
-        self.refs, self.verify, self.thumbnails, self.work = refs, verify, thumbnails, work
+    def __init__(self, refs: list, thumbnails: bool, work: str | None = None):
+        self.refs, self.thumbnails, self.work = refs, thumbnails, work
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
 
     def setup(self):
-        self.tests = TestImages(self.refs)
+        self.tests = TestImages(self.refs, SCREEN_TEST_CACHE)
         # one progress note per worker, rewritten with its running totals: as many files as
         # workers, however many candidates (~60M at 400M x 100k); a retried bundle may count
         # some twice in the progress line, never in the report
         self.note_name, self.note, self.noted = uuid.uuid4().hex, {"screened": 0, "screened_out": 0}, None
+        self.unwritten = False
 
     def process(self, element):
-        number, pairs = element
+        _, pairs = element
         for shard, c in pairs:   # iterated, not listed: a test image may have many thousands
-            decided, passed = screen_candidates([c], self.tests, self.thumbnails) if self.verify else ([], [c])
+            decided, passed = screen_candidates([c], self.tests, self.thumbnails)
             self.note["screened"] += 1
+            self.unwritten = True
             for pair in decided:
                 self.screened_out.inc()
                 self.note["screened_out"] += 1
                 yield TaggedOutput("screened", without_thumb(dict(pair, shard=shard.name)))
             for pair in passed:
-                yield shard.name, (shard, pair)
+                # screened: on without its thumbnail; not (none stored, or unreadable): as it came,
+                # so the pixel step tells the two apart (check_candidates)
+                yield shard.name, (shard, without_thumb(pair) if "screen_score" in pair else pair)
             if self.noted is None or time.monotonic() - self.noted >= SCREEN_NOTE_SECONDS:
                 self._write_note()
 
     def finish_bundle(self):
-        self._write_note()
+        if self.unwritten:
+            self._write_note()
 
     def _write_note(self):
-        if self.work and self.note["screened"]:
+        if self.work:
             progress.record(self.work, "screen", self.note_name, self.note)
-        self.noted = time.monotonic()
+        self.noted, self.unwritten = time.monotonic(), False
 
 
 class VerifyShardFn(beam.DoFn):
@@ -233,20 +250,24 @@ class FindOverlap(beam.PTransform):
                                                    self.work, self.similar)
                                      ).with_outputs("nearest", "shard_errors", main="candidates")
         )
-        screened = (
-            searched.candidates
-            | "ByTestImage" >> beam.GroupByKey()
-            | "ScreenOnThumbnails" >> beam.ParDo(ScreenTestImageFn(self.side.refs, self.verify, self.thumbnails,
-                                                                   self.work)
-                                                 ).with_outputs("screened", main="to_pixels")
-        )
+        if self.verify:
+            screened = (
+                searched.candidates
+                | "ByTestImage" >> beam.GroupByKey()
+                | "ScreenOnThumbnails" >> beam.ParDo(ScreenTestImageFn(self.side.refs, self.thumbnails, self.work)
+                                                     ).with_outputs("screened", main="to_pixels")
+            )
+            to_pixels, decided = screened.to_pixels, screened.screened
+        else:   # --no-verify: every candidate straight to its shard's step (the report's thumbnails)
+            to_pixels = searched.candidates | "Unscreened" >> beam.Map(lambda kv: (kv[1][0].name, kv[1]))
+            decided = shard_inputs.pipeline | "NothingScreened" >> beam.Create([])
         checked = (
-            screened.to_pixels
+            to_pixels
             | "ByShard" >> beam.GroupByKey()
             | "VerifyShard" >> beam.ParDo(VerifyShardFn(self.side.refs, self.verify, self.thumbnails, self.work)
                                           ).with_outputs("shard_errors", main="pairs")
         )
         nearest = searched.nearest | "NearestOverShards" >> beam.CombineGlobally(MinDistances(self.side.n_images))
         errors = (searched.shard_errors, checked.shard_errors) | "AllShardErrors" >> beam.Flatten()
-        pairs = (screened.screened, checked.pairs) | "AllPairs" >> beam.Flatten()
+        pairs = (decided, checked.pairs) | "AllPairs" >> beam.Flatten()
         return pairs, nearest, errors

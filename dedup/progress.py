@@ -48,8 +48,9 @@ class Counter:
 
 
 def record(work: str, step: str, name: str, counts: dict) -> None:
-    """A worker's note that `step` is done for `name`: search and verify for a shard (rewritten,
-    not added to, by a retry), screen for a run of candidates (a name of its own each)."""
+    """A worker's note for `step`: search and verify, one per shard when it is done (rewritten,
+    not added to, by a retry); screen, one per worker with its running totals (rewritten as they
+    grow)."""
     write_note(FileSystems.join(work, f"progress-{step}-{name}.json"), counts)
 
 
@@ -63,12 +64,13 @@ def _read_all(work: str) -> dict[str, list[dict]]:
 class ShardWatcher(Watcher):
     """The driver's view of the Beam job: shards searched of all, training images, candidates,
     screened (grouped by test image, so once the search is done) and rejected there, checked on
-    the pixels; a line every few seconds until the job ends. The ETA is the search's while it
-    runs, then the screen's."""
+    the pixels; a line every few seconds until the job ends. The rate and ETA are the search's
+    while it runs, then the screen's (`screening` False: --no-verify, nothing is screened)."""
 
-    def __init__(self, work: str, shards: int, stream=None):
+    def __init__(self, work: str, shards: int, stream=None, screening: bool = True):
         super().__init__(stream)
-        self.work, self.shards = work, shards
+        self.work, self.shards, self.screening = work, shards, screening
+        self.searched_in = None    # seconds the search took, once it is done
         self.screen_started = None
 
     def text(self) -> str:
@@ -81,11 +83,15 @@ class ShardWatcher(Watcher):
         pixels = sum(n.get("pixels", 0) for n in verify)
         now = time.time()
         elapsed = max(now - self.started, 1e-9)
-        if len(search) < self.shards or not candidates:
+        if len(search) < self.shards:
             left = eta(len(search), self.shards, elapsed)
-        else:   # the search is done: the screen's pace from when it was first seen
+        else:   # the search is done: its rate as it was, and the screen's pace from when it was first seen
+            self.searched_in = self.searched_in or elapsed
             self.screen_started = self.screen_started or now
             left = eta(screened, candidates, max(now - self.screen_started, 1e-9)) if screened else "?"
+            left = left if self.screening and candidates else "-"
+        rate = images / (self.searched_in or elapsed)
+        screen = (f"screened {min(screened, candidates):,}/{candidates:,} candidates ({rejected:,} rejected on "
+                  f"thumbnails)" if self.screening else f"{candidates:,} candidates (not verified)")
         return (f"dedup: searched {len(search):,}/{self.shards:,} shards ({images:,} training images, "
-                f"{images / elapsed:,.0f}/s), screened {min(screened, candidates):,}/{candidates:,} candidates "
-                f"({rejected:,} rejected on thumbnails), {pixels:,} checked on pixels; ETA {left}")
+                f"{rate:,.0f}/s), {screen}, {pixels:,} checked on pixels; ETA {left}")

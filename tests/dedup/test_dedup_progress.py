@@ -32,10 +32,25 @@ def test_the_watcher_counts_what_the_workers_recorded(tmp_path):
     progress.record(work, "search", "00001", {"images": 50, "candidates": 3})  # a retry: rewritten
     assert "searched 2/2 shards (150 training images" in watcher.text()
     assert watcher.text().endswith("screened 0/10 candidates (0 rejected on thumbnails), 0 checked on pixels; ETA ?")
-    # the screen's notes, one per run of candidates, are added up; its ETA follows them
+    # the screen's notes, one per worker with its running totals, are added up; its ETA follows them
     progress.record(work, "screen", "a1", {"screened": 4, "screened_out": 3})
     progress.record(work, "screen", "b2", {"screened": 1, "screened_out": 1})
     progress.record(work, "verify", "00000", {"pixels": 2})
     text = watcher.text()
     assert "screened 5/10 candidates (4 rejected on thumbnails), 2 checked on pixels; ETA " in text
     assert not text.endswith("ETA ?") and not text.endswith("ETA -")
+
+
+def test_after_the_search_the_rate_is_the_search_s_and_without_verification_nothing_is_screened(tmp_path, monkeypatch):
+    work = str(tmp_path)
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
+    watcher = progress.ShardWatcher(work, shards=1, stream=io.StringIO())
+    progress.record(work, "search", "00000", {"images": 500, "candidates": 4})
+    clock[0] += 10
+    assert "(500 training images, 50/s)" in watcher.text()
+    clock[0] += 90                                          # the screen and the pixels: the rate stays
+    assert "(500 training images, 50/s)" in watcher.text()
+    unverified = progress.ShardWatcher(work, shards=1, stream=io.StringIO(), screening=False)
+    text = unverified.text()
+    assert "4 candidates (not verified)" in text and "screened" not in text and text.endswith("ETA -")

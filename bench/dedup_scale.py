@@ -22,9 +22,10 @@ What it does:
    candidates, screened out on the thumbnails, checked on the pixels.
 4. Times each stage on its own over samples of the same data: the descriptors and the search per
    training image (the descriptor index also at 100k test images' rows, the test side's rows
-   tiled), the screen per pair as the job runs it (a test image's candidates together: the test
-   image reduced once, per test image, its reductions kept for its candidates), the pixel check
-   per pair (the test image read and reduced for each: the pixel check runs per shard).
+   tiled), the screen per pair as the job runs it (a test image's candidates in groups: the test
+   image reduced once per group, its reductions kept for the group's candidates; and, to compare,
+   with the test image reduced for each pair), the pixel check per pair (the test image read and
+   reduced for each: the pixel check runs per shard).
 5. Prints recall of the planted copies, test images flagged without a copy, the per-pair rates,
    and the projection: CPU-ms per training image against 100k test images (the issue's target:
    <= 5) and the expected false flags per test image among 400M training images.
@@ -399,13 +400,16 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     # thumbnails of other test images' candidates (untimed): at 400M x 100k a group holds ~40
     # candidates, here one or two of the sample. The same pairs are also timed with the test image
     # decoded and reduced for each and a fresh pyramid (what the job did before the grouping).
+    def screen_form(number: int):
+        return verify.reduce_for_screen(hashed_test_sets.decode(side.refs[number].read()))
+
     by_test = {}
     for p in picked:
         by_test.setdefault(p["test_index"], []).append(p)
     screen_fresh_s = 0.0
     for number, group in by_test.items():
         t = time.process_time()
-        reduced = verify.reduce_for_screen(hashed_test_sets.decode(side.refs[number].read()))
+        reduced = screen_form(number)
         screen_test_s += time.process_time() - t
         pyramid = {}
         others = [thumb for (i, _), (_, thumb) in stored.items() if i != number]
@@ -419,15 +423,14 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
             verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True), pyramid=pyramid, mirrored=mirrored)
             screen_s += time.process_time() - t
             t = time.process_time()
-            alone = verify.reduce_for_screen(hashed_test_sets.decode(side.refs[number].read()))
-            verify.screen(alone, thumb, verify.thresholds_for(alike, screen=True), pyramid={}, mirrored=mirrored)
+            verify.screen(screen_form(number), thumb, verify.thresholds_for(alike, screen=True), pyramid={}, mirrored=mirrored)
             screen_fresh_s += time.process_time() - t
     for p in picked:
         alike, mirrored = p.get("alike"), p.get("mirrored")
         t = time.process_time()
         # the pixel check runs per shard (its tar opened once): the test image read and decoded
         # for each pair (a worker keeps the last TEST_CACHE test images, candidates.TestImages, but
-        # at 400M x 100k a shard's ~1,600 candidates are spread over the 100k test images), and
+        # at 400M x 100k a shard's ~200 pixel checks are spread over the 100k test images), and
         # its reductions kept for the pair alone
         test = hashed_test_sets.decode(side.refs[p["test_index"]].read())
         verify.verify(test, stored[p["test_index"], p["key"]][0], verify.thresholds_for(alike), pyramid={},

@@ -88,8 +88,10 @@ class ShardWatcher(Watcher):
         else:   # the search is done: its rate as it was, and the screen's pace from when it was first seen
             self.searched_in = self.searched_in or elapsed
             self.screen_started = self.screen_started or now
-            left = eta(screened, candidates, max(now - self.screen_started, 1e-9)) if screened else "?"
-            left = left if self.screening and candidates else "-"
+            if not (self.screening and candidates):
+                left = "-"
+            else:
+                left = eta(screened, candidates, max(now - self.screen_started, 1e-9)) if screened else "?"
         rate = images / (self.searched_in or elapsed)
         screen = (f"screened {min(screened, candidates):,}/{candidates:,} candidates ({rejected:,} rejected on "
                   f"thumbnails)" if self.screening else f"{candidates:,} candidates (not verified)")

@@ -78,29 +78,47 @@ def window(image: Image.Image, keep: float, fx: float, fy: float) -> Image.Image
     return image.crop((left, top, left + cw, top + ch))
 
 
-def _flat_run(lines_ptp: np.ndarray, lines_mean: np.ndarray) -> int:
-    """How many leading lines are flat and of the first line's colour."""
-    if lines_ptp[0] > BAR_TOLERANCE:
-        return 0
-    same = (lines_ptp <= BAR_TOLERANCE) & (np.abs(lines_mean - lines_mean[0]).max(axis=-1) <= BAR_TOLERANCE)
-    return int(np.argmin(same)) if not same.all() else len(same)
+# A line's statistics are computed without strided reductions, which cost ~10x more (this runs
+# once per downloaded image): rows as contiguous blocks, the row sums by a matrix product (exact:
+# integers in float32, m * 255 < 2**24); columns as reductions over the first axis.
 
 
-def _line_stats(arr: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ptp, mean) of each line of a uint8 (h, w, 3) array: rows (axis 0) or columns (axis 1);
-    ptp over all of a line's values (int16), mean per channel ((n, 3) float64, the values
-    arr.mean gives). Computed without strided reductions, which cost ~10x more (this runs once
-    per downloaded image): rows as contiguous blocks, the row sums by a matrix product (exact:
-    integers in float32, m * 255 < 2**24); columns as reductions over the first axis."""
-    arr = np.ascontiguousarray(arr)
+def _line_ptp(lines: np.ndarray, axis: int) -> np.ndarray:
+    """ptp over all of each line's values (int16) of a contiguous uint8 (h, w, 3) array: rows
+    (axis 0) or columns (axis 1)."""
     if axis == 0:
-        n, m = arr.shape[:2]
-        flat = arr.reshape(n, m * 3)
-        ptp = flat.max(axis=1).astype(np.int16) - flat.min(axis=1)
+        flat = lines.reshape(lines.shape[0], -1)
+        return flat.max(axis=1).astype(np.int16) - flat.min(axis=1)
+    return lines.max(axis=0).max(axis=1).astype(np.int16) - lines.min(axis=0).min(axis=1)
+
+
+def _line_mean(lines: np.ndarray, axis: int) -> np.ndarray:
+    """Each line's mean per channel ((n, 3) float64, the values arr.mean gives) of a contiguous
+    uint8 (h, w, 3) array: rows (axis 0) or columns (axis 1)."""
+    if axis == 0:
+        n, m = lines.shape[:2]
         per_channel = np.tile(np.eye(3, dtype=np.float32), (m, 1))
-        return ptp, (flat.astype(np.float32) @ per_channel).astype(np.float64) / m
-    ptp = arr.max(axis=0).max(axis=1).astype(np.int16) - arr.min(axis=0).min(axis=1)
-    return ptp, arr.sum(axis=0, dtype=np.uint32) / arr.shape[0]
+        return (lines.reshape(n, m * 3).astype(np.float32) @ per_channel).astype(np.float64) / m
+    return lines.sum(axis=0, dtype=np.uint32) / lines.shape[0]
+
+
+def _flat_run(arr: np.ndarray, axis: int, ptp: np.ndarray, from_end: bool) -> tuple[int, np.ndarray | None]:
+    """(how many lines from one end, the first or with from_end the last, are flat and of that
+    end line's colour; the end line's mean colour, None when it is not flat), given every line's
+    ptp. Only the lines of the flat run have their colour computed: a photo's end line is not
+    flat, a drawing's white margin is a few dozen lines, so most of the image is not summed (the
+    counts are those of all the lines' statistics at once)."""
+    n = len(ptp)
+    flat = ptp[::-1] <= BAR_TOLERANCE if from_end else ptp <= BAR_TOLERANCE
+    if not flat[0]:
+        return 0, None
+    run = int(np.argmin(flat)) if not flat.all() else n
+    lo, hi = (n - run, n) if from_end else (0, run)
+    mean = _line_mean(np.ascontiguousarray(arr[lo:hi] if axis == 0 else arr[:, lo:hi]), axis)
+    if from_end:
+        mean = mean[::-1]
+    same = np.abs(mean - mean[0]).max(axis=-1) <= BAR_TOLERANCE
+    return (int(np.argmin(same)) if not same.all() else run), mean[0]
 
 
 def content_boxes(arr: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -109,11 +127,18 @@ def content_boxes(arr: np.ndarray) -> list[tuple[int, int, int, int]]:
     along either axis."""
     h, w = arr.shape[:2]
     boxes = [(0, 0, w, h)]
+    arr = np.ascontiguousarray(arr)
     for axis in (0, 1):  # 0: bars above and below (rows); 1: bars left and right (columns)
-        ptp, mean = _line_stats(arr, axis)
-        a, b = _flat_run(ptp, mean), _flat_run(ptp[::-1], mean[::-1])
+        ends = arr.take([0, -1], axis=axis)   # the end lines alone first: a photo's are not flat
+        if int(np.ptp(ends.take(0, axis=axis))) > BAR_TOLERANCE or int(np.ptp(ends.take(1, axis=axis))) > BAR_TOLERANCE:
+            continue
+        ptp = _line_ptp(arr, axis)
+        a, first = _flat_run(arr, axis, ptp, from_end=False)
+        if a < 2:
+            continue
+        b, last = _flat_run(arr, axis, ptp, from_end=True)
         bar = min(a, b)
-        if bar >= 2 and np.abs(mean[0] - mean[-1]).max() <= BAR_TOLERANCE and len(ptp) - 2 * bar >= 8:
+        if bar >= 2 and np.abs(first - last).max() <= BAR_TOLERANCE and arr.shape[axis] - 2 * bar >= 8:
             boxes.append((0, bar, w, h - bar) if axis == 0 else (bar, 0, w - bar, h))
     return boxes
 

@@ -33,6 +33,12 @@ def thumbnail(image: Image.Image) -> Image.Image:
     scale = THUMB_SIDE / max(w, h)
     if scale >= 1:
         return rgb
+    f = max(w, h) // THUMB_SIDE
+    if f * THUMB_SIDE == max(w, h) and f & (f - 1) == 0 and w % f == 0 and h % f == 0:
+        # a power-of-two factor (the downloader's 256 px: 4): PIL's reduce gives the box
+        # filter's very pixels when done as its resize does, rows then columns, each rounded
+        # (a weight of 1/f is exact in its fixed point), in ~2/3 of the time
+        return rgb.reduce((f, 1)).reduce((1, f))
     return rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX)
 
 
@@ -63,8 +69,21 @@ def from_stored_bytes(encoded: bytes) -> bytes:
         return encode(image)
 
 
+PNG_RGB8 = (b"\x89PNG\r\n\x1a\n", 8, 2)   # signature, then the header's bit depth and colour type
+PNG_END = b"IEND\xaeB`\x82"                   # the last chunk: a cut file lacks it (OpenCV would warn)
+
+
 def decode(data: bytes) -> np.ndarray:
-    """A stored thumbnail as a uint8 RGB array (raises ValueError when the bytes are not one)."""
+    """A stored thumbnail as a uint8 RGB array (raises ValueError when the bytes are not one).
+    The form encode() writes (8-bit RGB PNG) is read with OpenCV (0.10 against PIL's 0.13 ms: this
+    runs once per training image searched), any other with PIL; the same pixels either way."""
+    import cv2
+
+    signature, depth, colour = PNG_RGB8
+    if len(data) > 25 and data[:8] == signature and data[24] == depth and data[25] == colour and data.endswith(PNG_END):
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))

@@ -41,3 +41,29 @@ def test_a_picture_smaller_than_a_thumbnail_is_kept_at_its_size():
 def test_bytes_that_are_not_a_thumbnail_are_refused():
     with pytest.raises(ValueError, match="not a thumbnail"):
         thumbs.decode(b"not a png")
+
+
+@pytest.mark.parametrize("size", [(256, 256), (256, 128), (192, 256), (512, 384), (1024, 64), (384, 200),
+                                  (260, 256), (255, 254), (130, 65)])
+def test_the_thumbnail_is_pils_box_reduction_whichever_path_makes_it(size):
+    # power-of-two factors go through PIL's reduce, the others through its resize: the same pixels
+    image = picture(*size, seed=sum(size))
+    w, h = size
+    scale = thumbs.THUMB_SIDE / max(w, h)
+    expected = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX)
+    assert np.array_equal(np.asarray(thumbs.thumbnail(image)), np.asarray(expected))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "LA"])
+def test_pngs_of_other_forms_decode_as_pil_converts_them(mode):
+    # the stored form is read by OpenCV, any other PNG by PIL: RGB the way PIL makes it
+    image = picture(50, 40, seed=3).convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    assert np.array_equal(thumbs.decode(buf.getvalue()), np.asarray(image.convert("RGB")))
+
+
+def test_a_cut_thumbnail_is_refused():
+    data = thumbs.encode(picture(256, 256, seed=4))
+    with pytest.raises(ValueError, match="not a thumbnail"):
+        thumbs.decode(data[: len(data) // 2])

@@ -35,6 +35,7 @@ class SearchShardFn(beam.DoFn):
         self.work, self.similar = work, similar
         self.described = Metrics.counter("dedup", "train_described")
         self.hash_far = Metrics.counter("dedup", "descriptor_matches_hash_far")
+        self.window_weak = Metrics.counter("dedup", "descriptor_matches_window_weak")
         self.beyond_cap = Metrics.counter("dedup", "candidates_beyond_cap")
         self.search_thumbs_from_tar = Metrics.counter("dedup", "thumbnails_from_tar")
         self.shards_read = Metrics.counter("dedup", "shards_read")
@@ -70,6 +71,7 @@ class SearchShardFn(beam.DoFn):
         searched = search_shard(self.index, self.side, train, self.radius, self.descriptors, train_desc)
         candidates = searched.candidates
         self.hash_far.inc(searched.hash_far)
+        self.window_weak.inc(searched.window_weak)
         self.beyond_cap.inc(searched.beyond_cap)
         if self.embedder is not None and shard.tar:
             candidates += self._semantic_candidates(shard, train, candidates, errors)

@@ -32,6 +32,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from clipdata.dedup import significance
+from clipdata.dedup.search import WINDOW_EXTRA, WINDOW_NEAR
 from clipdata.pipeline.foundation.storage import atomic_write
 from clipdata.pipeline.foundation import plots
 from clipdata.pipeline.foundation.words import count, percent
@@ -118,6 +119,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             # the copy descriptor: training images it described, its window matches the pHash left out
             "train_described": counters.get("train_described", 0),
             "descriptor_matches_hash_far": counters.get("descriptor_matches_hash_far", 0),
+            "descriptor_matches_window_weak": counters.get("descriptor_matches_window_weak", 0),
             "candidates_beyond_cap": counters.get("candidates_beyond_cap", 0),
             # what decided the candidates: the stored thumbnails (no tar opened) or the pixels
             "screened_out": counters.get("pairs_screened_out", 0),
@@ -227,6 +229,8 @@ def _descriptor_words(o: dict, t: dict) -> str:
         return ""
     return (f" and the copy descriptor at cosine &ge; {o['similar']:.2f} ({t.get('train_described', 0):,} training "
             f"images described; {t.get('descriptor_matches_hash_far', 0):,} matches on a crop window left out: their pHashes differ by more than the radius; "
+            f"{t.get('descriptor_matches_window_weak', 0):,} more on a crop window under cosine {o['similar'] + WINDOW_EXTRA:.2f} with pHashes "
+            f"more than {WINDOW_NEAR} bits apart; "
             f"at most {o.get('per_image')} candidates per training image, {t.get('candidates_beyond_cap', 0):,} "
             f"less alike ones left out)")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import random
 import sys
 
@@ -322,6 +323,25 @@ def test_the_descriptor_proposes_and_the_phash_checks_a_window_match(monkeypatch
     assert found.nearest.tolist() == [1, 0]
 
 
+def test_a_window_match_needs_more_cosine_unless_the_phashes_are_near():
+    """A test image has ~20 crop windows to an unrelated picture's 2 whole rows: a match on a
+    window needs WINDOW_EXTRA more cosine, unless its pHash is within WINDOW_NEAR bits."""
+    whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
+    side = _side([{"image": 0x0F0F, "border_crop80_l": 0xFFFF}], [[(whole, True, 0x0F0F), (window, False, 0xFFFF)]])
+
+    def at(cosine):    # a training descriptor at this cosine with the window, unalike the whole
+        return _unit(0, cosine, math.sqrt(1 - cosine ** 2))
+
+    weak = 0.80 + search.WINDOW_EXTRA / 2
+    train = _train([0xFFFF ^ 0b111111,     # k0: 6 bits from the window, a weak cosine: left out
+                    0xFFFF ^ 0b111,        # k1: 3 bits (within WINDOW_NEAR), the same cosine: kept
+                    0xFFFF ^ 0b111111])    # k2: 6 bits, a cosine above the window's: kept
+    found = _search(side, train, [at(weak), at(weak), at(0.80 + 2 * search.WINDOW_EXTRA)], [True] * 3, radius=8)
+    assert {p["key"] for p in found.candidates} == {"k1", "k2"}
+    assert found.window_weak == 1 and found.hash_far == 0
+    assert search.WINDOW_NEAR < 6 and 3 <= search.WINDOW_NEAR
+
+
 def test_a_whole_picture_pair_keeps_its_nearest_phash_views():
     """A pair the whole pictures propose is reported with its nearest pHash views when they are
     within the radius (as the pHash search would report it)."""
@@ -410,7 +430,10 @@ def _rule_by_brute_force(side, train, desc, described, centres, radius, similar)
                 continue
             for k, (code, vector) in enumerate(views):
                 cos = float(vec[r] @ vector)
-                near = d.coded[r] and hamming(code, d.code[r]) <= radius
+                bits = hamming(code, d.code[r]) if d.coded[r] else 64
+                near = bits <= radius
+                if k == 0 and not d.whole[r]:   # a window: more cosine, or a near pHash
+                    near = near and (cos >= similar + search.WINDOW_EXTRA or bits <= search.WINDOW_NEAR)
                 if cos >= similar and ((d.whole[r] and k == 0) or near):
                     want[t, j] = max(want.get((t, j), -2.0), cos)
         for t in range(side.n_images):

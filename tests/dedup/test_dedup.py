@@ -334,6 +334,7 @@ def test_an_unreadable_stored_thumbnail_leaves_the_pair_to_the_pixels(thumb_runs
     (new, new_rows), (report, rows) = thumb_runs["new"], thumb_runs["bad_thumb"]
     # no descriptor either: every pHash match is a candidate, as before the descriptor
     assert report["training"]["train_described"] == report["training"]["descriptor_matches_hash_far"] == 0
+    assert report["training"]["descriptor_matches_window_weak"] == 0
     assert report["training"]["candidates"] == len(rows) >= len(new_rows)
     assert {r["stage"] for r in rows} == {"pixels"}
     assert report["test_sets"][0]["overlap_ids"] == new["test_sets"][0]["overlap_ids"]

@@ -345,8 +345,9 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     # the download's per-image signature, timed again here on stored images of the first shard
     # (the same code as the job's, whether the data was generated now or reused)
     stored_images = training_shards.read_train_images(shard.tar, set(train.keys[:SIGNATURE_SAMPLE]))
-    for data in list(stored_images.values())[:1]:
-        signature.train_signature(data)   # once first: its imports and first-call set-up are a worker's, not an image's
+    first = next(iter(stored_images.values()), None)
+    if first is not None:
+        signature.train_signature(first)   # once first: its imports and first-call set-up are a worker's, not an image's
     t = time.process_time()
     for data in stored_images.values():
         signature.train_signature(data)

@@ -11,7 +11,8 @@ The small side is indexed, the big side streamed past it, one training shard per
                             when the shard has no phash) ─► each thumbnail's copy descriptor (and
                             its centre view's) searched in the DescriptorIndex
                             ─► candidates: cosine >= --similar with the whole picture, or with
-                            a window whose pHash is within --radius of the training image's
+                            a window (0.03 more unless the pHashes are within 4 bits) whose
+                            pHash is within --radius of the training image's
                             (of its centre's, for the centre view), or identical pHashes;
                             at most --per-image per training image, the most alike (without
                             the descriptor: every pHash match within --radius)

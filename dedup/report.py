@@ -108,6 +108,9 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             "semantic_threshold": config.semantic_threshold if config.embeddings else None,
             "descriptor": config.descriptor, "similar": result.similar,
             "per_image": config.per_image if config.descriptor else None,
+            # a match on a crop window: this cosine, or pHashes within window_near bits (search.py)
+            "window_similar": round(result.similar + WINDOW_EXTRA, 4) if result.similar is not None else None,
+            "window_near": WINDOW_NEAR if result.similar is not None else None,
         },
         "training": {
             "shards": result.shards,
@@ -227,11 +230,12 @@ def render_html(report: dict, thumbs: dict) -> str:
 def _descriptor_words(o: dict, t: dict) -> str:
     if not o.get("descriptor") or o.get("similar") is None:
         return ""
+    window = (f"{t.get('descriptor_matches_window_weak', 0):,} more on a crop window under cosine "
+              f"{o['window_similar']:.2f} with pHashes more than {o['window_near']} bits apart; "
+              if o.get("window_similar") is not None else "")   # a report made before the window rule
     return (f" and the copy descriptor at cosine &ge; {o['similar']:.2f} ({t.get('train_described', 0):,} training "
             f"images described; {t.get('descriptor_matches_hash_far', 0):,} matches on a crop window left out: their pHashes differ by more than the radius; "
-            f"{t.get('descriptor_matches_window_weak', 0):,} more on a crop window under cosine {o['similar'] + WINDOW_EXTRA:.2f} with pHashes "
-            f"more than {WINDOW_NEAR} bits apart; "
-            f"at most {o.get('per_image')} candidates per training image, {t.get('candidates_beyond_cap', 0):,} "
+            f"{window}at most {o.get('per_image')} candidates per training image, {t.get('candidates_beyond_cap', 0):,} "
             f"less alike ones left out)")
 
 

@@ -33,8 +33,9 @@ ORIENTATION_MARGIN = 0.10
 # A match on one of a test image's crop windows (a training image that is that crop) needs
 # WINDOW_EXTRA more cosine than a whole-picture match, unless the two pHashes are within
 # WINDOW_NEAR bits. A test image has ~20 windows: an unrelated picture gets ~20 tries at the
-# threshold there against 2 on the whole picture (as it is, mirrored), and such matches made a
-# third of the candidates at scale, nearly all at 0.80-0.85; a crop of the picture mostly matches
+# threshold there against 2 on the whole picture (as it is, mirrored): matches on a window made a
+# third of the candidates at scale, nearly all at 0.80-0.85 (those under 0.83 with pHashes more
+# than 4 bits apart, the ones this leaves out, 14-15%); a crop of the picture mostly matches
 # its window far above (0.97-1.00 for 20% crops, descriptor.view_input). Measured 2026-12-07 on
 # every candidate of bench/dedup.py quality (both ways) and of a 200k x 10k scale run, each
 # window's cosine and pHash distance recomputed: at +0.03 (4 bits) 15% fewer candidates at
@@ -372,12 +373,16 @@ def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: Descripto
         q, r, s = descriptors.index.similar_pairs(vectors[queries], descriptors.similar)
         j_of = queries[q]
         bits = popcount64(codes[j_of] ^ rows_of.code[r])
-        accept = rows_of.coded[r] & (bits <= radius)
-        far += int((~accept & ~(rows_of.whole[r] if whole_counts else False)).sum())
+        near = rows_of.coded[r] & (bits <= radius)
         if whole_counts:
-            weak_window = accept & ~rows_of.whole[r] & (s < descriptors.window_similar) & (bits > WINDOW_NEAR)
+            whole = rows_of.whole[r]
+            weak_window = near & ~whole & (s < descriptors.window_similar) & (bits > WINDOW_NEAR)
+            far += int((~near & ~whole).sum())
             weak += int(weak_window.sum())
-            accept = (accept & ~weak_window) | rows_of.whole[r]
+            accept = (near & ~weak_window) | whole
+        else:
+            far += int((~near).sum())
+            accept = near
         for j, t, sim in zip(j_of[accept].tolist(), rows_of.owner[r[accept]].tolist(), s[accept].tolist()):
             if sim > best.get((t, j), -2.0):
                 best[t, j] = sim

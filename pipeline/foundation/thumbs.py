@@ -69,21 +69,33 @@ def from_stored_bytes(encoded: bytes) -> bytes:
         return encode(image)
 
 
-PNG_RGB8 = (b"\x89PNG\r\n\x1a\n", 8, 2)   # signature, then the header's bit depth and colour type
-PNG_END = b"IEND\xaeB`\x82"                   # the last chunk: a cut file lacks it (OpenCV would warn)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"     # the last chunk: a cut file lacks it (OpenCV would warn on stderr)
+
+
+def _stored_form(data: bytes) -> bool:
+    """Whether `data` is laid out as encode() writes it: a PNG whose header says 8-bit RGB and
+    whose pixels come right after it (no chunk between: no EXIF orientation, which OpenCV would
+    apply and PIL does not, no animation), IEND last."""
+    return (len(data) > 41 and data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+            and data[24] == 8 and data[25] == 2 and data[37:41] == b"IDAT" and data.endswith(PNG_END))
 
 
 def decode(data: bytes) -> np.ndarray:
-    """A stored thumbnail as a uint8 RGB array (raises ValueError when the bytes are not one).
-    The form encode() writes (8-bit RGB PNG) is read with OpenCV (0.10 against PIL's 0.13 ms: this
-    runs once per training image searched), any other with PIL; the same pixels either way."""
+    """A stored thumbnail as a read-only uint8 RGB array (raises ValueError when the bytes are
+    not one). The form encode() writes is read with OpenCV (0.10 against PIL's 0.13 ms: this runs
+    once per training image searched), any other with PIL; the same pixels either way."""
     import cv2
 
-    signature, depth, colour = PNG_RGB8
-    if len(data) > 25 and data[:8] == signature and data[24] == depth and data[25] == colour and data.endswith(PNG_END):
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if _stored_form(data):
+        try:
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        except cv2.error:
+            bgr = None   # a header beyond OpenCV's limits: PIL says what is wrong
         if bgr is not None:
-            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb.flags.writeable = False   # as PIL's: one thumbnail is never changed in place
+            return rgb
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))

@@ -335,9 +335,11 @@ def test_a_window_match_needs_more_cosine_unless_the_phashes_are_near():
     weak = 0.80 + search.WINDOW_EXTRA / 2
     train = _train([0xFFFF ^ 0b111111,     # k0: 6 bits from the window, a weak cosine: left out
                     0xFFFF ^ 0b111,        # k1: 3 bits (within WINDOW_NEAR), the same cosine: kept
-                    0xFFFF ^ 0b111111])    # k2: 6 bits, a cosine above the window's: kept
-    found = _search(side, train, [at(weak), at(weak), at(0.80 + 2 * search.WINDOW_EXTRA)], [True] * 3, radius=8)
-    assert {p["key"] for p in found.candidates} == {"k1", "k2"}
+                    0xFFFF ^ 0b111111,     # k2: 6 bits, a cosine above the window's: kept
+                    0xFFFF ^ 0b111111])    # k3: 6 bits, just at the window's cosine: kept
+    found = _search(side, train, [at(weak), at(weak), at(0.80 + 2 * search.WINDOW_EXTRA),
+                                  at(0.80 + search.WINDOW_EXTRA + 1e-3)], [True] * 4, radius=8)
+    assert {p["key"] for p in found.candidates} == {"k1", "k2", "k3"}
     assert found.window_weak == 1 and found.hash_far == 0
     assert search.WINDOW_NEAR < 6 and 3 <= search.WINDOW_NEAR
 
@@ -470,7 +472,7 @@ def test_searching_a_shard_in_chunks_gives_what_one_pass_gives(monkeypatch, seed
     def run(chunk):
         monkeypatch.setattr(search, "SEARCH_CHUNK", chunk)
         found = _search(side, train, list(desc), list(described), radius=6, per_image=1, centres=centres)
-        return found.candidates, found.hash_far, found.nearest.tolist(), found.beyond_cap
+        return found.candidates, found.hash_far, found.nearest.tolist(), found.beyond_cap, found.window_weak
 
     whole = run(10_000)
     assert len(whole[0]) >= 8 and whole[1] > 0 and whole[3] > 0

@@ -140,3 +140,21 @@ def test_accuracy_section_carries_the_caveats(tmp_path):
     assert accuracy["n_overlap"] == 4 and accuracy["correct_overlap"] == 4
     page = (tmp_path / "report.html").read_text()
     assert "All / Clean / Overlap" in page and "not random splits" in page
+
+
+def test_the_descriptor_options_and_what_it_left_out_are_said():
+    result = make_result(hostile=False)
+    result.similar = 0.8
+    result.config.descriptor = True
+    result.counters.update(descriptor_matches_hash_far=7, descriptor_matches_window_weak=5)
+    built = report.build_report(result)
+    o = built["options"]
+    assert o["window_similar"] == pytest.approx(0.8 + search.WINDOW_EXTRA) and o["window_near"] == search.WINDOW_NEAR
+    assert built["training"]["descriptor_matches_window_weak"] == 5
+    page = report.render_html(built, {})
+    assert (f"5 more on a crop window under cosine {0.8 + search.WINDOW_EXTRA:.2f} with pHashes more than "
+            f"{search.WINDOW_NEAR} bits apart") in page and "7 matches on a crop window left out" in page
+    # a report made before the window rule (no such options) reads without that clause
+    del o["window_similar"], o["window_near"]
+    older = report.render_html(built, {})
+    assert "7 matches on a crop window left out" in older and "more on a crop window" not in older

@@ -64,13 +64,24 @@ def test_content_boxes_are_their_plain_definition(seed):
         arr = padded(rng, h, w, (top, bottom, left, right), int(rng.choice([0, 3, 6, 7, 9])), rng.random() < 0.3)
         if rng.random() < 0.4:
             # flat lines of another grey within a bar: the bar ends where its colour does
-            axis, start = int(rng.integers(0, 2)), int(rng.integers(0, max(1, arr.shape[0 if rng.random() < 0.5 else 1] // 3)))
+            axis = int(rng.integers(0, 2))
+            n = arr.shape[axis]
+            start = int(rng.integers(0, max(1, n // 3)))
+            if rng.random() < 0.5:
+                start = max(0, n - 5 - start)     # near the far end
             stripe = np.full(3, int(rng.integers(0, 256)), np.uint8) + rng.integers(0, 4, 3).astype(np.uint8)
             if axis == 0:
                 arr[start:start + int(rng.integers(1, 6))] = stripe
             else:
                 arr[:, start:start + int(rng.integers(1, 6))] = stripe
         assert signature.content_boxes(arr) == plain_content_boxes(arr), (h, w, top, bottom, left, right)
+
+
+def test_a_view_into_a_larger_array_is_read_as_its_own_pixels():
+    rng = np.random.default_rng(11)
+    big = padded(rng, 120, 160, (20, 20, 30, 30), 3, False)
+    for view in (big[10:110, 5:150], big[::2, ::2], np.asfortranarray(big), big[:, ::-1]):
+        assert signature.content_boxes(view) == plain_content_boxes(np.ascontiguousarray(view))
 
 
 def test_a_letterboxed_picture_has_its_content_box_and_a_photo_none():

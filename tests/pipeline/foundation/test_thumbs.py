@@ -3,6 +3,7 @@ time, THUMB_SIDE px on the longer side."""
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 import pytest
@@ -67,3 +68,34 @@ def test_a_cut_thumbnail_is_refused():
     data = thumbs.encode(picture(256, 256, seed=4))
     with pytest.raises(ValueError, match="not a thumbnail"):
         thumbs.decode(data[: len(data) // 2])
+
+
+def test_the_stored_form_is_read_without_pil_and_others_go_to_it(monkeypatch):
+    # encode()'s bytes take the OpenCV path (PIL made to fail), a PNG with other chunks before
+    # its pixels does not: an EXIF orientation is not applied (PIL does not apply it either)
+    image = picture(30, 20, seed=5)
+    data = thumbs.encode(image)
+    expected = np.asarray(image)
+    exif = Image.Exif()
+    exif[0x0112] = 6   # rotate 90 degrees on display
+    buf = io.BytesIO()
+    image.save(buf, "PNG", exif=exif)
+    rotated_tag = buf.getvalue()
+    assert np.array_equal(thumbs.decode(rotated_tag), expected)
+    monkeypatch.setattr(thumbs.Image, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("PIL not used")))
+    decoded = thumbs.decode(data)
+    assert np.array_equal(decoded, expected) and not decoded.flags.writeable   # as PIL's array
+    with pytest.raises(ValueError, match="not a thumbnail"):
+        thumbs.decode(rotated_tag)      # not the stored form: PIL's, which fails here
+
+
+def test_a_stored_form_header_over_garbage_is_refused():
+    data = thumbs.encode(picture(64, 64, seed=6))
+    body = data[:41] + bytes(200) + data[-12:]       # the header and IEND around nonsense
+    with pytest.raises(ValueError, match="not a thumbnail"):
+        thumbs.decode(body)
+    huge = bytearray(data)
+    huge[16:24] = (60000).to_bytes(4, "big") * 2       # a valid header OpenCV refuses to allocate
+    huge[29:33] = zlib.crc32(bytes(huge[12:29])).to_bytes(4, "big")
+    with pytest.raises(ValueError, match="not a thumbnail"):
+        thumbs.decode(bytes(huge))

@@ -32,7 +32,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from clipdata.dedup import significance
-from clipdata.dedup.search import WINDOW_EXTRA, WINDOW_NEAR
+from clipdata.dedup.search import WINDOW_NEAR, window_similar
 from clipdata.pipeline.foundation.storage import atomic_write
 from clipdata.pipeline.foundation import plots
 from clipdata.pipeline.foundation.words import count, percent
@@ -109,7 +109,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             "descriptor": config.descriptor, "similar": result.similar,
             "per_image": config.per_image if config.descriptor else None,
             # a match on a crop window: this cosine, or pHashes within window_near bits (search.py)
-            "window_similar": round(result.similar + WINDOW_EXTRA, 4) if result.similar is not None else None,
+            "window_similar": round(window_similar(result.similar), 4) if result.similar is not None else None,
             "window_near": WINDOW_NEAR if result.similar is not None else None,
         },
         "training": {

@@ -44,6 +44,13 @@ ORIENTATION_MARGIN = 0.10
 # crops; without the pHash escape, 2% more left out.
 WINDOW_EXTRA = 0.03
 WINDOW_NEAR = 4
+
+
+def window_similar(similar: float) -> float:
+    """The cosine a match on a crop window needs when the pHashes are not near (WINDOW_EXTRA)."""
+    return similar + WINDOW_EXTRA
+
+
 NO_NEIGHBOUR = 255          # nearest distance of a test image with no training hash within the radius
 THUMB = "_thumb"            # a candidate's stored thumbnail while it moves between steps; never written out
 
@@ -181,11 +188,6 @@ class DescriptorSearch:
     index: object                  # index.DescriptorIndex over side.desc.vectors
     similar: float                 # a pair at or above this cosine is a candidate (windows: with its pHash)
     per_image: int = PER_IMAGE     # candidates kept per training image, most alike first
-
-    @property
-    def window_similar(self) -> float:
-        """The cosine a match on a crop window needs when the pHashes are not near (WINDOW_EXTRA)."""
-        return self.similar + WINDOW_EXTRA
 
 
 @dataclass
@@ -376,7 +378,7 @@ def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: Descripto
         near = rows_of.coded[r] & (bits <= radius)
         if whole_counts:
             whole = rows_of.whole[r]
-            weak_window = near & ~whole & (s < descriptors.window_similar) & (bits > WINDOW_NEAR)
+            weak_window = near & ~whole & (s < window_similar(descriptors.similar)) & (bits > WINDOW_NEAR)
             far += int((~near & ~whole).sum())
             weak += int(weak_window.sum())
             accept = (near & ~weak_window) | whole

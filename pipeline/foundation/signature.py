@@ -102,16 +102,14 @@ def _line_mean(lines: np.ndarray, axis: int) -> np.ndarray:
     return lines.sum(axis=0, dtype=np.uint32) / lines.shape[0]
 
 
-def _flat_run(arr: np.ndarray, axis: int, ptp: np.ndarray, from_end: bool) -> tuple[int, np.ndarray | None]:
+def _flat_run(arr: np.ndarray, axis: int, ptp: np.ndarray, from_end: bool) -> tuple[int, np.ndarray]:
     """(how many lines from one end, the first or with from_end the last, are flat and of that
-    end line's colour; the end line's mean colour, None when it is not flat), given every line's
-    ptp. Only the lines of the flat run have their colour computed: a photo's end line is not
-    flat, a drawing's white margin is a few dozen lines, so most of the image is not summed (the
-    counts are those of all the lines' statistics at once)."""
+    end line's colour; the end line's mean colour), given every line's ptp, that end line being
+    flat (content_boxes looks at the end lines first). Only the lines of the flat run have their
+    colour computed: a drawing's white margin is a few dozen lines, so most of the image is not
+    summed (the counts are those of all the lines' statistics at once)."""
     n = len(ptp)
     flat = ptp[::-1] <= BAR_TOLERANCE if from_end else ptp <= BAR_TOLERANCE
-    if not flat[0]:
-        return 0, None
     run = int(np.argmin(flat)) if not flat.all() else n
     lo, hi = (n - run, n) if from_end else (0, run)
     mean = _line_mean(np.ascontiguousarray(arr[lo:hi] if axis == 0 else arr[:, lo:hi]), axis)

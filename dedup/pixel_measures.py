@@ -12,6 +12,7 @@ from clipdata.dedup.alignment import grey_of
 
 TRIM = 0.15           # share of worst-fitting pixels left out of the global NCC (a caption)
 TRIM_FIT = 0.25       # standard deviations: a pixel whose two values differ by less is kept all the same
+TRIM_REFITS = 2       # the trimmed NCC normalised again by the pixels it kept, this many times (_trimmed_ncc)
 FLAT_STD = 2.0 / 255  # grey std under which a picture is flat (one colour)
 FLAT_COLOUR = 0.06    # two flat pictures are one when their mean colours differ by at most this (0..1)
 
@@ -30,6 +31,13 @@ PRESENT_STD = 0.5 * STRUCTURE_STD  # local grey std above which a pixel shows so
 EXTRA_REACH = 5       # px: detail this near something of the other picture is not lacking there
 EXTRA_SOLID = 3       # px: the opening that keeps solid patches, not scattered pixels
 EXTRA_BORDER = 4      # px: the overlap's border left out (a blur there sees past the picture's edge)
+
+# A caption or a watermark drawn over one picture (_caption_agree): the band of rows it may take,
+# the share of the other picture's detail that must lie outside it, and the share of that
+# picture's disagreeing detail that must lie under the captioned picture's detail (it is hidden)
+CAPTION_BAND = 0.15
+CAPTION_OUTSIDE = 0.4
+CAPTION_HIDDEN = 0.995
 
 # Tone: the whole overlap, background included, under one brightness change
 TONE_SIGMA = 2.0      # px at comparison scale: both pictures low-passed first (JPEG blocks, grain)
@@ -77,6 +85,21 @@ def grey_ncc(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _trimmed_ncc(x: np.ndarray, y: np.ndarray) -> float:
+    """_trimmed_ncc_once, then again with each picture normalised by the pixels the first pass
+    kept (TRIM_REFITS times), the best of them. One pass normalises by every pixel's mean and
+    spread: a caption over a picture that is mostly one flat colour (text on white) is a large
+    part of that spread, so every pixel's normalised value moves and the trim cannot tell the
+    caption out; normalised by the pixels that fit, the picture's own pixels fit again."""
+    best, kept = _trimmed_ncc_once(x, y)
+    for _ in range(TRIM_REFITS):
+        if kept is None or kept.sum() < 2 or x[kept].std() < 1e-6 or y[kept].std() < 1e-6:
+            break
+        ncc, kept = _trimmed_ncc_once(x, y, kept)
+        best = max(best, ncc)
+    return best
+
+
+def _trimmed_ncc_once(x: np.ndarray, y: np.ndarray, by: np.ndarray | None = None) -> tuple[float, np.ndarray | None]:
     """Grey NCC without the TRIM share of pixels that fit worst (a caption drawn over); a pixel
     that fits within TRIM_FIT is never left out. Without that floor, two copies of a small shape
     on a flat background lost the shape: every background pixel fits exactly, the shape's pixels
@@ -84,8 +107,17 @@ def _trimmed_ncc(x: np.ndarray, y: np.ndarray) -> float:
     leaving two flat sets whose correlation is 0 (a demo copy resized to 0.53 was rejected so).
     A/B on bench/dedup.py's originals (1,820 copies of 13 transformations both ways, 442
     lookalike and 800 unrelated pairs; screen then pixels, as dedup decides): copies accepted
-    +5 (low-entropy bright-20, crop5, overlay), lookalikes and unrelated pairs unchanged."""
-    return float(_trimmed_nccs(x[None], y[None])[0])
+    +5 (low-entropy bright-20, crop5, overlay), lookalikes and unrelated pairs unchanged.
+    Each picture is normalised by the mean and spread of the pixels `by` (all: None); returns
+    the NCC and the pixels kept (None: a flat picture, NCC 0)."""
+    ref_x, ref_y = (x, y) if by is None else (x[by], y[by])
+    sx, sy = float(ref_x.std()), float(ref_y.std())
+    if sx < 1e-6 or sy < 1e-6:
+        return 0.0, None
+    zx, zy = (x - ref_x.mean()) / sx, (y - ref_y.mean()) / sy
+    n = len(x)
+    fits = _kept_mask(np.abs(zx - zy), min(n - 1, int(n * (1 - TRIM))))
+    return grey_ncc(zx[fits], zy[fits]), fits
 
 
 def _trimmed_nccs(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -103,7 +135,13 @@ def _trimmed_nccs(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 
 def _kept(zx: np.ndarray, zy: np.ndarray, residual: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """zx, zy where residual is at most max(its k-th smallest value, TRIM_FIT). The k-th value is
+    """zx, zy where residual is at most max(its k-th smallest value, TRIM_FIT)."""
+    fits = _kept_mask(residual, k)
+    return zx[fits], zy[fits]
+
+
+def _kept_mask(residual: np.ndarray, k: int) -> np.ndarray:
+    """Where residual is at most max(its k-th smallest value, TRIM_FIT). The k-th value is
     looked for only above TRIM_FIT: np.partition slows ~10x when most values are one value (two
     drawings on white: most residuals are 0) and the k-th lies among them."""
     fits = residual <= TRIM_FIT
@@ -111,7 +149,7 @@ def _kept(zx: np.ndarray, zy: np.ndarray, residual: np.ndarray, k: int) -> tuple
     if n_fit <= k:   # else the k-th value is within TRIM_FIT, and TRIM_FIT is the cut
         rest = residual[~fits]
         fits = residual <= float(np.partition(rest, k - n_fit)[k - n_fit])
-    return zx[fits], zy[fits]
+    return fits
 
 
 SORT_BELOW = 8192      # values: _mean_of_smallest sorts fewer than this, partitions more
@@ -263,6 +301,43 @@ def _extra_detail(content_a, content_b, agree, present_a, present_b, mask) -> tu
     return out[0], out[1]
 
 
+def _caption_agree(detail_a: np.ndarray, detail_b: np.ndarray, agree: np.ndarray, mask: np.ndarray) -> float:
+    """How much of a picture's detail agrees once a caption drawn over the other one is left out
+    (0: no such caption). A caption over a low-entropy picture (a logo, a drawing, a few shapes)
+    hides a large share of its detail, and adds its own: `agree` is then far under a copy's on
+    both sides. Taken as a caption: the band of CAPTION_BAND of the overlap's rows that holds
+    the most disagreeing detail, where all (CAPTION_HIDDEN) of the clean picture's disagreeing
+    detail lies under the captioned picture's detail (a caption hides what it covers: another
+    word, a moved or recoloured shape, leaves detail where the other picture shows background),
+    with CAPTION_OUTSIDE of the clean picture's detail outside the band to judge it on. Returns
+    the share of that detail outside the band that agrees, the better side's."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) < 8:
+        return 0.0
+    top, height = int(rows[0]), int(rows[-1]) - int(rows[0]) + 1
+    n = max(1, round(CAPTION_BAND * height))
+    per_row = ((detail_a | detail_b) & ~agree)[top:top + height].sum(axis=1)
+    sums = np.convolve(per_row, np.ones(n, np.int64), mode="valid")
+    start = top + int(np.argmax(sums))
+    outside = np.ones(mask.shape[0], bool)
+    outside[start:start + n] = False
+    best = 0.0
+    kernel = np.ones((3, 3), np.uint8)
+    for own, other in ((detail_a, detail_b), (detail_b, detail_a)):
+        n_own = int(own.sum())
+        out = own & outside[:, None]
+        n_out = int(out.sum())
+        if not n_own or n_out < CAPTION_OUTSIDE * n_own:
+            continue
+        differ = own & ~agree
+        n_differ = int(differ.sum())
+        hidden = int((differ & (cv2.dilate(other.astype(np.uint8), kernel) > 0)).sum())
+        if n_differ and hidden < CAPTION_HIDDEN * n_differ:
+            continue
+        best = max(best, float((out & agree).sum()) / n_out)
+    return best
+
+
 def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
     """The tests' values on two aligned uint8 RGB pictures of one size, over `mask`."""
     ga, gb = grey_of(a), grey_of(b)
@@ -305,6 +380,7 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
             shares.append(float(agree[own].mean()))
     if not n_a and not n_b:
         shares.append(float(colour_ok[mask].mean()))
+    caption_agree = _caption_agree(detail_a, detail_b, agree, mask)
     extra_a, extra_b = _extra_detail(detail_a, detail_b, agree,
                                       (sa > PRESENT_STD) | coloured_a, (sb > PRESENT_STD) | coloured_b, mask)
     # colour over the whole overlap: the coloured pixels of either picture agree (a recoloured
@@ -326,7 +402,7 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
     diff = np.hypot(oa[..., 0] - ob[..., 0], oa[..., 1] - ob[..., 1])[mask]
     k = min(len(diff) - 1, int(len(diff) * (1 - TRIM)))
     colour_diff = _mean_of_smallest(diff, k + 1)
-    return {"flat": False, "ncc_trim": ncc_trim, "agree": max(shares) if shares else 0.0,
+    return {"flat": False, "ncc_trim": ncc_trim, "agree": max(shares) if shares else 0.0, "caption_agree": caption_agree,
             "colour_agree": colour_agree, "colour_diff": colour_diff, "hue_shift": hue_shift,
             # the costliest test, only where every other one passes
             "tone": None,

@@ -84,15 +84,16 @@ def grey_ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum()) / den if den > 1e-12 else 0.0
 
 
-def _trimmed_ncc(x: np.ndarray, y: np.ndarray) -> float:
-    """_trimmed_ncc_once, then again with each picture normalised by the pixels the first pass
-    kept (TRIM_REFITS times), the best of them. One pass normalises by every pixel's mean and
-    spread: a caption over a picture that is mostly one flat colour (text on white) is a large
-    part of that spread, so every pixel's normalised value moves and the trim cannot tell the
-    caption out; normalised by the pixels that fit, the picture's own pixels fit again."""
+def _trimmed_ncc(x: np.ndarray, y: np.ndarray, enough: float = math.inf) -> float:
+    """_trimmed_ncc_once, then again with each picture normalised by the pixels the pass before
+    kept (TRIM_REFITS times, while under `enough`: a value that high passes the test anyway), the
+    best of them. One pass normalises by every pixel's mean and spread: a caption over a picture
+    that is mostly one flat colour (text on white) is a large part of that spread, so every
+    pixel's normalised value moves and the trim cannot tell the caption out; normalised by the
+    pixels that fit, the picture's own pixels fit again."""
     best, kept = _trimmed_ncc_once(x, y)
     for _ in range(TRIM_REFITS):
-        if kept is None or kept.sum() < 2 or x[kept].std() < 1e-6 or y[kept].std() < 1e-6:
+        if best >= enough or kept is None:
             break
         ncc, kept = _trimmed_ncc_once(x, y, kept)
         best = max(best, ncc)
@@ -301,7 +302,8 @@ def _extra_detail(content_a, content_b, agree, present_a, present_b, mask) -> tu
     return out[0], out[1]
 
 
-def _caption_agree(detail_a: np.ndarray, detail_b: np.ndarray, agree: np.ndarray, mask: np.ndarray) -> float:
+def _caption_agree(detail_a: np.ndarray, detail_b: np.ndarray, agree: np.ndarray, mask: np.ndarray,
+                   at_least: float = 0.0) -> float:
     """How much of a picture's detail agrees once a caption drawn over the other one is left out
     (0: no such caption). A caption over a low-entropy picture (a logo, a drawing, a few shapes)
     hides a large share of its detail, and adds its own: `agree` is then far under a copy's on
@@ -310,7 +312,8 @@ def _caption_agree(detail_a: np.ndarray, detail_b: np.ndarray, agree: np.ndarray
     detail lies under the captioned picture's detail (a caption hides what it covers: another
     word, a moved or recoloured shape, leaves detail where the other picture shows background),
     with CAPTION_OUTSIDE of the clean picture's detail outside the band to judge it on. Returns
-    the share of that detail outside the band that agrees, the better side's."""
+    the share of that detail outside the band that agrees, the better side's (0 when under
+    `at_least`: the hidden test, the costlier, is then not made)."""
     rows = np.flatnonzero(mask.any(axis=1))
     if len(rows) < 8:
         return 0.0
@@ -329,24 +332,32 @@ def _caption_agree(detail_a: np.ndarray, detail_b: np.ndarray, agree: np.ndarray
         n_out = int(out.sum())
         if not n_own or n_out < CAPTION_OUTSIDE * n_own:
             continue
+        agreeing = float((out & agree).sum()) / n_out
+        if agreeing < max(at_least, best):
+            continue
         differ = own & ~agree
         n_differ = int(differ.sum())
         hidden = int((differ & (cv2.dilate(other.astype(np.uint8), kernel) > 0)).sum())
         if n_differ and hidden < CAPTION_HIDDEN * n_differ:
             continue
-        best = max(best, float((out & agree).sum()) / n_out)
+        best = agreeing
     return best
 
 
-def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
-    """The tests' values on two aligned uint8 RGB pictures of one size, over `mask`."""
+def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray, ncc_enough: float | None = None,
+            agree_enough: float = math.inf, caption_from: float = 0.0) -> dict:
+    """The tests' values on two aligned uint8 RGB pictures of one size, over `mask`. Given the
+    thresholds, work that cannot change a decision is left out: the trimmed NCC is not
+    normalised again once it is `ncc_enough` (the NCC test's threshold); the agreement outside a
+    caption is measured only when `agree` is under `agree_enough` (the most any coverage asks)
+    and the NCC passes, and given only when it is `caption_from` or more (else 0)."""
     ga, gb = grey_of(a), grey_of(b)
     a, b, ga, gb, blur_sigma = _match_sharpness(a, b, ga, gb, mask)
     std_a, std_b = float(ga[mask].std()), float(gb[mask].std())
     if std_a < FLAT_STD and std_b < FLAT_STD:
         colour = np.abs(a[mask].mean(axis=0) - b[mask].mean(axis=0)).max() / 255
         return {"flat": True, "colour": float(colour)}
-    ncc_trim = _trimmed_ncc(ga[mask], gb[mask])
+    ncc_trim = _trimmed_ncc(ga[mask], gb[mask], math.inf if ncc_enough is None else ncc_enough)
     # local: correlation over a Gaussian window around every pixel
     window = math.hypot(WINDOW_SIGMA, blur_sigma)
     blur = lambda x: cv2.GaussianBlur(x, (0, 0), window)  # noqa: E731
@@ -380,7 +391,9 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
             shares.append(float(agree[own].mean()))
     if not n_a and not n_b:
         shares.append(float(colour_ok[mask].mean()))
-    caption_agree = _caption_agree(detail_a, detail_b, agree, mask)
+    plain = max(shares) if shares else 0.0
+    needed = plain < agree_enough and (ncc_enough is None or ncc_trim >= ncc_enough)
+    caption_agree = _caption_agree(detail_a, detail_b, agree, mask, caption_from) if needed else 0.0
     extra_a, extra_b = _extra_detail(detail_a, detail_b, agree,
                                       (sa > PRESENT_STD) | coloured_a, (sb > PRESENT_STD) | coloured_b, mask)
     # colour over the whole overlap: the coloured pixels of either picture agree (a recoloured
@@ -402,7 +415,7 @@ def compare(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> dict:
     diff = np.hypot(oa[..., 0] - ob[..., 0], oa[..., 1] - ob[..., 1])[mask]
     k = min(len(diff) - 1, int(len(diff) * (1 - TRIM)))
     colour_diff = _mean_of_smallest(diff, k + 1)
-    return {"flat": False, "ncc_trim": ncc_trim, "agree": max(shares) if shares else 0.0, "caption_agree": caption_agree,
+    return {"flat": False, "ncc_trim": ncc_trim, "agree": plain, "caption_agree": caption_agree,
             "colour_agree": colour_agree, "colour_diff": colour_diff, "hue_shift": hue_shift,
             # the costliest test, only where every other one passes
             "tone": None,

@@ -251,7 +251,10 @@ def measure(test_image, train_image, thresholds: Thresholds = THRESHOLDS, stop_e
             values = {"flat": False, "ncc_trim": quick, "agree": 0.0, "colour_agree": 0.0, "colour_diff": 1.0,
                       "tone": 255.0, "extra": 1.0, "precheck": True}
         else:
-            values = compare(aligned.test, aligned.train, aligned.mask)
+            # (the most agreement any coverage asks: above it a caption changes nothing)
+            values = compare(aligned.test, aligned.train, aligned.mask, ncc_enough=thresholds.ncc,
+                             agree_enough=thresholds.agree + max(0.0, thresholds.partial_agree),
+                             caption_from=thresholds.caption)
             if not values.get("flat") and _margin(values, aligned.coverage, thresholds) >= 0:
                 values["tone"], values["smooth"] = tone_residual(aligned.test, aligned.train, aligned.mask)
         values["coverage"] = aligned.coverage
@@ -298,8 +301,9 @@ def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid
     if values.get("precheck"):
         detail = f"{where}; grey ncc {values['ncc_trim']:.3f} (< {thresholds.precheck}: not compared further)"
     else:
-        detail = (f"{where}; agree {values['agree']:.3f} (>= {needed:.3g}; outside a caption "
-                  f"{values.get('caption_agree', 0.0):.3f}, >= {max(thresholds.caption, needed):.3g}), trimmed ncc "
+        caption = (f"; outside a caption {values['caption_agree']:.3f}, >= {max(thresholds.caption, needed):.3g}"
+                   if values.get("caption_agree") else "")   # measured, and a caption explains the differences
+        detail = (f"{where}; agree {values['agree']:.3f} (>= {needed:.3g}{caption}), trimmed ncc "
                   f"{values['ncc_trim']:.3f} (>= {thresholds.ncc}), colours agree {values['colour_agree']:.3f} "
                   f"(>= {thresholds.colour_agree}), colour difference {values['colour_diff']:.3f} "
                   f"(<= {thresholds.colour_diff}), hue shift {values.get('hue_shift', 0.0):.1f} deg "

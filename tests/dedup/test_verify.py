@@ -196,6 +196,9 @@ def test_the_agreement_outside_a_caption_is_measured_only_where_the_caption_hide
     expected = outside.sum() - (clean & _blocks(shape, [(80, 95, 20, 60)])).sum()
     assert pixel_measures._caption_agree(clean, captioned_two, agree_two, mask) == pytest.approx(expected / outside.sum())
     assert pixel_measures._caption_agree(clean, captioned, agree, np.zeros(shape, bool) | _blocks(shape, [(0, 5, 0, 100)])) == 0.0
+    # under what is asked: not measured further, 0
+    assert pixel_measures._caption_agree(clean, captioned, agree_one_off, mask, at_least=1.0) == 0.0
+    assert pixel_measures._caption_agree(clean, captioned, agree, mask, at_least=1.0) == 1.0
 
 
 def test_unrelated_photos_are_rejected(store):
@@ -525,6 +528,34 @@ def test_the_trimmed_ncc_normalised_again_by_the_pixels_it_kept():
             y[: int(rng.uniform(0.05, 0.3) * n)] = rng.choice([0.0, 1.0])
         assert pixel_measures._trimmed_ncc(x, y) == pytest.approx(_trimmed_ncc_refitted(x, y), abs=1e-6)
         assert pixel_measures._trimmed_ncc(x, y) >= pixel_measures._trimmed_ncc_once(x, y)[0]
+    # not normalised again once the first pass is enough (it passes the test either way)
+    assert pixel_measures._trimmed_ncc(page, captioned, enough=once) == once
+    assert pixel_measures._trimmed_ncc(page, captioned, enough=0.5) == refitted
+
+
+def test_the_work_left_out_of_compare_changes_no_decision(store):
+    """compare() leaves out the NCC's refits once it passes and the caption's measure where the
+    agreement passes or the caption's cannot: every placement of every sample pair gets the same
+    margin's sign with and without that work, at the pixels and on the screen's thresholds."""
+    checked = 0
+    for name, test, train in pair_sample() + [("logo, caption on the test side", caption_across(logo("bebesa")), logo("bebesa"))]:
+        stored = alignment.as_array(store(train))
+        for t in (verify.THRESHOLDS, verify.UNALIKE_THRESHOLDS, verify.SCREEN_THRESHOLDS):
+            for p in alignment.placements(alignment.as_array(test), stored):
+                aligned = alignment.refine(alignment.as_array(test), stored, p)
+                if aligned is None:
+                    continue
+                full = pixel_measures.compare(aligned.test, aligned.train, aligned.mask)
+                lean = pixel_measures.compare(aligned.test, aligned.train, aligned.mask, ncc_enough=t.ncc,
+                                              agree_enough=t.agree + t.partial_agree, caption_from=t.caption)
+                if full.get("flat"):
+                    continue
+                for values in (full, lean):
+                    values["tone"] = 0.0
+                assert (verify._margin(full, aligned.coverage, t) >= 0) == (verify._margin(lean, aligned.coverage, t) >= 0), name
+                assert lean["caption_agree"] in (0.0, full["caption_agree"])
+                checked += 1
+    assert checked > 50
 
 
 def test_the_trimmed_ncc_equals_its_definition_with_and_without_ties():

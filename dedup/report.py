@@ -32,7 +32,7 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from clipdata.dedup import significance
-from clipdata.dedup.search import WINDOW_NEAR, window_similar
+from clipdata.dedup.search import CROP_ALIKE, WINDOW_NEAR, window_similar
 from clipdata.pipeline.foundation.storage import atomic_write
 from clipdata.pipeline.foundation import plots
 from clipdata.pipeline.foundation.words import count, percent
@@ -111,6 +111,7 @@ def build_report(result, predictions: dict[str, dict[str, bool]] | None = None) 
             # a match on a crop window: this cosine, or pHashes within window_near bits (search.py)
             "window_similar": round(window_similar(result.similar), 4) if result.similar is not None else None,
             "window_near": WINDOW_NEAR if result.similar is not None else None,
+            "crop_alike": CROP_ALIKE if result.similar is not None else None,
         },
         "training": {
             "shards": result.shards,
@@ -233,9 +234,12 @@ def _descriptor_words(o: dict, t: dict) -> str:
     window = (f"{t.get('descriptor_matches_window_weak', 0):,} more on a crop window under cosine "
               f"{o['window_similar']:.2f} with pHashes more than {o['window_near']} bits apart; "
               if o.get("window_similar") is not None else "")   # a report made before the window rule
+    crop = (f" under cosine {o['crop_alike']:.2f}" if o.get("crop_alike") is not None else "")   # a report made before it
+    kinds = (" of each kind (whole picture, crop)" if o.get("crop_alike") is not None else "")
     return (f" and the copy descriptor at cosine &ge; {o['similar']:.2f} ({t.get('train_described', 0):,} training "
-            f"images described; {t.get('descriptor_matches_hash_far', 0):,} matches on a crop window left out: their pHashes differ by more than the radius; "
-            f"{window}at most {o.get('per_image')} candidates per training image, {t.get('candidates_beyond_cap', 0):,} "
+            f"images described; {t.get('descriptor_matches_hash_far', 0):,} matches on a crop window{crop} left out: "
+            f"their pHashes differ by more than the radius; "
+            f"{window}at most {o.get('per_image')} candidates per training image{kinds}, {t.get('candidates_beyond_cap', 0):,} "
             f"less alike ones left out)")
 
 

@@ -307,10 +307,10 @@ def test_the_descriptor_proposes_and_the_phash_checks_a_window_match(monkeypatch
                  [[(whole0, True, 0x0F0F), (window0, False, 0xF0F0F0F0)], [(whole1, True, 0xFFFF0000)]])
     train = _train([0x12345678_00000000,   # k0: alike test 0 as a whole, an unrelated pHash
                     0xF0F0F0F1,            # k1: alike test 0's window, pHash 1 bit from it
-                    0x0F0F0F0F_0F0F0F0F,   # k2: alike test 0's window, pHash far from it: left out
+                    0x0F0F0F0F_0F0F0F0F,   # k2: alike test 0's window (under CROP_ALIKE), pHash far: left out
                     0xFFFF0000,            # k3: unalike everything, pHash identical to test 1's
                     0xFFFF0003])           # k4: no descriptor: its pHash match (2 bits) decides
-    found = _search(side, train, [whole0, _unit(0.1, 1, 0, 0), window0, other, other],
+    found = _search(side, train, [whole0, _unit(0.1, 1, 0, 0), _unit(0, 0.86, 0, math.sqrt(1 - 0.86 ** 2)), other, other],
                     [True, True, True, True, False], radius=4)
     got = {(p["test_index"], p["key"]): (p["distance"], p["view"], p["similarity"], p["alike"])
            for p in found.candidates}
@@ -344,6 +344,53 @@ def test_a_window_match_needs_more_cosine_unless_the_phashes_are_near():
     assert search.WINDOW_NEAR < 6 and 3 <= search.WINDOW_NEAR
 
 
+def test_a_window_or_centre_match_far_above_the_threshold_needs_no_phash():
+    """A 20% crop's framing moves its pHash beyond the radius of the window (or of the training
+    centre) that shows it: at CROP_ALIKE or more the descriptor's match is a candidate alone."""
+    whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
+    side = _side([{"image": 0x0F0F, "border_crop80_l": 0xFFFF}], [[(whole, True, 0x0F0F), (window, False, 0xFFFF)]])
+
+    def at(cosine):    # a descriptor at this cosine with the window, unalike the whole
+        return _unit(0, cosine, math.sqrt(1 - cosine ** 2))
+
+    far = 0x12345678_9ABCDEF0    # every pHash far beyond the radius
+    train = _train([far, far, far, far], centre=[None, None, far, far])
+    found = _search(side, train, [at(search.CROP_ALIKE), at(search.CROP_ALIKE - 0.02), other, other],
+                    [True] * 4, radius=8, centres={b"k2": at(search.CROP_ALIKE + 0.01), b"k3": at(search.CROP_ALIKE - 0.02)})
+    got = {p["key"]: p for p in found.candidates}
+    assert set(got) == {"k0", "k2"} and found.hash_far == 2     # k1 on its window, k3's centre
+    assert got["k0"]["distance"] is None and got["k0"]["view"] == "descriptor"
+    assert got["k2"]["similarity"] == pytest.approx(search.CROP_ALIKE + 0.01, abs=1e-3)
+
+
+def test_the_cap_keeps_whole_picture_matches_and_crop_matches_apart():
+    """A page of text matches other pages' crop windows above a copy's whole-picture cosine, and a
+    crop's window match can sit under unrelated whole pictures: each kind keeps per_image."""
+    rng = np.random.default_rng(3)
+    base = _unit(*rng.normal(size=8))
+
+    def near(cosine):
+        noise = _unit(*rng.normal(size=8))
+        noise = _unit(*(noise - (noise @ base) * base))
+        return _unit(*(cosine * base + math.sqrt(1 - cosine ** 2) * noise))
+
+    far = 0x12345678_9ABCDEF0
+    # test 0: the training image's copy, whole picture at 0.91; tests 1-3: other pages whose crop
+    # windows match it at 0.95-0.97 (their whole pictures unalike); test 4: a window at 0.93
+    rows = [[(near(0.91), True, 0x0F0F)]]
+    rows += [[(_unit(*rng.normal(size=8)), True, 0x1000 + i), (near(0.97 - 0.01 * i), False, 0x2000 + i)]
+             for i in range(3)]
+    rows += [[(_unit(*rng.normal(size=8)), True, 0x3000), (near(0.93), False, 0x3001)]]
+    side = _side([{"image": 0x0F0F}] + [{"image": 0x1000 + i, "border_crop80_l": 0x2000 + i} for i in range(3)]
+                 + [{"image": 0x3000, "border_crop80_l": 0x3001}], rows)
+    train = _train([far])
+    found = _search(side, train, [base], [True], radius=4, similar=0.8, per_image=3)
+    kept = sorted(p["test_index"] for p in found.candidates)
+    # the copy (a whole-picture match) stays though three crop matches are more alike; of the
+    # four crop matches the three most alike
+    assert kept == [0, 1, 2, 3] and found.beyond_cap == 1
+
+
 def test_a_whole_picture_pair_keeps_its_nearest_phash_views():
     """A pair the whole pictures propose is reported with its nearest pHash views when they are
     within the radius (as the pHash search would report it)."""
@@ -359,15 +406,16 @@ def test_a_whole_picture_pair_keeps_its_nearest_phash_views():
 def test_the_training_centre_is_searched_with_its_own_phash():
     """The test image is the crop: the training image's centre view, described from its stored
     thumbnail, is alike a test view and its centre pHash is within the radius of that view's."""
-    whole, window, other = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0, 1)
-    side = _side([{"image": 0x0F0F}, {"image": 0xFFFF}], [[(window, True, 0x0F0F)], [(window, True, 0xFFFF)]])
-    unlike = _unit(0.6, 0, 0.8)
-    # k0's centre is alike test 0 and its centre pHash 1 bit away; k1's centre alike test 1 but
-    # its pHash far: left out; k2 has no centre view
+    window, beside = _unit(0, 1, 0, 0), _unit(0, 0.85, 0.5268, 0)   # cosine 0.85 to each other
+    side = _side([{"image": 0x0F0F}, {"image": 0xFFFF}], [[(window, True, 0x0F0F)], [(beside, True, 0xFFFF)]])
+    unlike = _unit(0.6, 0, 0, 0.8)
+    # k0's centre is test 0 and its centre pHash 1 bit away; k1's centre alike both (0.86, 0.84,
+    # under CROP_ALIKE) but its pHash far: left out; k2 has no centre view
     train = _train([0xAAAA0000, 0xBBBB0000, 0xCCCC0000], centre=[0x0F0E, 0x0000FFFF_0000FFFF, None])
-    found = _search(side, train, [unlike] * 3, [True] * 3, radius=2, centres={b"k0": window, b"k1": window})
+    found = _search(side, train, [unlike] * 3, [True] * 3, radius=2,
+                    centres={b"k0": window, b"k1": _unit(0, 0.86, 0.2, 0.4695)})
     got = {(p["test_index"], p["key"]): p for p in found.candidates}
-    # left out: k1's centre against both test images, k0's against test 1
+    # left out: k1's centre against both test images, k0's against test 1 (0.85)
     assert set(got) == {(0, "k0")} and found.hash_far == 3
     assert got[0, "k0"]["view"] == "image / train centre" and got[0, "k0"]["distance"] == 1
     assert got[0, "k0"]["similarity"] == pytest.approx(1.0, abs=1e-3)
@@ -436,7 +484,8 @@ def _rule_by_brute_force(side, train, desc, described, centres, radius, similar)
                 near = bits <= radius
                 if k == 0 and not d.whole[r]:   # a window: more cosine, or a near pHash
                     near = near and (cos >= similar + search.WINDOW_EXTRA or bits <= search.WINDOW_NEAR)
-                if cos >= similar and ((d.whole[r] and k == 0) or near):
+                sure = cos >= search.CROP_ALIKE   # a window or the centre far above: no pHash needed
+                if cos >= similar and ((d.whole[r] and k == 0) or near or sure):
                     want[t, j] = max(want.get((t, j), -2.0), cos)
         for t in range(side.n_images):
             span = side.codes_of(t)

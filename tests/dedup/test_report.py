@@ -153,8 +153,12 @@ def test_the_descriptor_options_and_what_it_left_out_are_said():
     assert built["training"]["descriptor_matches_window_weak"] == 5
     page = report.render_html(built, {})
     assert (f"5 more on a crop window under cosine {0.8 + search.WINDOW_EXTRA:.2f} with pHashes more than "
-            f"{search.WINDOW_NEAR} bits apart") in page and "7 matches on a crop window left out" in page
-    # a report made before the window rule (no such options) reads without that clause
-    del o["window_similar"], o["window_near"]
+            f"{search.WINDOW_NEAR} bits apart") in page
+    assert o["crop_alike"] == search.CROP_ALIKE
+    assert f"7 matches on a crop window under cosine {search.CROP_ALIKE:.2f} left out" in page
+    assert "candidates per training image of each kind (whole picture, crop)" in page
+    # a report made before the window rule and the crop rule (no such options) reads without them
+    del o["window_similar"], o["window_near"], o["crop_alike"]
     older = report.render_html(built, {})
     assert "7 matches on a crop window left out" in older and "more on a crop window" not in older
+    assert "of each kind" not in older

@@ -116,9 +116,9 @@ def add_report_arguments(parser) -> None:
                         help="cosine of the copy descriptors from which a pair is a candidate (default: "
                         "the one shipped with the descriptor's weights)")
     parser.add_argument("--per-image", type=int, default=3,
-                        help="with the descriptor: candidates kept per training image of each kind (a match on "
-                        "a test image's whole picture; on a crop only), its most alike test images (bounds the "
-                        "cost per training image; default: %(default)s)")
+                        help="with the descriptor: candidates kept per training image, its most alike test "
+                        "images, those found on the descriptor alone last (bounds the cost per training image; "
+                        "default: %(default)s)")
     parser.add_argument("--index", choices=("auto", "flat", "ivf"), default="auto",
                         help="FAISS indexes over the test side (default: %(default)s: the pHash index exact, "
                         "the descriptor index IVF from ~1,000 test images (20,000 descriptor rows); flat: "

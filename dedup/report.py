@@ -235,7 +235,7 @@ def _descriptor_words(o: dict, t: dict) -> str:
               f"{o['window_similar']:.2f} with pHashes more than {o['window_near']} bits apart; "
               if o.get("window_similar") is not None else "")   # a report made before the window rule
     crop = (f" under cosine {o['crop_alike']:.2f}" if o.get("crop_alike") is not None else "")   # a report made before it
-    kinds = (" of each kind (whole picture, crop)" if o.get("crop_alike") is not None else "")
+    kinds = (", those found on the descriptor alone last" if o.get("crop_alike") is not None else "")
     return (f" and the copy descriptor at cosine &ge; {o['similar']:.2f} ({t.get('train_described', 0):,} training "
             f"images described; {t.get('descriptor_matches_hash_far', 0):,} matches on a crop window{crop} left out: "
             f"their pHashes differ by more than the radius; "

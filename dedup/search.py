@@ -18,14 +18,13 @@ from clipdata.dedup.hashing import hex64, popcount64
 from clipdata.dedup.training_shards import TrainHashes
 from clipdata.pipeline.foundation import eval_sets
 
-# With the descriptor, each training image keeps at most this many candidates of each kind, its
-# most alike test images: the cost per training image stays bounded however many test images
-# there are (at 100k test images and 4e-4 candidates per pair a training image would otherwise
-# bring ~40). Three, not one: a test set may hold near copies of its own images (CIFAR-10's test
-# set does). The kinds: matches on a test image's whole picture, and matches on its crop windows
-# or the training image's centre only. Apart, so that neither pushes the other out: a page of
-# text matches other pages' crop windows at 0.90+, above a crop of itself on the whole picture,
-# and a crop's window match must not lose to unrelated whole pictures at 0.80.
+# With the descriptor, each training image keeps at most this many candidates, its most alike test
+# images: the cost per training image stays bounded however many test images there are (at 100k
+# test images and 4e-4 candidates per pair a training image would otherwise bring ~40). Three, not
+# one: a test set may hold near copies of its own images (CIFAR-10's test set does). Pairs found
+# on the descriptor alone (CROP_ALIKE, the pHash not checking) come after the others, whatever
+# their cosine: a page of text matches other pages' crop windows at 0.92+, above a crop of
+# itself on the whole picture, and would push that copy out.
 PER_IMAGE = 3
 # A candidate's orientation from the descriptor: the test image's whole rows as it is and mirrored
 # (descriptor.TEST_VIEWS) against the training image's descriptor; when one cosine exceeds the
@@ -52,8 +51,9 @@ WINDOW_NEAR = 4
 # candidate whatever the two pHashes: a 20% crop's framing can move its pHash 20-34 bits from the
 # window or centre that shows it, beyond the radius, while the descriptor still finds it at
 # 0.83-0.94 (bench/dedup.py quality: six of its lost 20% crops). Unrelated pictures rarely
-# match a window this high.
-CROP_ALIKE = 0.90
+# match a window this high: counted over every such match of the quality run and a 200k scale
+# run, 0.92 adds 9 candidates at 200k (0.3%) and proposes 5 of those crops; 0.90 adds 49 and 6.
+CROP_ALIKE = 0.92
 
 
 def window_similar(similar: float) -> float:
@@ -298,7 +298,7 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
     window's (WINDOW_EXTRA) or the cosine is CROP_ALIKE or more; the training image's centre view
     (described from the stored thumbnail) is searched the same way, with its own pHash (the test
     image is the crop). Pairs whose pHashes are identical are candidates whatever their cosine,
-    at most `per_image` of each kind per training image (PER_IMAGE), and a training image
+    at most `per_image` per training image (PER_IMAGE), and a training image
     without a descriptor falls back to its pHash matches. The cost per training image is a
     search of the descriptor index (IVF at scale: a fixed number of lists) and a popcount per
     row it returns, not a scan of every test view. Each pair carries its best cosine as
@@ -309,7 +309,7 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
         return ShardSearch([], 0, nearest)
     described_search = descriptors is not None and train_desc is not None and side.desc is not None
     pairs: dict[tuple[int, int], tuple] = {}
-    whole_pairs: set[tuple[int, int]] = set()   # pairs with a match on the test image's whole picture
+    checked: set[tuple[int, int]] = set()   # pairs with a match that is not on the descriptor alone
     far, weak = 0, 0
     all_codes, all_owner, all_view = train.search_codes()   # every training hash, once per shard
     for start in range(0, len(train.codes), SEARCH_CHUNK):
@@ -317,13 +317,13 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
         part = (all_owner >= start) & (all_owner < rows[-1] + 1)
         hashes = (all_codes[part], all_owner[part], all_view[part])   # the chunk's, all views
         if described_search:
-            left_out = _descriptor_pairs(side, train, descriptors, train_desc, radius, rows, hashes, pairs, whole_pairs)
+            left_out = _descriptor_pairs(side, train, descriptors, train_desc, radius, rows, hashes, pairs, checked)
             far, weak = far + left_out[0], weak + left_out[1]
             hashed_only = rows[~train_desc.described[rows]]
         else:
             hashed_only = rows
         _hash_pairs(index, side, hashes, radius, hashed_only, pairs)
-    beyond = _cap_per_image(pairs, descriptors, whole_pairs) if described_search else 0
+    beyond = _cap_per_image(pairs, descriptors, checked) if described_search else 0
     candidates = []
     for (t, j), (distance, view, sim, mirrored) in pairs.items():
         if distance is not None:
@@ -368,12 +368,12 @@ def _hash_pairs(index, side: TestSide, hashes: tuple, radius: int, rows: np.ndar
 
 def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: DescriptorSearch,
                       train_desc: TrainDescriptors, radius: int, rows: np.ndarray, hashes: tuple,
-                      pairs: dict, whole_pairs: set) -> tuple[int, int]:
+                      pairs: dict, checked: set) -> tuple[int, int]:
     """search_shard's decision for the training images `rows` with a descriptor; adds their
-    candidates (best cosine each) to `pairs`, and those with a match on a whole-picture row to
-    `whole_pairs`; returns how many window or centre rows at or above `similar` it left out (for
-    their pHash beyond the radius, under CROP_ALIKE; on a window, under window_similar with
-    pHashes more than WINDOW_NEAR bits apart)."""
+    candidates (best cosine each) to `pairs`, and those with a match on a whole-picture row or
+    with its pHash checked to `checked`; returns how many window or centre rows at or above
+    `similar` it left out (for their pHash beyond the radius, under CROP_ALIKE; on a window,
+    under window_similar with pHashes more than WINDOW_NEAR bits apart)."""
     rows_of = side.desc
     best: dict[tuple[int, int], float] = {}
     far, weak = 0, 0
@@ -395,16 +395,17 @@ def _descriptor_pairs(side: TestSide, train: TrainHashes, descriptors: Descripto
         if whole_counts:
             weak_window = near & ~whole & (s < window_similar(descriptors.similar)) & (bits > WINDOW_NEAR)
             weak += int(weak_window.sum())
-            accept = (near & ~weak_window) | whole | sure
+            checks = (near & ~weak_window) | whole
         else:
-            accept = near | sure
+            checks = near
+        accept = checks | sure
         far += int((~near & ~whole & ~sure).sum())
-        for j, t, sim, on_whole in zip(j_of[accept].tolist(), rows_of.owner[r[accept]].tolist(), s[accept].tolist(),
-                                       whole[accept].tolist()):
+        for j, t, sim, checked_too in zip(j_of[accept].tolist(), rows_of.owner[r[accept]].tolist(), s[accept].tolist(),
+                                          checks[accept].tolist()):
             if sim > best.get((t, j), -2.0):
                 best[t, j] = sim
-            if on_whole:
-                whole_pairs.add((t, j))
+            if checked_too:
+                checked.add((t, j))
     # identical pHashes, whatever the cosine (a lookup, not a scan)
     described = rows[train_desc.described[rows]]
     for t, j in _identical_pairs(side, hashes, described):
@@ -478,19 +479,20 @@ def _nearest_views(side: TestSide, train: TrainHashes, t: int, j: int, radius: i
     return best, _view_name(side, side.view[span][at], train_view)
 
 
-def _cap_per_image(pairs: dict, descriptors: DescriptorSearch, whole_pairs: set) -> int:
-    """Keep at most descriptors.per_image candidates of each kind per training image (a match on
-    the test image's whole picture, in `whole_pairs`; on a crop only), the highest cosines (ties:
-    the lower test image number); pairs without a cosine (no descriptor) and identical hashes
-    are kept whatever their count. Returns how many were left out."""
-    ranked: dict[tuple[int, bool], list] = collections.defaultdict(list)
+def _cap_per_image(pairs: dict, descriptors: DescriptorSearch, checked: set) -> int:
+    """Keep at most descriptors.per_image candidates per training image: those in `checked` (a
+    whole-picture match, or the pHash checked) first, then those found on the descriptor alone;
+    each the highest cosines first (ties: the lower test image number); pairs without a cosine
+    (no descriptor) and identical hashes are kept whatever their count. Returns how many were
+    left out."""
+    ranked: dict[int, list] = collections.defaultdict(list)
     for (t, j), (distance, _, sim, _) in pairs.items():
         if sim == sim and distance != 0:
-            ranked[j, (t, j) in whole_pairs].append((-sim, t))
+            ranked[j].append(((t, j) not in checked, -sim, t))
     left_out = 0
-    for (j, _), alike in ranked.items():
+    for j, alike in ranked.items():
         if len(alike) > descriptors.per_image:
-            for _, t in sorted(alike)[descriptors.per_image:]:
+            for _, _, t in sorted(alike)[descriptors.per_image:]:
                 del pairs[t, j]
                 left_out += 1
     return left_out

@@ -363,9 +363,9 @@ def test_a_window_or_centre_match_far_above_the_threshold_needs_no_phash():
     assert got["k2"]["similarity"] == pytest.approx(search.CROP_ALIKE + 0.01, abs=1e-3)
 
 
-def test_the_cap_keeps_whole_picture_matches_and_crop_matches_apart():
-    """A page of text matches other pages' crop windows above a copy's whole-picture cosine, and a
-    crop's window match can sit under unrelated whole pictures: each kind keeps per_image."""
+def test_the_cap_takes_pairs_found_on_the_descriptor_alone_last():
+    """A page of text matches other pages' crop windows (their pHashes far) above a copy's
+    whole-picture cosine: the pairs the pHash did not check come after the others in the cap."""
     rng = np.random.default_rng(3)
     base = _unit(*rng.normal(size=8))
 
@@ -375,20 +375,21 @@ def test_the_cap_keeps_whole_picture_matches_and_crop_matches_apart():
         return _unit(*(cosine * base + math.sqrt(1 - cosine ** 2) * noise))
 
     far = 0x12345678_9ABCDEF0
-    # test 0: the training image's copy, whole picture at 0.91; tests 1-3: other pages whose crop
-    # windows match it at 0.95-0.97 (their whole pictures unalike); test 4: a window at 0.93
+    # test 0: the training image's copy, whole picture at 0.91 (its pHash far too); tests 1-3:
+    # other pages whose crop windows match at 0.95-0.97 (whole pictures unalike, pHashes far);
+    # test 4: a window at 0.93 with its pHash near (checked)
     rows = [[(near(0.91), True, 0x0F0F)]]
     rows += [[(_unit(*rng.normal(size=8)), True, 0x1000 + i), (near(0.97 - 0.01 * i), False, 0x2000 + i)]
              for i in range(3)]
-    rows += [[(_unit(*rng.normal(size=8)), True, 0x3000), (near(0.93), False, 0x3001)]]
+    rows += [[(_unit(*rng.normal(size=8)), True, 0x3000), (near(0.93), False, far ^ 0b11)]]
     side = _side([{"image": 0x0F0F}] + [{"image": 0x1000 + i, "border_crop80_l": 0x2000 + i} for i in range(3)]
-                 + [{"image": 0x3000, "border_crop80_l": 0x3001}], rows)
+                 + [{"image": 0x3000, "border_crop80_l": far ^ 0b11}], rows)
     train = _train([far])
     found = _search(side, train, [base], [True], radius=4, similar=0.8, per_image=3)
     kept = sorted(p["test_index"] for p in found.candidates)
-    # the copy (a whole-picture match) stays though three crop matches are more alike; of the
-    # four crop matches the three most alike
-    assert kept == [0, 1, 2, 3] and found.beyond_cap == 1
+    # the copy and the checked window stay though three unchecked matches are more alike; of
+    # those three the most alike fills the cap
+    assert kept == [0, 1, 4] and found.beyond_cap == 2
 
 
 def test_a_whole_picture_pair_keeps_its_nearest_phash_views():

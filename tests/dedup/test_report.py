@@ -156,9 +156,9 @@ def test_the_descriptor_options_and_what_it_left_out_are_said():
             f"{search.WINDOW_NEAR} bits apart") in page
     assert o["crop_alike"] == search.CROP_ALIKE
     assert f"7 matches on a crop window under cosine {search.CROP_ALIKE:.2f} left out" in page
-    assert "candidates per training image of each kind (whole picture, crop)" in page
+    assert "those found on the descriptor alone last" in page
     # a report made before the window rule and the crop rule (no such options) reads without them
     del o["window_similar"], o["window_near"], o["crop_alike"]
     older = report.render_html(built, {})
     assert "7 matches on a crop window left out" in older and "more on a crop window" not in older
-    assert "of each kind" not in older
+    assert "descriptor alone last" not in older

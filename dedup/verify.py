@@ -121,7 +121,7 @@ UNALIKE_THRESHOLDS = replace(THRESHOLDS, agree=0.90, partial_agree=0.0)
 EXTRA_MARGIN = 0.25   # the extra test's margin with no lacking detail (_extra_margin)
 # Captions. A caption over a low-entropy picture hides much of its detail: a logo, a few shapes or a
 # drawing with a line of words across it agrees on 60-77% of its detail (bench/dedup.py quality:
-# 11 of 50 such copies lost with the caption on the training side, 6 with it on the test side).
+# 12 of 50 such copies lost with the caption on the training side, 6 with it on the test side).
 # The agreement test passes too when the detail agrees outside a band of rows that holds the
 # differences, and everything that differs on the clean side lies under the captioned side's
 # detail (pixel_measures._caption_agree: a caption hides; another word in the same layout, or

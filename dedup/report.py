@@ -234,8 +234,9 @@ def _descriptor_words(o: dict, t: dict) -> str:
     window = (f"{t.get('descriptor_matches_window_weak', 0):,} more on a crop window under cosine "
               f"{o['window_similar']:.2f} with pHashes more than {o['window_near']} bits apart; "
               if o.get("window_similar") is not None else "")   # a report made before the window rule
-    crop = (f" under cosine {o['crop_alike']:.2f}" if o.get("crop_alike") is not None else "")   # a report made before it
-    kinds = (", those found on the descriptor alone last" if o.get("crop_alike") is not None else "")
+    crop_rule = o.get("crop_alike") is not None   # not in a report made before the crop rule
+    crop = f" under cosine {o['crop_alike']:.2f}" if crop_rule else ""
+    kinds = ", those found on the descriptor alone last" if crop_rule else ""
     return (f" and the copy descriptor at cosine &ge; {o['similar']:.2f} ({t.get('train_described', 0):,} training "
             f"images described; {t.get('descriptor_matches_hash_far', 0):,} matches on a crop window{crop} left out: "
             f"their pHashes differ by more than the radius; "

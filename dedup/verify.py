@@ -251,10 +251,9 @@ def measure(test_image, train_image, thresholds: Thresholds = THRESHOLDS, stop_e
             values = {"flat": False, "ncc_trim": quick, "agree": 0.0, "colour_agree": 0.0, "colour_diff": 1.0,
                       "tone": 255.0, "extra": 1.0, "precheck": True}
         else:
-            # (the most agreement any coverage asks: above it a caption changes nothing)
+            # (agree_needed at no coverage: the most any coverage asks; above it a caption changes nothing)
             values = compare(aligned.test, aligned.train, aligned.mask, ncc_enough=thresholds.ncc,
-                             agree_enough=thresholds.agree + max(0.0, thresholds.partial_agree),
-                             caption_from=thresholds.caption)
+                             agree_enough=agree_needed(0.0, thresholds), caption_from=thresholds.caption)
             if not values.get("flat") and _margin(values, aligned.coverage, thresholds) >= 0:
                 values["tone"], values["smooth"] = tone_residual(aligned.test, aligned.train, aligned.mask)
         values["coverage"] = aligned.coverage

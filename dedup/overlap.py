@@ -13,9 +13,11 @@ The small side is indexed, the big side streamed past it, one training shard per
                             ─► candidates: cosine >= --similar with the whole picture, or with
                             a window (0.03 more unless the pHashes are within 4 bits) whose
                             pHash is within --radius of the training image's
-                            (of its centre's, for the centre view), or identical pHashes;
-                            at most --per-image per training image, the most alike (without
-                            the descriptor: every pHash match within --radius)
+                            (of its centre's, for the centre view), or a window or centre
+                            match at 0.92+ whatever the pHashes, or identical pHashes;
+                            at most --per-image per training image, the most alike, those
+                            found on the descriptor alone last (without the descriptor:
+                            every pHash match within --radius)
                                 │           └─► nearest pHash distance per test image within the
                                 │               radius (from the same search) ─► CombineMin
                                 └─GroupByKey(test image, 1 of 16 parts of the shards)─►

@@ -40,11 +40,17 @@ def test_the_scale_benchmark_finds_every_planted_copy_and_projects_each_stage(tm
     assert stages["screen"] == pytest.approx(p["candidates_per_training_image"] * m["screen_ms"] + m["screen_test_ms"]
                                              * SCREEN_SPLIT * dedup_scale.TARGET_TEST / dedup_scale.TARGET_TRAIN)
     assert m["search_half_images"] == 12 and m["search_half_ms"] > 0      # timed on the first half too
+    # each rate the fastest of RATE_PASSES passes, the first pass's projection printed beside it
+    first = m["first_pass"]
+    assert set(first) == {"signature_ms", "describe_ms", "screen_ms", "screen_test_ms", "pixel_ms"}
+    assert all(0 < m[k] <= first[k] for k in first), (first, {k: m[k] for k in first})
+    assert m["projection_first_pass"]["total_ms"] >= p["total_ms"]
     # the projection counts the candidates that are not planted copies (copies are rare at scale)
     assert m["unrelated_candidates"] <= m["candidates"] - m["planted"]
     assert p["candidate_rate"] == pytest.approx(m["unrelated_candidates"] / (240 * 24))
     text = "\n".join(lines)
     assert "Projection to 400,000,000 training x 100,000 test images" in text
+    assert f"from the first passes alone the total is {m['projection_first_pass']['total_ms']:.3f}" in text
     assert "planted copies found: 5 of 5" in text
     assert os.path.exists(tmp_path / "scale" / dedup_scale.GENERATED)       # kept
     sizes = {"train": 240, "test": 24, "planted": 5, "rows_per_shard": 100}

@@ -318,11 +318,13 @@ def index_at_size_ms(vectors: np.ndarray, queries: np.ndarray, n_rows: int, thre
 
     def timed(rows) -> float:
         index = DescriptorIndex(rows, kind=descriptor_kind("auto", len(rows)))
-        best = math.inf
-        for _ in range(repeats):
+
+        def one():
             t = time.process_time()
             index.similar_pairs(queries, threshold)
-            best = min(best, time.process_time() - t)
+            return time.process_time() - t, None
+
+        (best,), _, _ = fastest(one, repeats)
         return 1000 * best / max(1, n_images)
 
     return {"index_ms": timed(vectors), "index_target_ms": timed(tiled_rows(vectors, n_rows)),
@@ -392,11 +394,13 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
         finder = None
         if similar:
             finder = search.DescriptorSearch(DescriptorIndex(part.desc.vectors, kind=kinds["descriptor"]), *similar)
-        best = math.inf
-        for _ in range(repeats):
+
+        def one():
             t = time.process_time()
             search.search_shard(index, part, train, DEFAULT_RADIUS, finder, train_desc if finder else None)
-            best = min(best, time.process_time() - t)
+            return time.process_time() - t, None
+
+        (best,), _, _ = fastest(one, repeats)
         return 1000 * best / n
 
     # at the full test side and at its first half: the search's cost is a + b * rows visited

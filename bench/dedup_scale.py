@@ -342,6 +342,7 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
     from clipdata.dedup.index import DEFAULT_RADIUS, DescriptorIndex, HashIndex, descriptor_kind, hash_kind
     from clipdata.pipeline.foundation import eval_sets, signature, thumbs
 
+    verify.one_thread_per_worker()   # timed as the job's workers run (and img2dataset's resizer: its own setting)
     config = overlap.OverlapConfig(shards=[shards_dir], test_sets=[("gen", test_dir)], output="", workers=1)
     radius, views = overlap.resolve_options(config)
     if side is None:

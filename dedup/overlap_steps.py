@@ -142,6 +142,9 @@ class ScreenTestImageFn(beam.DoFn):
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
 
     def setup(self):
+        from clipdata.dedup.verify import one_thread_per_worker
+
+        one_thread_per_worker()
         self.tests = TestImages(self.refs, SCREEN_TEST_CACHE)
         # one progress note per worker, rewritten with its running totals: as many files as
         # workers, however many candidates (~60M at 400M x 100k); a retried bundle may count
@@ -187,6 +190,9 @@ class VerifyShardFn(beam.DoFn):
         self.screened_out = Metrics.counter("dedup", "pairs_screened_out")
 
     def setup(self):
+        from clipdata.dedup.verify import one_thread_per_worker
+
+        one_thread_per_worker()
         self.tests = TestImages(self.refs)
 
     def process(self, element):

@@ -203,3 +203,18 @@ def test_a_tar_that_cannot_be_read_at_the_pixel_step_is_a_shard_error_and_every_
     assert sorted(p["key"] for p in decided) == sorted(c["key"] for _, c in mine)
     assert all(p["stage"] == "error" and not p["verified"] and p["reason"].startswith("could not be checked")
                for p in decided)
+
+
+def test_the_screen_and_pixel_workers_run_opencv_on_one_thread():
+    # one worker per core already: OpenCV's own threads only cost CPU time on 64-256 px pictures
+    import cv2
+
+    before = cv2.getNumThreads()
+    try:
+        for step in (ScreenTestImageFn([], thumbnails=True), VerifyShardFn([], verify=True, thumbnails=True)):
+            cv2.setNumThreads(4)
+            assert cv2.getNumThreads() == 4
+            step.setup()
+            assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)

@@ -368,6 +368,6 @@ def screen(test_reduced: np.ndarray, thumb: np.ndarray, thresholds: Thresholds =
     thresholds: a pair it rejects is taken as not a copy, so only the pairs it passes need the
     training image from the tar, where verify() gives the verdict. Measured on
     bench/dedup.py's originals: 5.7% of 1,500 unrelated hash candidates pass it, and it rejects
-    3 of the 791 copies verify() accepts (0.4%); ~11 ms a pair with the test image's decoding
-    against verify()'s ~40 (bench/dedup.py scale, 2026-12-07)."""
+    3 of the 791 copies verify() accepts (0.4%); ~9 CPU-ms a pair with the test image's
+    decoding against verify()'s ~38 (bench/dedup.py scale, 2026-12-07, one OpenCV thread)."""
     return verify(test_reduced, thumb, thresholds, pyramid, mirrored, SCREEN_FINE_STEPS)

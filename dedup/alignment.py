@@ -4,6 +4,7 @@ crop could give, the best placements refined to a sub-pixel similarity transform
 compares the pictures so aligned."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from clipdata.dedup.hashing import content_boxes, to_rgb
+from clipdata.dedup.hashing import BAR_TOLERANCE, content_boxes, to_rgb
+from clipdata.pipeline.foundation.signature import picture_box
 
 COARSE = 64           # side of the training content in the coarse search, px
 FINE = 256            # at most this side in the comparison, px
@@ -104,6 +106,35 @@ class Placement:
     ncc: float = 0.0
     source: str = "search"   # "search" or "frame" (the downloader's own geometry, not searched)
     exact: tuple | None = None  # (x scale, y scale) of a frame placement
+    recorded: bool = False   # `box` is the picture's box from its recorded size (recorded_box), not found
+
+
+def recorded_box(train: np.ndarray, found: list, original_size) -> tuple | None:
+    """The picture's box from the size the download recorded (signature.picture_box), when it
+    is not already among the `found` content boxes (within a pixel at 64 px, 2 at 256) and the
+    pixels around it are one flat colour, as padding is: a white picture padded with white, whose
+    bars content_boxes cannot see. Its coverage is then that of the picture, not of the square
+    (a 20% crop of a white logo covered 0.45-0.49 of the square, under the 0.50 asked, and
+    0.62-0.63 of its box). None otherwise, and for shards without the recorded size."""
+    h, w = train.shape[:2]
+    if h != w:
+        return None
+    box = picture_box(w, original_size)
+    if box is None:
+        return None
+    tol = max(1, round(w / 128))
+    if any(max(abs(a - b) for a, b in zip(box, other)) <= tol for other in found):
+        return None
+    x0, y0, x1, y1 = box
+    # the padding, less the lines next to the picture (resampling and JPEG blur them)
+    pad = [train[:max(0, y0 - tol)], train[min(h, y1 + tol):], train[:, :max(0, x0 - tol)], train[:, min(w, x1 + tol):]]
+    pad = [part.reshape(-1, 3) for part in pad if part.size]
+    if not pad:
+        return None
+    pixels = np.concatenate(pad)
+    if int((pixels.max(axis=0).astype(np.int16) - pixels.min(axis=0)).max()) > 2 * BAR_TOLERANCE:
+        return None   # not flat: the picture was not padded so (another resize mode, a centre crop)
+    return box
 
 
 def _best_offset(content: np.ndarray, test: np.ndarray) -> tuple[float, int, int]:
@@ -168,15 +199,18 @@ def _placed_at(content: np.ndarray, box: tuple, c: float, s0: float, t: np.ndarr
 
 
 def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None,
-               mirrored: bool | None = None) -> list[Placement]:
+               mirrored: bool | None = None, original_size=None) -> list[Placement]:
     """Placements to try, most likely first: the best coarse placement of each (content box,
     mirror), the TOP_PLACEMENTS best overall, then the untouched frame of the best boxes.
     `mirrored`: the test image's orientation when known (True: mirrored, False: as it is), the
-    other one not tried; None: both."""
+    other one not tried; None: both. `original_size`: the training picture's size before the
+    download padded it (recorded_box), when the shard records it."""
     mirrors = (False, True) if mirrored is None else (bool(mirrored),)
     test_g = _memo(pyramid, ("grey",), lambda: grey_of(test))
     found = []
-    for box in content_boxes(train):
+    boxes = content_boxes(train)
+    recorded = recorded_box(train, boxes, original_size)
+    for box in boxes + ([recorded] if recorded else []):
         x0, y0, x1, y1 = box
         c = COARSE / max(x1 - x0, y1 - y0)  # training px -> coarse px
         content = grey_of(_resize(train[y0:y1, x0:x1], round((x1 - x0) * c), round((y1 - y0) * c)))
@@ -187,8 +221,8 @@ def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None,
         for mirror in mirrors:
             t = _memo(pyramid, ("grey", *pre_size, mirror),
                       lambda: np.ascontiguousarray(pre[:, ::-1]) if mirror else pre)
-            found.append(_best_scale(functools.partial(_placed_at, content, box, c, s0, t, mirror, pre_size, f_pre,
-                                                       pyramid)))
+            best = _best_scale(functools.partial(_placed_at, content, box, c, s0, t, mirror, pre_size, f_pre, pyramid))
+            found.append(dataclasses.replace(best, recorded=box is recorded))
     found.sort(key=lambda p: -p.ncc)
     chosen = found[:TOP_PLACEMENTS]
     # The untouched frame: the test as the downloader stores it (its longer side the training
@@ -291,7 +325,7 @@ def _warp(test_m: np.ndarray, content_rgb: np.ndarray, p: Placement, f: float, s
     overlap = int(mask.sum())
     if overlap < 64:
         return None
-    refined = Placement(p.box, p.mirror, (sx * sy) ** 0.5 / f, off_x / f, off_y / f, ncc, p.source, p.exact)
+    refined = dataclasses.replace(p, scale=(sx * sy) ** 0.5 / f, ox=off_x / f, oy=off_y / f, ncc=ncc)
     # the share of both pictures that is compared; for the downloader's frame the hypothesis is
     # that the test is the whole content, padding aside
     test_area = tw * sx * th * sy

@@ -77,16 +77,18 @@ class TestImages:
             entry["reduced"] = verify.reduce_for_screen(entry["image"])
         return entry["reduced"]
 
-    def screen(self, number: int, thumb: np.ndarray, alike: bool | None = None, mirrored: bool | None = None):
+    def screen(self, number: int, thumb: np.ndarray, alike: bool | None = None, mirrored: bool | None = None,
+               original_size=None):
         """verify.screen of the test image against a thumbnail, the test image's reductions kept
         for its next candidates; stricter when the descriptor found the pair unalike, in the
-        orientation it saw when it saw one (`mirrored`, search.py)."""
+        orientation it saw when it saw one (`mirrored`, search.py); `original_size`: the training
+        picture's recorded size (search.py's candidate field)."""
         from clipdata.dedup import verify
 
         reduced = self.reduced(number)
         return verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True),
                              pyramid=self.cache[number].setdefault("pyramid", {}),
-                             mirrored=mirrored)
+                             mirrored=mirrored, original_size=original_size)
 
     def thumb(self, number: int) -> str | None:
         entry = self._entry(number)
@@ -122,7 +124,8 @@ def screen_candidates(candidates: list[dict], tests: TestImages, thumbnails: boo
             to_pixels.append(c)
             continue
         try:
-            verdict = tests.screen(c["test_index"], thumbs.decode(stored), c.get("alike"), c.get("mirrored"))
+            verdict = tests.screen(c["test_index"], thumbs.decode(stored), c.get("alike"), c.get("mirrored"),
+                                   c.get("original_size"))
         except Exception:  # noqa: BLE001 - an unreadable thumbnail: the pixels decide
             to_pixels.append(c)
             continue
@@ -182,12 +185,13 @@ def check_candidates(shard: ShardInput, candidates: list[dict], tests: TestImage
                 if c.get(THUMB) is None and "screen_score" not in c:
                     made += 1   # the pixels of the thumbnail it would have stored (PNG is lossless)
                     verdict = tests.screen(c["test_index"], np.asarray(thumbs.thumbnail(train_image)), c.get("alike"),
-                                           c.get("mirrored"))
+                                           c.get("mirrored"), c.get("original_size"))
                     stage = "screen"
                 if verdict is None or verdict.duplicate:
                     # a pyramid of its own: the test image's reductions are shared within the pair
                     verdict = verify_module.verify(test_image, train_image, verify_module.thresholds_for(c.get("alike")),
-                                                   pyramid={}, mirrored=c.get("mirrored"))
+                                                   pyramid={}, mirrored=c.get("mirrored"),
+                                                   original_size=c.get("original_size"))
                     stage = "pixels"
                 pair = _decided(c, verdict, stage)
             except Exception as err:  # noqa: BLE001 - one odd pair must not end the job

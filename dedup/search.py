@@ -337,6 +337,8 @@ def search_shard(index, side: TestSide, train: TrainHashes, radius: int, descrip
             "alike": None if sim != sim or not described_search else bool(sim >= descriptors.similar),
             # the orientation the descriptor sees (verify tries it alone): mirrored, as it is, None: both
             "mirrored": mirrored,
+            # the picture's size before the download padded it (verify finds its box from it)
+            "original_size": train.original_sizes[j] if j < len(train.original_sizes) else None,
             THUMB: train.thumbs[j] if j < len(train.thumbs) else None,
         })
     return ShardSearch(sorted(candidates, key=lambda c: (c["test_index"], c["key"])), far, nearest, beyond, weak)

@@ -120,6 +120,8 @@ class TrainHashes:
     thumbs: list[bytes | None] = field(default_factory=list)  # stored thumbnails (pipeline/foundation/thumbs.py);
                                          # None for shards written before the column existed
     thumbs_from_tar: int = 0             # thumbnails made from the tar (the parquet had none)
+    original_sizes: list[tuple[int, int] | None] = field(default_factory=list)  # (original_width,
+                                         # original_height) as img2dataset records them; None: not recorded
 
     def search_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(hashes, image row of each, training view of each: index into hashing.TRAIN_VIEWS):
@@ -138,8 +140,8 @@ def _open(path: str):
 
 
 def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHashes:
-    """Keys, pHashes and thumbnails of a shard's images (both training views,
-    hashing.train_views; thumbs.encode): from the parquet's phash, phash_centre and thumb columns
+    """Keys, pHashes, thumbnails and recorded original sizes of a shard's images (both training
+    views, hashing.train_views; thumbs.encode): from the parquet's phash, phash_centre and thumb columns
     when it has them; from the tar's images for samples without a phash (img2dataset's parquet,
     plain tars). Shards written before phash_centre existed are searched by their phash alone;
     those written before thumb existed get their thumbnails from the tar: here for every image
@@ -150,7 +152,7 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
     from clipdata.pipeline.foundation import thumbs
 
     out = TrainHashes([], np.zeros(0, np.uint64), [], [])
-    meta: dict[str, tuple] = {}         # key -> (url, caption) from the parquet
+    meta: dict[str, tuple] = {}         # key -> (url, caption, original size) from the parquet
     to_hash: set[str] | None = None     # keys to hash from the tar; None = every image there
     codes: list[int] = []
     centre: list[int] = []              # 0 where there is none
@@ -159,8 +161,8 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
         try:
             with _open(shard.parquet) as f:
                 present = pq.read_schema(f).names
-            wanted = [c for c in ("key", "phash", "phash_centre", "thumb", "url", "caption", "status")
-                      if c in present]
+            wanted = [c for c in ("key", "phash", "phash_centre", "thumb", "url", "caption", "status",
+                                  "original_width", "original_height") if c in present]
             if "key" not in wanted:
                 raise ValueError(f"no 'key' column (columns: {', '.join(present)})")
             with _open(shard.parquet) as f:
@@ -171,12 +173,14 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
             centre_in, centre_valid = hashing.from_hex_many(table.get("phash_centre") or [None] * n)
             urls, captions = table.get("url") or [None] * n, table.get("caption") or [None] * n
             stored_thumbs = table.get("thumb") or [None] * n
+            sizes = [_original_size(w, h) for w, h in zip(table.get("original_width") or [None] * n,
+                                                          table.get("original_height") or [None] * n)]
             to_hash = set()
             for i in range(n):
                 if status[i] != "success":
                     continue
                 key = str(table["key"][i])
-                meta[key] = (urls[i], captions[i])
+                meta[key] = (urls[i], captions[i], sizes[i])
                 if valid[i]:
                     out.keys.append(key)
                     codes.append(int(codes_in[i]))
@@ -185,12 +189,13 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
                     out.urls.append(urls[i])
                     out.captions.append(captions[i])
                     out.thumbs.append(stored_thumbs[i] or None)
+                    out.original_sizes.append(sizes[i])
                 else:  # no phash (img2dataset's parquet), or not one we can read
                     to_hash.add(key)
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
             out.errors.append(f"parquet unreadable ({failures.describe(err)}); hashed the tar instead")
             out.keys, out.urls, out.captions, codes, meta, to_hash = [], [], [], [], {}, None
-            centre, has_centre, out.thumbs = [], [], []
+            centre, has_centre, out.thumbs, out.original_sizes = [], [], [], []
     if to_hash is None or to_hash:
         if not shard.tar:
             out.errors.append("no tar to hash images from" if to_hash is None
@@ -204,7 +209,8 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
                     except ValueError:  # not an image: counted, not fatal
                         out.unreadable_images += 1
                         continue
-                    url, caption = meta.get(key) or (sample.get("url"), sample.get("caption"))
+                    url, caption, size = meta.get(key) or (sample.get("url"), sample.get("caption"),
+                                                           sample.get("original_size"))
                     out.keys.append(key)
                     codes.append(views["image"])
                     centre.append(views["centre"])
@@ -212,6 +218,7 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
                     out.urls.append(url)
                     out.captions.append(caption)
                     out.thumbs.append(thumbs.encode(image))
+                    out.original_sizes.append(size)
                     out.hashed_from_tar += 1
             except (OSError, tarfile.TarError, EOFError, ValueError) as err:
                 out.errors.append(f"tar unreadable after {out.hashed_from_tar} images "
@@ -253,8 +260,18 @@ def _tar_samples(tar_path: str, wanted: set[str] | None):
                 yield sample.key, ext, sample.data[ext], _sample_text(sample.data)
 
 
+def _original_size(width, height) -> tuple[int, int] | None:
+    """(original_width, original_height) as img2dataset records them, None unless both are
+    positive whole numbers."""
+    try:
+        w, h = int(width), int(height)
+    except (TypeError, ValueError):
+        return None
+    return (w, h) if w > 0 and h > 0 and w == width and h == height else None
+
+
 def _sample_text(sample: dict) -> dict:
-    out = {"url": None, "caption": None}
+    out = {"url": None, "caption": None, "original_size": None}
     if "txt" in sample:
         out["caption"] = sample["txt"].decode("utf-8", errors="replace")
     if "json" in sample:
@@ -263,6 +280,7 @@ def _sample_text(sample: dict) -> dict:
             if isinstance(meta, dict):
                 out["url"] = meta.get("url")
                 out["caption"] = out["caption"] if out["caption"] is not None else meta.get("caption")
+                out["original_size"] = _original_size(meta.get("original_width"), meta.get("original_height"))
         except ValueError:
             pass
     return out

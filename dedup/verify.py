@@ -10,7 +10,9 @@ downloader's resize to 256 with padding to a square (img2dataset's `border` mode
 the albumentations img2dataset pins, black with albumentations >= 2; any flat bars are handled).
 
 How (placement in alignment.py, the measures in pixel_measures.py, the decision here):
-1. Placement. The training image's padding bars are found (`content_boxes`); the test image, and
+1. Placement. The training image's padding bars are found (`content_boxes`), and the picture's box
+   is also taken from the size the shard records it had (`alignment.recorded_box`: a white picture
+   padded with white shows no bars; such a box asks RECORDED_BOX_COVERAGE more); the test image, and
    its mirror, is placed in the content by normalised cross-correlation (cv2.matchTemplate) over
    scales 0.74-1.35 of the size that fits and every position where the smaller picture lies
    inside the larger: at most a crop's worth of shift, so a shape moved further than a crop could
@@ -206,7 +208,7 @@ def _agree_margin(values: dict, coverage: float, t: Thresholds) -> float:
 def _margins(values: dict, coverage: float, t: Thresholds) -> dict[str, float]:
     """Each test's value relative to its threshold, by name (>= 0 passes it)."""
     return {"agree": _agree_margin(values, coverage, t), "ncc": values["ncc_trim"] - t.ncc,
-            "coverage": coverage - t.coverage, "colour_agree": values["colour_agree"] - t.colour_agree,
+            "coverage": coverage - t.coverage - values.get("coverage_extra", 0.0), "colour_agree": values["colour_agree"] - t.colour_agree,
             "colour_diff": t.colour_diff - values["colour_diff"],
             "hue": (t.hue - values.get("hue_shift", 0.0)) / 90,   # degrees -> ~0..1 scale
             "tone": 1.0 if values["tone"] is None else (tone_needed(values, t) - values["tone"]) / 25,  # levels -> ~0..1
@@ -231,29 +233,44 @@ def _margin(values: dict, coverage: float, t: Thresholds) -> float:
     return min(_margins(values, coverage, t).values())
 
 
+# More coverage asked of a placement in the picture's box from its recorded size (alignment.
+# recorded_box) than in a box found from the pixels: that box is the picture's exact extent,
+# where a found box of a white picture on white padding is the whole square and reads its
+# coverage low. Measured on 7,627 kept candidates (bench/dedup.py quality both ways and a 200k
+# scale run, every candidate screened then checked on the pixels, /tmp/p17/ab_frame*.py): the
+# recorded box found 9 more copies (3 20% crops of white logos, drawings and texts among them,
+# covering 0.62-0.63 of the box; a 20% crop leaves 0.64) and let 2 unrelated clip-art pairs of the
+# 200k run through at 0.53 and 0.54 (one ring among other small shapes); 0.05 more keeps the
+# copies and not those two.
+RECORDED_BOX_COVERAGE = 0.05
+
+
 def measure(test_image, train_image, thresholds: Thresholds = THRESHOLDS, stop_early: bool = True,
             pyramid: dict | None = None, mirrored: bool | None = None,
-            steps: tuple = FINE_STEPS) -> list[tuple[dict, Aligned]]:
+            steps: tuple = FINE_STEPS, original_size=None) -> list[tuple[dict, Aligned]]:
     """(values, alignment) of each placement tried, in order; with stop_early, the first that
-    passes ends the list."""
+    passes ends the list. `original_size`: the training picture's recorded size before the
+    download padded it (alignment.recorded_box), None when the shard has none."""
     test, train = as_array(test_image), as_array(train_image)
     if min(test.shape[:2]) < 2 or min(train.shape[:2]) < 2:
         return []
     out = []
-    for p in placements(test, train, pyramid, mirrored):
+    for p in placements(test, train, pyramid, mirrored, original_size):
         aligned = refine(test, train, p, pyramid, steps)
         if aligned is None:
             continue
+        coverage_extra = RECORDED_BOX_COVERAGE if p.recorded else 0.0
         ga, gb = grey_of(aligned.test)[aligned.mask], grey_of(aligned.train)[aligned.mask]
         quick = grey_ncc(ga, gb)
         if quick < thresholds.precheck and min(ga.std(), gb.std()) >= FLAT_STD:
             # far from a copy on every test: not worth the comparison (most unrelated candidates)
             values = {"flat": False, "ncc_trim": quick, "agree": 0.0, "colour_agree": 0.0, "colour_diff": 1.0,
-                      "tone": 255.0, "extra": 1.0, "precheck": True}
+                      "tone": 255.0, "extra": 1.0, "precheck": True, "coverage_extra": coverage_extra}
         else:
             # (agree_needed at no coverage: the most any coverage asks; above it a caption changes nothing)
             values = compare(aligned.test, aligned.train, aligned.mask, ncc_enough=thresholds.ncc,
                              agree_enough=agree_needed(0.0, thresholds), caption_from=thresholds.caption)
+            values["coverage_extra"] = coverage_extra
             if not values.get("flat") and _margin(values, aligned.coverage, thresholds) >= 0:
                 values["tone"], values["smooth"] = tone_residual(aligned.test, aligned.train, aligned.mask)
         values["coverage"] = aligned.coverage
@@ -272,18 +289,22 @@ def _weakest(values: dict, coverage: float, t: Thresholds) -> str:
 
 
 def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid: dict | None = None,
-           mirrored: bool | None = None, steps: tuple = FINE_STEPS) -> Verdict:
+           mirrored: bool | None = None, steps: tuple = FINE_STEPS, original_size=None) -> Verdict:
     """Whether `train_image` (as the shards store it) is a copy of `test_image`. `pyramid`: an
     empty dict to keep the test image's reductions in for its next candidates (the same test
     image, and the same array object, each time it is given). `mirrored`: the orientation the
-    copy descriptor sees (search.py's candidate field), the only one tried; None: both."""
-    tried = measure(test_image, train_image, thresholds, pyramid=pyramid, mirrored=mirrored, steps=steps)
+    copy descriptor sees (search.py's candidate field), the only one tried; None: both.
+    `original_size`: the training picture's size before the download padded it, as the shard
+    records it (the candidate's field; None: not recorded)."""
+    tried = measure(test_image, train_image, thresholds, pyramid=pyramid, mirrored=mirrored, steps=steps,
+                    original_size=original_size)
     if not tried:
         return Verdict(False, 0.0, "too-small", "no placement with an overlap of 64 px or more", "too-small")
     values, aligned = max(tried, key=lambda va: _margin(va[0], va[1].coverage, thresholds))
     p = aligned.placement
     where = (f"{'mirrored, ' if p.mirror else ''}scale {p.scale:.3f}, offset ({p.ox:.1f}, {p.oy:.1f}) px "
-             f"in content box {p.box} ({p.source}), coverage {aligned.coverage:.2f}")
+             f"in content box {p.box} ({p.source}{', the recorded size' if p.recorded else ''}), "
+             f"coverage {aligned.coverage:.2f}")
     measures = {"mirror": p.mirror, "scale": round(float(p.scale), 4), "coverage": round(float(aligned.coverage), 4)}
     if values.get("flat"):
         same = values["colour"] <= FLAT_COLOUR
@@ -310,7 +331,7 @@ def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid
                   f"{'not needed' if values['tone'] is None else format(values['tone'], '.1f')} "
                   f"(<= {tone_needed(values, thresholds):.3g}), detail each side lacks "
                   f"{values['extra_a']:.3f}/{values['extra_b']:.3f} (<= {thresholds.extra} on one side), "
-                  f"coverage >= {thresholds.coverage}")
+                  f"coverage >= {thresholds.coverage + values.get('coverage_extra', 0.0):.3g}")
     return Verdict(margin >= 0, float(np.clip(0.5 + margin, 0.0, 1.0)), "align", detail,
                    None if margin >= 0 else _weakest(values, aligned.coverage, thresholds), measures)
 
@@ -363,11 +384,11 @@ def reduce_for_screen(test_image) -> np.ndarray:
 
 
 def screen(test_reduced: np.ndarray, thumb: np.ndarray, thresholds: Thresholds = SCREEN_THRESHOLDS,
-           pyramid: dict | None = None, mirrored: bool | None = None) -> Verdict:
+           pyramid: dict | None = None, mirrored: bool | None = None, original_size=None) -> Verdict:
     """verify() on the training image's stored thumbnail instead of its pixels, with looser
     thresholds: a pair it rejects is taken as not a copy, so only the pairs it passes need the
     training image from the tar, where verify() gives the verdict. Measured on
     bench/dedup.py's originals: 5.7% of 1,500 unrelated hash candidates pass it, and it rejects
     3 of the 791 copies verify() accepts (0.4%); ~9 CPU-ms a pair with the test image's
     decoding against verify()'s ~38 (bench/dedup.py scale, 2026-12-07, one OpenCV thread)."""
-    return verify(test_reduced, thumb, thresholds, pyramid, mirrored, SCREEN_FINE_STEPS)
+    return verify(test_reduced, thumb, thresholds, pyramid, mirrored, SCREEN_FINE_STEPS, original_size)

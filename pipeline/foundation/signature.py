@@ -64,6 +64,25 @@ def pad_to_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:
     return canvas
 
 
+def picture_box(side: int, original_size) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): where the picture lies in a `side` x `side` copy (the stored image or
+    its thumbnail) of an image the downloader padded to a square, from the original's size as
+    img2dataset records it (original_width, original_height): its longer side scaled to the
+    square's, centred, the odd pixel at the bottom / right (pad_to_square). None for a square
+    original or a missing size. The pixels cannot always say it: a white picture padded with
+    white has no bars to find (content_boxes)."""
+    try:
+        ow, oh = (int(v) for v in original_size)
+    except (TypeError, ValueError):
+        return None
+    if ow <= 0 or oh <= 0 or ow == oh or side < 2:
+        return None
+    s = side / max(ow, oh)
+    cw, ch = min(side, max(1, round(ow * s))), min(side, max(1, round(oh * s)))
+    x0, y0 = (side - cw) // 2, (side - ch) // 2
+    return (x0, y0, x0 + cw, y0 + ch)
+
+
 def centre_crop(image: Image.Image, keep: float) -> Image.Image:
     """The centre `keep` fraction of each side."""
     return window(image, keep, 0.5, 0.5)

@@ -599,8 +599,8 @@ def test_missing_weights_fail_once_with_what_to_do(tmp_path, monkeypatch, capsys
 def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeypatch):
     """The screen and the pixels take verify's UNALIKE thresholds for a pair the descriptor found
     unalike, the usual ones otherwise (alike, or no descriptor); both get the candidate's
-    orientation (mirrored, as it is, or None: both tried); the screen refines with its three
-    scale steps, the pixels with all five."""
+    orientation (mirrored, as it is, or None: both tried) and its recorded original size; the
+    screen refines with its three scale steps, the pixels with all five."""
     import inspect
     import io
     import tarfile
@@ -613,8 +613,9 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
 
     pyramids = []
 
-    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None, mirrored=None, steps=None):
-        used.append((thresholds, mirrored, steps))
+    def fake_verify(test, train, thresholds=verify.THRESHOLDS, pyramid=None, mirrored=None, steps=None,
+                    original_size=None):
+        used.append((thresholds, mirrored, steps, original_size))
         pyramids.append(pyramid)
         return verify.Verdict(True, 1.0, "align", "", None, {})
 
@@ -635,11 +636,12 @@ def test_unalike_pairs_are_judged_with_the_stricter_thresholds(tmp_path, monkeyp
         used.clear()
         pyramids.clear()
         candidate = {"key": "k0", "test_index": 0, "distance": 4, "alike": alike, "mirrored": mirrored,
-                     search.THUMB: None}
+                     "original_size": (300, 200), search.THUMB: None}
         [pair], errors, made = candidates.check_candidates(shard, [candidate], candidates.TestImages(side.refs), True, False)
         assert (errors, made, pair["stage"]) == ([], 1, "pixels")   # screened on its thumbnail, then pixels
         steps = (verify.SCREEN_FINE_STEPS, None)   # the pixels: verify's default, all FINE_STEPS
-        assert used == [(t, mirrored, s) for t, s in zip(expected, steps)], alike
+        # both get the training picture's recorded size (alignment.recorded_box)
+        assert used == [(t, mirrored, s, (300, 200)) for t, s in zip(expected, steps)], alike
         # the screen keeps the test image's reductions (of its 192 px form) for its next
         # candidates; the pixels get a pyramid of their own, never that one
         screen_pyramid, pixel_pyramid = pyramids

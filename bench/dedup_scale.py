@@ -451,15 +451,17 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
             for thumb in rng.sample(others, min(SCREEN_WARM_UP, len(others))):
                 verify.screen(reduced, thumb, verify.SCREEN_THRESHOLDS, pyramid=pyramid)
             for p in group:
-                # as the job decides the pair: its thresholds (the descriptor's verdict) and orientation
-                alike, mirrored = p.get("alike"), p.get("mirrored")
+                # as the job decides the pair: its thresholds (the descriptor's verdict), orientation
+                # and the training picture's recorded size
+                alike, mirrored, size = p.get("alike"), p.get("mirrored"), p.get("original_size")
                 thumb = stored[number, p["key"]][1]
                 t = time.process_time()
-                verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True), pyramid=pyramid, mirrored=mirrored)
+                verify.screen(reduced, thumb, verify.thresholds_for(alike, screen=True), pyramid=pyramid, mirrored=mirrored,
+                              original_size=size)
                 screen_s += time.process_time() - t
                 t = time.process_time()
                 verify.screen(screen_form(number), thumb, verify.thresholds_for(alike, screen=True), pyramid={},
-                              mirrored=mirrored)
+                              mirrored=mirrored, original_size=size)
                 screen_fresh_s += time.process_time() - t
         return screen_s, screen_test_s, screen_fresh_s, None
 
@@ -474,7 +476,7 @@ def stage_rates(shards_dir: str, test_dir: str, pairs: list[dict], sample: int =
             # its reductions kept for the pair alone
             test = hashed_test_sets.decode(side.refs[p["test_index"]].read())
             verify.verify(test, stored[p["test_index"], p["key"]][0], verify.thresholds_for(alike), pyramid={},
-                          mirrored=mirrored)
+                          mirrored=mirrored, original_size=p.get("original_size"))
             pixel_s += time.process_time() - t
         return pixel_s, None
 

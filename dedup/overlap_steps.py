@@ -110,6 +110,7 @@ class SearchShardFn(beam.DoFn):
                         "key": key, "url": train.urls[i], "caption": train.captions[i],
                         "train_phash": hex64(train.codes[i]),
                         "distance": None, "view": "semantic", "cosine": round(float(s), 4),
+                        "original_size": train.original_sizes[i] if i < len(train.original_sizes) else None,
                         THUMB: train.thumbs[i] if i < len(train.thumbs) else None})
         return out
 

@@ -209,8 +209,8 @@ def read_train_hashes(shard: ShardInput, need_thumbs: bool = False) -> TrainHash
                     except ValueError:  # not an image: counted, not fatal
                         out.unreadable_images += 1
                         continue
-                    url, caption, size = meta.get(key) or (sample.get("url"), sample.get("caption"),
-                                                           sample.get("original_size"))
+                    url, caption, size = meta.get(key) or (sample.get("url"), sample.get("caption"), None)
+                    size = size if size is not None else sample.get("original_size")   # the parquet's, else the json's
                     out.keys.append(key)
                     codes.append(views["image"])
                     centre.append(views["centre"])
@@ -265,7 +265,7 @@ def _original_size(width, height) -> tuple[int, int] | None:
     positive whole numbers."""
     try:
         w, h = int(width), int(height)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # None, text, NaN, a json Infinity
         return None
     return (w, h) if w > 0 and h > 0 and w == width and h == height else None
 

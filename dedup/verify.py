@@ -191,7 +191,8 @@ class Verdict:
 
 def agree_needed(coverage: float, t: Thresholds) -> float:
     """The agreement a placement of this coverage needs: t.agree at full overlap, up to
-    t.agree + t.partial_agree at the smallest coverage allowed."""
+    t.agree + t.partial_agree at t.coverage (a placement in a recorded box, which must cover
+    RECORDED_BOX_COVERAGE more, stops short of the full partial_agree)."""
     if t.partial_agree <= 0 or t.coverage >= 1:
         return t.agree
     share = min(1.0, max(0.0, (1.0 - coverage) / (1.0 - t.coverage)))
@@ -208,7 +209,7 @@ def _agree_margin(values: dict, coverage: float, t: Thresholds) -> float:
 def _margins(values: dict, coverage: float, t: Thresholds) -> dict[str, float]:
     """Each test's value relative to its threshold, by name (>= 0 passes it)."""
     return {"agree": _agree_margin(values, coverage, t), "ncc": values["ncc_trim"] - t.ncc,
-            "coverage": coverage - t.coverage - values.get("coverage_extra", 0.0), "colour_agree": values["colour_agree"] - t.colour_agree,
+            "coverage": coverage - t.coverage - values.get("coverage_more", 0.0), "colour_agree": values["colour_agree"] - t.colour_agree,
             "colour_diff": t.colour_diff - values["colour_diff"],
             "hue": (t.hue - values.get("hue_shift", 0.0)) / 90,   # degrees -> ~0..1 scale
             "tone": 1.0 if values["tone"] is None else (tone_needed(values, t) - values["tone"]) / 25,  # levels -> ~0..1
@@ -259,18 +260,18 @@ def measure(test_image, train_image, thresholds: Thresholds = THRESHOLDS, stop_e
         aligned = refine(test, train, p, pyramid, steps)
         if aligned is None:
             continue
-        coverage_extra = RECORDED_BOX_COVERAGE if p.recorded else 0.0
+        coverage_more = RECORDED_BOX_COVERAGE if p.recorded else 0.0
         ga, gb = grey_of(aligned.test)[aligned.mask], grey_of(aligned.train)[aligned.mask]
         quick = grey_ncc(ga, gb)
         if quick < thresholds.precheck and min(ga.std(), gb.std()) >= FLAT_STD:
             # far from a copy on every test: not worth the comparison (most unrelated candidates)
             values = {"flat": False, "ncc_trim": quick, "agree": 0.0, "colour_agree": 0.0, "colour_diff": 1.0,
-                      "tone": 255.0, "extra": 1.0, "precheck": True, "coverage_extra": coverage_extra}
+                      "tone": 255.0, "extra": 1.0, "precheck": True, "coverage_more": coverage_more}
         else:
             # (agree_needed at no coverage: the most any coverage asks; above it a caption changes nothing)
             values = compare(aligned.test, aligned.train, aligned.mask, ncc_enough=thresholds.ncc,
                              agree_enough=agree_needed(0.0, thresholds), caption_from=thresholds.caption)
-            values["coverage_extra"] = coverage_extra
+            values["coverage_more"] = coverage_more
             if not values.get("flat") and _margin(values, aligned.coverage, thresholds) >= 0:
                 values["tone"], values["smooth"] = tone_residual(aligned.test, aligned.train, aligned.mask)
         values["coverage"] = aligned.coverage
@@ -331,7 +332,7 @@ def verify(test_image, train_image, thresholds: Thresholds = THRESHOLDS, pyramid
                   f"{'not needed' if values['tone'] is None else format(values['tone'], '.1f')} "
                   f"(<= {tone_needed(values, thresholds):.3g}), detail each side lacks "
                   f"{values['extra_a']:.3f}/{values['extra_b']:.3f} (<= {thresholds.extra} on one side), "
-                  f"coverage >= {thresholds.coverage + values.get('coverage_extra', 0.0):.3g}")
+                  f"coverage >= {thresholds.coverage + values.get('coverage_more', 0.0):.3g}")
     return Verdict(margin >= 0, float(np.clip(0.5 + margin, 0.0, 1.0)), "align", detail,
                    None if margin >= 0 else _weakest(values, aligned.coverage, thresholds), measures)
 
@@ -368,7 +369,8 @@ def one_thread_per_worker() -> None:
     over the 3,205 candidates of a 200k scale run and 400 pixel checks of it: the screen 13.0 ->
     10.0 CPU-ms a pair, the pixels 59.8 -> 54.6, wall time the same (10.1 / 10.4 and 56 / 55 ms),
     every verdict, score and detail the same. FAISS's OpenMP threads are left as they are: its
-    searches divide evenly (CPU time the same on 1 or 2 threads, wall time halved)."""
+    searches divide evenly (CPU time the same on 1 or 2 threads, wall time halved). The setting is
+    the process's, and stays: with one worker the job's steps run in the caller's process."""
     cv2.setNumThreads(1)
 
 

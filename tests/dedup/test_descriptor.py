@@ -663,6 +663,16 @@ def test_a_candidate_carries_the_orientation_its_descriptor_sees():
     assert got == {"k0": False, "k1": True, "k2": None, "k3": None}
 
 
+def test_a_candidate_carries_its_training_pictures_recorded_size():
+    """search_shard puts each training image's recorded original size on its candidates (the
+    screen and the pixels find the picture's box from it); None where the shard records none."""
+    side = _side([{"image": 0x0F0F, "mirror": 0xF0F0}], [[(_unit(1, 0, 0), True, 0x0F0F)]])
+    train = _train([0x0F0F, 0x0F0F])
+    train.original_sizes = [(300, 200), None]
+    found = _search(side, train, [_unit(1, 0, 0), _unit(1, 0, 0)], [True, True], radius=4, similar=0.7)
+    assert {p["key"]: p["original_size"] for p in found.candidates} == {"k0": (300, 200), "k1": None}
+
+
 def test_the_test_side_describes_its_whole_picture_once_and_each_window(model, tmp_path):
     """hash_test_set(describe=True): per image the whole picture's descriptors (as it is,
     mirrored) and one per window view; the views that show the whole picture (WHOLE_VIEWS) are

@@ -55,10 +55,8 @@ def test_the_box_is_where_the_downloader_put_the_picture(store, size):
     result, stored = store(red)
     assert (result.original_width, result.original_height) == size
     rows, cols = np.nonzero(stored.min(axis=2) < 128)   # red: its blue channel is low
-    x0, y0, x1, y1 = picture_box(stored.shape[1], size)
-    # the edge pixels are blends of red and white, either side of half: within a pixel
-    assert abs(cols.min() - x0) <= 1 and abs(cols.max() + 1 - x1) <= 1
-    assert abs(rows.min() - y0) <= 1 and abs(rows.max() + 1 - y1) <= 1
+    # exactly: the odd pixel of padding at the bottom / right, as albumentations' PadIfNeeded puts it
+    assert picture_box(stored.shape[1], size) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
 
 
 def test_no_box_for_a_square_original_or_no_size():
@@ -80,6 +78,11 @@ def test_a_20_percent_crop_of_a_white_picture_is_found_with_its_recorded_size(st
     found = verify.verify(crop, stored, verify.THRESHOLDS, original_size=(w, h))
     assert found.duplicate, found.detail
     assert "the recorded size" in found.detail and 0.55 <= found.values["coverage"] <= 0.70
+    # a placement in the recorded box must cover RECORDED_BOX_COVERAGE more of it than a found box
+    values, aligned = verify.measure(crop, stored, verify.THRESHOLDS, original_size=(w, h))[-1]   # the one that passed
+    assert aligned.placement.recorded and values["coverage_more"] == verify.RECORDED_BOX_COVERAGE > 0
+    assert verify._margins(values, 0.52, verify.THRESHOLDS)["coverage"] < 0
+    assert verify._margins(dict(values, coverage_more=0.0), 0.52, verify.THRESHOLDS)["coverage"] >= 0
     # the same on the stored thumbnail, as the screen sees it
     thumb = np.asarray(Image.fromarray(stored).reduce(4))
     assert verify.screen(verify.reduce_for_screen(crop), thumb, original_size=(w, h)).duplicate
@@ -116,9 +119,33 @@ def test_the_search_reads_the_recorded_sizes_from_the_parquet_and_from_the_json(
                            ("000000001.json", json.dumps({"url": "u", "original_width": 300,
                                                           "original_height": 200}).encode()),
                            ("000000002.jpg", result.data),
-                           ("000000002.json", json.dumps({"url": "v"}).encode())):
+                           ("000000002.json", json.dumps({"url": "v"}).encode()),
+                           ("000000003.jpg", result.data),   # a size no one could have: none
+                           ("000000003.json", b'{"url": "w", "original_width": Infinity, "original_height": 2}')):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     train = training_shards.read_train_hashes(training_shards.ShardInput("plain", str(plain), None))
-    assert dict(zip(train.keys, train.original_sizes)) == {"000000001": (300, 200), "000000002": None}
+    assert dict(zip(train.keys, train.original_sizes)) == {"000000001": (300, 200), "000000002": None,
+                                                            "000000003": None}
+
+
+def test_the_screen_is_given_the_candidates_recorded_size():
+    from clipdata.dedup import candidates, search
+    from clipdata.pipeline.foundation import thumbs
+
+    seen = []
+
+    class Tests:
+        def image(self, number):
+            return object(), None
+
+        def screen(self, number, thumb, alike=None, mirrored=None, original_size=None):
+            seen.append(original_size)
+            return verify.Verdict(True, 1.0, "align", "", None, {})
+
+    thumb = thumbs.encode(Image.new("RGB", (64, 40), "white"))
+    pairs = [{"key": "k", "test_index": 0, "alike": True, "mirrored": None, "original_size": size, search.THUMB: thumb}
+             for size in ((300, 200), None)]
+    decided, passed = candidates.screen_candidates(pairs, Tests())
+    assert (decided, len(passed), seen) == ([], 2, [(300, 200), None])

@@ -209,7 +209,8 @@ def _agree_margin(values: dict, coverage: float, t: Thresholds) -> float:
 def _margins(values: dict, coverage: float, t: Thresholds) -> dict[str, float]:
     """Each test's value relative to its threshold, by name (>= 0 passes it)."""
     return {"agree": _agree_margin(values, coverage, t), "ncc": values["ncc_trim"] - t.ncc,
-            "coverage": coverage - t.coverage - values.get("coverage_more", 0.0), "colour_agree": values["colour_agree"] - t.colour_agree,
+            "coverage": coverage - t.coverage - values.get("coverage_more", 0.0),
+            "colour_agree": values["colour_agree"] - t.colour_agree,
             "colour_diff": t.colour_diff - values["colour_diff"],
             "hue": (t.hue - values.get("hue_shift", 0.0)) / 90,   # degrees -> ~0..1 scale
             "tone": 1.0 if values["tone"] is None else (tone_needed(values, t) - values["tone"]) / 25,  # levels -> ~0..1

@@ -8,8 +8,9 @@ sizes and formats, a few large), served by a real web server — nginx from Debi
 (installed with apt-get if missing and we are root) — on 127.0.0.1, the same resize settings
 (256 px, keep_ratio, jpg quality 95) and the same process and thread counts. For each: images/s
 over the whole command, and the peak memory of its whole process tree (sum of RSS, sampled every
-50 ms). Also the rate of decode + resize + encode alone on the same images, in the same number of
-processes: on loopback the network is free, so that is the limit both tools run into.
+50 ms), and the CPU time per image of its whole process tree. Also the rate of each one's
+decode + resize + encode alone on the same images (img2dataset's Resizer, and resize.py), in the
+same number of processes: on loopback the network is free, so that is the limit both run into.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import glob
 import io
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -115,8 +117,15 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1e6
 
 
-def run_measured(command: list[str], env=None) -> tuple[float, float, int]:
-    """(seconds, peak MB of the process tree, exit code) of a command."""
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_measured(command: list[str], env=None) -> tuple[float, float, float, int]:
+    """(seconds, CPU seconds, peak MB of the process tree, exit code) of a command. The CPU time is
+    that of every process of the tree that was waited for (its workers included)."""
+    cpu_before = children_cpu_seconds()
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     peak = 0.0
@@ -132,11 +141,12 @@ def run_measured(command: list[str], env=None) -> tuple[float, float, int]:
     sampler.start()
     _, stderr = process.communicate()
     seconds = time.perf_counter() - start
+    cpu = children_cpu_seconds() - cpu_before
     stop.set()
     sampler.join()
     if process.returncode:
         print(stderr.decode()[-3000:], file=sys.stderr)
-    return seconds, peak, process.returncode
+    return seconds, cpu, peak, process.returncode
 
 
 def count_samples(folder: str) -> int:
@@ -147,22 +157,35 @@ def count_samples(folder: str) -> int:
     return n
 
 
-def _resize_all(paths: list[str]) -> int:
-    from clipdata.pipeline.download.images import ImageConfig, make_resizer
+def _resize_all(paths: list[str], which: str) -> int:
+    """How many of the images one resizer stores: img2dataset's own or ours (resize.py)."""
+    if which == "img2dataset":
+        from img2dataset.resizer import ResizeMode, Resizer
 
-    resizer = make_resizer(ImageConfig(image_size=256, resize_mode="keep_ratio", encode_quality=95))
+        theirs = Resizer(image_size=256, resize_mode=ResizeMode.keep_ratio, resize_only_if_bigger=False,
+                         encode_quality=95, encode_format="jpg")
+
+        def resize(body):
+            return theirs(io.BytesIO(body))[5] is None
+    else:
+        from clipdata.pipeline.download.images import ImageConfig, make_resizer
+
+        ours = make_resizer(ImageConfig(image_size=256, resize_mode="keep_ratio", encode_quality=95))
+
+        def resize(body):
+            return ours(body).error_kind is None
     ok = 0
     for path in paths:
         with open(path, "rb") as f:
-            ok += resizer(io.BytesIO(f.read()))[5] is None
+            ok += resize(f.read())
     return ok
 
 
-def resize_only(paths: list[str], processes: int) -> tuple[float, int]:
-    chunks = [paths[i::processes] for i in range(processes)]
+def resize_only(paths: list[str], processes: int, which: str) -> tuple[float, int]:
+    chunks = [(paths[i::processes], which) for i in range(processes)]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        ok = sum(pool.map(_resize_all, chunks))
+        ok = sum(pool.starmap(_resize_all, chunks))
     return time.perf_counter() - start, ok
 
 
@@ -196,34 +219,36 @@ def main(argv=None) -> int:
 
         i2d_out = os.path.join(args.workdir, "img2dataset")
         shutil.rmtree(i2d_out, ignore_errors=True)
-        seconds, peak, code = run_measured([
+        seconds, cpu, peak, code = run_measured([
             os.path.join(bin_dir, "img2dataset"), "--url_list", pool, "--input_format", "parquet",
             "--url_col", "url", "--caption_col", "caption", "--output_format", "webdataset",
             "--output_folder", i2d_out, "--processes_count", str(args.processes),
             "--thread_count", str(args.threads), "--image_size", "256", "--resize_mode", "keep_ratio",
             "--encode_quality", "95", "--number_sample_per_shard", "1000", "--distributor", "multiprocessing",
             "--timeout", "20", "--retries", "0"], env)
-        results.append(("img2dataset", seconds, peak, count_samples(i2d_out) if code == 0 else 0))
+        results.append(("img2dataset", seconds, cpu, peak, count_samples(i2d_out) if code == 0 else 0))
 
         ours_out = os.path.join(args.workdir, "clipdata")
         shutil.rmtree(ours_out, ignore_errors=True)
-        seconds, peak, code = run_measured([
+        seconds, cpu, peak, code = run_measured([
             os.path.join(bin_dir, "clipdata"), "download", "--input", pool, "--output", ours_out,
             "--rows-per-shard", "1000", "--image-size", "256", "--resize-mode", "keep_ratio",
             "--encode-quality", "95", "--concurrency", str(args.threads), "--resize-threads", "2",
             "--allow-private-addresses", "--timeout", "20", "--retries", "0",
             "--direct_num_workers", str(args.processes)], env)
-        results.append(("clipdata download", seconds, peak, count_samples(ours_out) if code == 0 else 0))
+        results.append(("clipdata download", seconds, cpu, peak, count_samples(ours_out) if code == 0 else 0))
 
-    resize_seconds, resized = resize_only(paths, args.processes)
+    resize_alone = {which: resize_only(paths, args.processes, which) for which in ("img2dataset", "clipdata")}
 
-    print(f"\n{'':<34}{'seconds':>9}{'images':>9}{'images/s':>10}{'peak MB':>9}")
-    for name, seconds, peak, n in results:
-        print(f"{name:<34}{seconds:>9.1f}{n:>9,}{n / seconds:>10,.0f}{peak:>9,.0f}")
-    print(f"{'decode+resize+encode alone':<34}{resize_seconds:>9.1f}{resized:>9,}{resized / resize_seconds:>10,.0f}")
-    (_, i2d_s, i2d_peak, i2d_n), (_, our_s, our_peak, our_n) = results
+    print(f"\n{'':<34}{'seconds':>9}{'images':>9}{'images/s':>10}{'CPU-ms/image':>14}{'peak MB':>9}")
+    for name, seconds, cpu, peak, n in results:
+        print(f"{name:<34}{seconds:>9.1f}{n:>9,}{n / seconds:>10,.0f}{1000 * cpu / max(n, 1):>14.2f}{peak:>9,.0f}")
+    for which, (resize_seconds, resized) in resize_alone.items():
+        print(f"{which + ' resize alone':<34}{resize_seconds:>9.1f}{resized:>9,}{resized / resize_seconds:>10,.0f}")
+    (_, i2d_s, i2d_cpu, i2d_peak, i2d_n), (_, our_s, our_cpu, our_peak, our_n) = results
     if i2d_n and our_n:
         print(f"\nclipdata / img2dataset: {(our_n / our_s) / (i2d_n / i2d_s):.2f}x images/s, "
+              f"{(our_cpu / our_n) / (i2d_cpu / i2d_n):.2f}x CPU time per image, "
               f"{our_peak / i2d_peak:.2f}x peak memory (target: >= 1.0x speed at no more memory)")
     return 0
 

@@ -1,9 +1,10 @@
 """Downloaded bytes -> the image a shard stores: checked, resized, encoded, hashed.
 
-Resizing and encoding are img2dataset's own Resizer (its resize modes, minimum size, maximum
-aspect ratio, encode format and quality, transparency matted on white), so shards look exactly
-like img2dataset's. Two things are added around it:
-- a pixel cap checked on the image header before anything is decoded: the Resizer decodes first
+Resizing and encoding are img2dataset's (its resize modes, minimum size, maximum aspect ratio,
+encode format and quality, transparency matted on white), done by resize.py without importing
+img2dataset, so shards hold exactly the bytes img2dataset would store. Two things are added
+around it:
+- a pixel cap checked on the image header before anything is decoded: img2dataset decodes first
   and checks the area after, so a 20000 x 20000 PNG of 40 KB costs it 1.6 GB of memory;
 - the sha256 of the downloaded bytes, two 64-bit perceptual hashes (imagehash pHash) of the
   stored image, of all of it and of its centre, and a 64 px PNG thumbnail of it
@@ -14,15 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import warnings
 from dataclasses import dataclass
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks online at import
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from clipdata.pipeline.foundation import failures, signature  # noqa: E402
+from clipdata.pipeline.download import resize
+from clipdata.pipeline.foundation import failures, signature
 
 # About 7,000 x 7,000: decoded RGBA that size is ~200 MB, a bound a worker can afford per thread.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -35,7 +34,7 @@ ENCODE_EXTENSIONS = {"jpg": "jpg", "png": "png", "webp": "webp"}
 # balance of size and speed.
 QUALITY_RANGE = {"jpg": (0, 100), "webp": (0, 100), "png": (0, 9)}
 DEFAULT_QUALITY = {"jpg": 95, "webp": 95, "png": 6}
-RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+RESIZE_MODES = resize.MODES
 
 
 class ImageConfigError(ValueError):
@@ -103,34 +102,14 @@ class StoredImage:
 IMAGE_ERROR_KINDS = ("not-an-image", "too-many-pixels", "decode", "too-small", "aspect-ratio", "resize")
 
 
-# img2dataset's resizer returns its failures as text, not types: the exact messages it writes
-# (img2dataset/resizer.py), by kind; any other (an exception's text) is a resize failure.
-RESIZER_ERRORS = {"image too small": "too-small", "aspect ratio too large": "aspect-ratio",
-                  "image area too large": "too-many-pixels", "Image decoding error": "decode"}
-
-
-def make_resizer(config: ImageConfig):
-    import contextlib
-
-    import img2dataset.resizer as resizer_module
-    from img2dataset.resizer import ResizeMode, Resizer
-
-    # The Resizer silences OpenCV by dup2-ing file descriptors 1 and 2 to /dev/null around every
-    # call. That is not thread-safe: two resize threads interleaving their save/restore leave the
-    # whole process's stdout and stderr pointing at /dev/null. We resize on threads, so we turn it
-    # off (OpenCV's rare warnings on corrupt images then reach stderr, which is harmless).
-    resizer_module.SuppressStdoutStderr = contextlib.nullcontext
-
+def make_resizer(config: ImageConfig) -> resize.Resizer:
+    """The resizer of these options (checked first: ImageConfigError names the flag)."""
     config.check()
-    return Resizer(
-        image_size=config.image_size,
-        resize_mode=ResizeMode[config.resize_mode],
-        resize_only_if_bigger=config.resize_only_if_bigger,
-        encode_quality=config.encode_quality,
-        encode_format=config.encode_format,
-        min_image_size=config.min_image_size,
-        max_image_area=config.max_pixels,
-        max_aspect_ratio=config.max_aspect_ratio,
+    return resize.Resizer(
+        image_size=config.image_size, resize_mode=config.resize_mode,
+        resize_only_if_bigger=config.resize_only_if_bigger, encode_format=config.encode_format,
+        encode_quality=config.encode_quality, min_image_size=config.min_image_size,
+        max_image_area=config.max_pixels, max_aspect_ratio=config.max_aspect_ratio,
     )
 
 
@@ -164,11 +143,13 @@ def store_image(body: bytes, resizer, config: ImageConfig) -> StoredImage:
         return failed("not-an-image", str(err))
     if width * height > config.max_pixels:
         return failed("too-many-pixels", f"{width}x{height} is over the cap of {config.max_pixels:,}", width, height)
-    encoded, out_w, out_h, orig_w, orig_h, error = resizer(io.BytesIO(body))
-    if error is not None:
-        return failed(RESIZER_ERRORS.get(error, "resize"), error, width, height)
+    resized = resizer(body)
+    if resized.error_kind is not None:
+        return failed(resized.error_kind, resized.error, width, height)
+    encoded = resized.data
     try:
         phash, phash_centre, thumb = signature.train_signature(encoded)
     except Exception as err:  # noqa: BLE001 - an encoder output PIL cannot read is a resize failure
         return failed("resize", f"encoded image unreadable ({failures.describe(err)})", width, height)
-    return StoredImage(encoded, ext, out_w, out_h, orig_w, orig_h, sha256, phash, None, phash_centre, thumb)
+    return StoredImage(encoded, ext, resized.width, resized.height, resized.original_width,
+                       resized.original_height, sha256, phash, None, phash_centre, thumb)

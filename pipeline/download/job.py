@@ -6,7 +6,7 @@
 The shard is the unit of work, of commit and of resume. The driver cuts the input into shard
 specs, a function of the input alone (input files sorted, rows in file order, --rows-per-shard
 rows each), so shard 7 always holds the same rows. One DoFn call downloads a whole shard with a
-pooled HTTP client (pipeline/download/fetch.py), resizes with img2dataset's Resizer on a few threads while
+pooled HTTP client (pipeline/download/fetch.py), resizes as img2dataset does (resize.py) on a few threads while
 the rest downloads (pipeline/download/images.py), and writes it atomically (pipeline/foundation/shards.py: stats last,
 the commit marker). A rerun skips committed shards; --retry-failed downloads again only the rows
 of a finished run that failed. Output is img2dataset's layout, so OpenCLIP and webdataset read it.

@@ -1,0 +1,147 @@
+"""img2dataset's resize, done here: the same decode, checks, geometry, interpolation and encode,
+so a stored image is byte for byte the one img2dataset stores (tests/pipeline/download/
+test_resize.py compares the two on every mode and option), at less cost per image.
+
+Why not call img2dataset's Resizer: it builds albumentations transforms for every image and
+routes each call through albumentations' checks and dispatch (~0.8 CPU-ms of the ~2.4 an image
+costs it: measured on 1,499 images of bench/download.py's synthetic web, one thread), and
+importing it imports all of img2dataset, torch included (~2.7 CPU-s and ~240 MB in every
+download worker). What it does is a few OpenCV calls, written out below in its order:
+1. decode with cv2.imdecode(IMREAD_UNCHANGED) (no EXIF rotation, 16-bit kept as it is);
+2. 4 channels: alpha matted on white, in its float arithmetic;
+3. its checks, in its order and with its messages: the shorter side against --min-image-size,
+   the area against the pixel cap, the aspect ratio;
+4. the resize: keep_ratio / center_crop scale the SHORTER side to image_size, border /
+   keep_ratio_largest the LONGER (albumentations' SmallestMaxSize / LongestMaxSize: scale =
+   size / side, each side round(side * scale), at least 1; Python's round, halves to even);
+   INTER_AREA when shrinking, INTER_LANCZOS4 when enlarging; with --resize-only-if-bigger a
+   picture already small enough is left as it is (and not cropped or padded either);
+   center_crop then cuts the centre square (the odd pixel's slack at the bottom / right);
+   border pads to the square with white (the odd pixel at the bottom / right);
+5. encode with cv2.imencode at the format's quality (JPEG / WebP) or compression level (PNG).
+
+Failures are returned with their kind (IMAGE_ERROR_KINDS of images.py) beside img2dataset's
+words for them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+ENCODE_FLAGS = {"jpg": cv2.IMWRITE_JPEG_QUALITY, "png": cv2.IMWRITE_PNG_COMPRESSION, "webp": cv2.IMWRITE_WEBP_QUALITY}
+SHRINK, ENLARGE = cv2.INTER_AREA, cv2.INTER_LANCZOS4   # img2dataset's defaults: "area", "lanczos"
+WHITE = [255, 255, 255]
+
+
+@dataclass(frozen=True)
+class Resized:
+    """The encoded image and its size, with the original's; or a failure: `error_kind` one of
+    images.IMAGE_ERROR_KINDS, `error` img2dataset's words for it (or the exception's)."""
+    data: bytes | None
+    width: int | None = None
+    height: int | None = None
+    original_width: int | None = None
+    original_height: int | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+def _failed(kind: str, detail: str) -> Resized:
+    return Resized(None, error_kind=kind, error=detail)
+
+
+class Resizer:
+    """Callable: encoded bytes -> Resized. One per worker, shared by its resize threads (it keeps
+    no state between calls)."""
+
+    def __init__(self, image_size: int, resize_mode: str, resize_only_if_bigger: bool, encode_format: str,
+                 encode_quality: int, min_image_size: int = 0, max_image_area: float = float("inf"),
+                 max_aspect_ratio: float = float("inf")):
+        if resize_mode not in MODES:
+            raise ValueError(f"resize mode: one of {', '.join(MODES)}, not {resize_mode!r}")
+        if encode_format not in ENCODE_FLAGS:
+            raise ValueError(f"encode format: one of {', '.join(ENCODE_FLAGS)}, not {encode_format!r}")
+        self.image_size = image_size
+        self.resize_mode = resize_mode
+        self.resize_only_if_bigger = resize_only_if_bigger
+        self.extension = f".{encode_format}"
+        self.encode_params = [int(ENCODE_FLAGS[encode_format]), int(encode_quality)]
+        self.min_image_size = min_image_size
+        self.max_image_area = max_image_area
+        self.max_aspect_ratio = max_aspect_ratio
+        # OpenCV's own thread pool costs CPU on pictures this small and saves no wall time: the
+        # download runs several resize threads per worker instead (img2dataset sets the same).
+        # Process-wide, as OpenCV's setting is.
+        cv2.setNumThreads(1)
+
+    def __call__(self, body: bytes) -> Resized:
+        try:
+            return self._resize(body)
+        except Exception as err:  # noqa: BLE001 - OpenCV raises cv2.error on odd inputs: a counted drop
+            return _failed("resize", str(err))
+
+    def _resize(self, body: bytes) -> Resized:
+        image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            return _failed("decode", "Image decoding error")
+        if image.ndim == 3 and image.shape[-1] == 4:
+            # matted on white as img2dataset does it (float64, then rounded): the same bytes
+            alpha = image[:, :, 3, np.newaxis]
+            image = alpha / 255 * image[..., :3] + 255 - alpha
+            image = np.rint(image.clip(min=0, max=255)).astype(np.uint8)
+        original_height, original_width = image.shape[:2]
+        if min(original_height, original_width) < self.min_image_size:
+            return _failed("too-small", "image too small")
+        if original_height * original_width > self.max_image_area:
+            return _failed("too-many-pixels", "image area too large")
+        if max(original_height, original_width) / min(original_height, original_width) > self.max_aspect_ratio:
+            return _failed("aspect-ratio", "aspect ratio too large")
+
+        size = self.image_size
+        if self.resize_mode in ("keep_ratio", "center_crop", "border", "keep_ratio_largest"):
+            by_shorter = self.resize_mode in ("keep_ratio", "center_crop")
+            side = min(original_height, original_width) if by_shorter else max(original_height, original_width)
+            shrink = side > size
+            if shrink or not self.resize_only_if_bigger:
+                image = _scaled(image, size / side, SHRINK if shrink else ENLARGE)
+                if self.resize_mode == "center_crop":
+                    image = _centre_square(image, size)
+                elif self.resize_mode == "border":
+                    image = _padded_square(image, size)
+        height, width = image.shape[:2]
+        ok, encoded = cv2.imencode(self.extension, image, params=self.encode_params)
+        if not ok:
+            return _failed("resize", f"OpenCV could not encode a {width}x{height} image as {self.extension[1:]}")
+        return Resized(encoded.tobytes(), width, height, original_width, original_height)
+
+
+def _scaled(image: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
+    """Both sides times `scale`, rounded (at least 1 pixel), as albumentations' max-size
+    transforms compute them; the image itself when that is its size."""
+    height, width = image.shape[:2]
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    if (new_height, new_width) == (height, width):
+        return image
+    return cv2.resize(image, (new_width, new_height), interpolation=interpolation)
+
+
+def _centre_square(image: np.ndarray, size: int) -> np.ndarray:
+    """The centre size x size of an image at least that large both ways."""
+    height, width = image.shape[:2]
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def _padded_square(image: np.ndarray, size: int) -> np.ndarray:
+    """The image centred on a white square of at least `size`, the odd pixel at the bottom / right."""
+    height, width = image.shape[:2]
+    top = (size - height) // 2 if height < size else 0
+    left = (size - width) // 2 if width < size else 0
+    bottom = size - height - top if height < size else 0
+    right = size - width - left if width < size else 0
+    if not (top or bottom or left or right):
+        return image
+    return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=WHITE)

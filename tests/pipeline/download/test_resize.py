@@ -1,0 +1,124 @@
+"""resize.py stores the bytes img2dataset's own Resizer stores, for every mode and option, and
+says why when it stores nothing."""
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipdata.pipeline.download import images, resize
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def encoded(array: np.ndarray, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, fmt, **kw)
+    return out.getvalue()
+
+
+def corpus() -> list[bytes]:
+    """Pictures of many shapes and kinds: smooth photo-like and noisy, grey, with alpha (RGBA and
+    grey+alpha), a palette with a transparent colour, 16-bit grey, CMYK JPEG, WebP, 1-bit."""
+    rng = np.random.default_rng(0)
+    out = []
+    for w, h in [(1, 1), (3, 40), (255, 257), (257, 255), (63, 65), (100, 101), (400, 300), (13, 7), (500, 180)]:
+        yy, xx = np.mgrid[0:h, 0:w]
+        smooth = np.dstack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)), (xx + yy) % 256]).astype(np.uint8)
+        noise = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        alpha = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        out += [encoded(smooth, "JPEG", quality=90), encoded(noise, "PNG"), encoded(smooth[..., 0], "JPEG"),
+                encoded(np.dstack([smooth, alpha]), "PNG"), encoded(np.dstack([noise[..., 0], alpha]), "PNG"),
+                encoded(smooth, "WEBP"), encoded(noise[..., 0].astype(np.uint16) * 257, "PNG")]
+        palette = io.BytesIO()
+        Image.fromarray(smooth).convert("P", palette=Image.Palette.ADAPTIVE).save(palette, "PNG", transparency=0)
+        cmyk = io.BytesIO()
+        Image.fromarray(smooth).convert("CMYK").save(cmyk, "JPEG")
+        bilevel = io.BytesIO()
+        Image.fromarray(noise).convert("1").save(bilevel, "PNG")
+        out += [palette.getvalue(), cmyk.getvalue(), bilevel.getvalue()]
+    return out + [b"", b"not an image", out[0][: len(out[0]) // 2]]
+
+
+def same_or_same_failure(theirs: tuple, ours: resize.Resized) -> bool:
+    mine = (ours.data, ours.width, ours.height, ours.original_width, ours.original_height, ours.error)
+    if theirs == mine:
+        return True
+    # OpenCV refusing to encode (a JPEG side over 65,535): img2dataset reports the AttributeError
+    # of its own .tobytes() on the failure tuple; we say what failed. Both store nothing.
+    return theirs[0] is None and ours.error_kind == "resize" and "tobytes" in theirs[5]
+
+
+CONFIGS = [
+    # (mode, only if bigger, format, quality, size, min size, max aspect ratio); mostly 64 px,
+    # which shrinks most of the corpus and enlarges the rest, as 256 does on the web
+    *itertools.product(resize.MODES, [False, True], ["jpg"], [95], [64, 256], [0], [float("inf")]),
+    *itertools.product(resize.MODES, [False], ["png", "webp"], [6, 80], [64], [0], [float("inf")]),
+    *itertools.product(["border", "center_crop"], [False], ["jpg"], [95], [64], [20], [3.0]),
+]
+
+
+def test_the_stored_bytes_are_img2dataset_s_for_every_mode_and_option():
+    from img2dataset.resizer import ResizeMode, Resizer
+
+    inputs = corpus()
+    compared = stored = 0
+    for mode, only_bigger, fmt, quality, size, min_size, max_ratio in CONFIGS:
+        if (fmt == "png") != (quality == 6):
+            continue
+        theirs = Resizer(image_size=size, resize_mode=ResizeMode[mode], resize_only_if_bigger=only_bigger,
+                         encode_quality=quality, encode_format=fmt, min_image_size=min_size,
+                         max_image_area=50_000_000, max_aspect_ratio=max_ratio)
+        ours = resize.Resizer(size, mode, only_bigger, fmt, quality, min_size, 50_000_000, max_ratio)
+        for body in inputs:
+            expected, got = theirs(io.BytesIO(body)), ours(body)
+            assert same_or_same_failure(expected, got), (mode, only_bigger, fmt, size, min_size, max_ratio, len(body),
+                                                         expected[1:], got.error)
+            compared += 1
+            stored += got.data is not None
+    assert compared > 1000 and stored > 0.8 * compared
+
+
+def test_each_failure_has_its_kind_and_img2dataset_s_words():
+    def one(body, **options):
+        config = dict(image_size=256, resize_mode="border", resize_only_if_bigger=False, encode_format="jpg",
+                      encode_quality=95) | options
+        return resize.Resizer(**config)(body)
+
+    picture = encoded(np.full((40, 30, 3), 128, np.uint8), "PNG")
+    assert (one(b"\x89PNG\r\n\x1a\n" + b"\0" * 50).error_kind, one(b"junk").error) == ("decode", "Image decoding error")
+    assert (one(picture, min_image_size=31).error_kind, one(picture, min_image_size=31).error) == ("too-small", "image too small")
+    assert one(picture, min_image_size=30).error_kind is None
+    assert one(picture, max_image_area=1199).error_kind == "too-many-pixels"
+    assert one(picture, max_aspect_ratio=1.3).error == "aspect ratio too large"
+    assert one(picture, max_aspect_ratio=1.34).error_kind is None
+    # a 1 x 300 line scaled by its shorter side is 256 x 76,800: JPEG cannot hold it
+    line = one(encoded(np.zeros((300, 1, 3), np.uint8), "PNG"), resize_mode="keep_ratio")
+    assert line.data is None and line.error_kind == "resize" and "76800" in line.error
+
+
+def test_store_image_reports_the_resizer_s_kind():
+    config = images.ImageConfig(min_image_size=64)
+    stored = images.store_image(encoded(np.zeros((40, 40, 3), np.uint8), "PNG"), images.make_resizer(config), config)
+    assert stored.data is None and stored.error_kind == "too-small" and stored.error == "too-small: image too small"
+    assert (stored.original_width, stored.original_height) == (40, 40)
+
+
+def test_a_download_worker_does_not_import_img2dataset_or_torch():
+    code = ("import sys; from clipdata.pipeline.download import images, job; "
+            "r = images.make_resizer(images.ImageConfig()); "
+            "print(sorted(m for m in ('img2dataset', 'albumentations', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", ["dancing", ""])
+def test_an_unknown_mode_is_refused(mode):
+    with pytest.raises(ValueError, match="resize mode"):
+        resize.Resizer(256, mode, False, "jpg", 95)

@@ -8,7 +8,7 @@ costs it: measured on 1,499 images of bench/download.py's synthetic web, one thr
 importing it imports all of img2dataset, torch included (~2.7 CPU-s and ~240 MB in every
 download worker). What it does is a few OpenCV calls, written out below in its order:
 1. decode with cv2.imdecode(IMREAD_UNCHANGED) (no EXIF rotation, 16-bit kept as it is);
-2. 4 channels: alpha matted on white, in its float arithmetic;
+2. 4 channels: alpha matted on white, to the byte its float arithmetic gives;
 3. its checks, in its order and with its messages: the shorter side against --min-image-size,
    the area against the pixel cap, the aspect ratio;
 4. the resize: keep_ratio / center_crop scale the SHORTER side to image_size, border /
@@ -88,10 +88,7 @@ class Resizer:
         if image is None:
             return _failed("decode", "Image decoding error")
         if image.ndim == 3 and image.shape[-1] == 4:
-            # matted on white as img2dataset does it (float64, then rounded): the same bytes
-            alpha = image[:, :, 3, np.newaxis]
-            image = alpha / 255 * image[..., :3] + 255 - alpha
-            image = np.rint(image.clip(min=0, max=255)).astype(np.uint8)
+            image = matted_on_white(image)
         original_height, original_width = image.shape[:2]
         if min(original_height, original_width) < self.min_image_size:
             return _failed("too-small", "image too small")
@@ -116,6 +113,27 @@ class Resizer:
         if not ok:
             return _failed("resize", f"OpenCV could not encode a {width}x{height} image as {self.extension[1:]}")
         return Resized(encoded.tobytes(), width, height, original_width, original_height)
+
+
+def _matte(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """img2dataset's matting on white, its float64 arithmetic rounded: alpha (..., 1), colour (..., 3)."""
+    return np.rint((alpha / 255 * colour + 255 - alpha).clip(min=0, max=255)).astype(np.uint8)
+
+
+# Every (alpha, value) pair of 8-bit pixels matted once, by that same expression: a lookup gives
+# the very bytes, 3x faster than the float64 arithmetic (5 against 16 ms for 800 x 600; a PNG
+# with transparency costs img2dataset's resize ~4 ms an image in it).
+_MATTE_8BIT = _matte(np.arange(256, dtype=np.uint8)[:, None], np.arange(256, dtype=np.uint8)[None, :]).ravel()
+
+
+def matted_on_white(image: np.ndarray) -> np.ndarray:
+    """A 4-channel decode (colour, then alpha) as 3 channels on white, as img2dataset mattes it."""
+    alpha = image[:, :, 3:4]
+    if image.dtype != np.uint8:   # a 16-bit PNG: its arithmetic as it is
+        return _matte(alpha, image[..., :3])
+    if alpha.min() == 255:   # opaque, as many RGBA PNGs are: 255 / 255 * v + 255 - 255 is v exactly
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return _MATTE_8BIT.take((alpha.astype(np.uint16) << 8) | image[..., :3])
 
 
 def _scaled(image: np.ndarray, scale: float, interpolation: int) -> np.ndarray:

@@ -122,3 +122,19 @@ def test_a_download_worker_does_not_import_img2dataset_or_torch():
 def test_an_unknown_mode_is_refused(mode):
     with pytest.raises(ValueError, match="resize mode"):
         resize.Resizer(256, mode, False, "jpg", 95)
+
+
+def test_matting_gives_img2dataset_s_bytes_for_every_alpha_and_value():
+    every = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), -1).reshape(-1, 2).astype(np.uint8)
+    image = np.concatenate([np.repeat(every[:, 1:2], 3, axis=1), every[:, :1]], axis=1).reshape(256, 256, 4)
+    image[..., 1] = 255 - image[..., 1]   # the channels differ
+    alpha = image[:, :, 3, np.newaxis]   # img2dataset's arithmetic, written out
+    expected = np.rint((alpha / 255 * image[..., :3] + 255 - alpha).clip(min=0, max=255)).astype(np.uint8)
+    assert np.array_equal(resize.matted_on_white(image), expected)
+    opaque = image.copy()
+    opaque[..., 3] = 255
+    assert np.array_equal(resize.matted_on_white(opaque), opaque[..., :3])
+    deep = image.astype(np.uint16) * 257
+    deep_alpha = deep[:, :, 3, np.newaxis]
+    deep_expected = np.rint((deep_alpha / 255 * deep[..., :3] + 255 - deep_alpha).clip(min=0, max=255)).astype(np.uint8)
+    assert np.array_equal(resize.matted_on_white(deep), deep_expected)

@@ -3,7 +3,7 @@
     clipdata train --data shards/ --output run/ --model tiny-vit --steps 500 --batch-size 64
     clipdata train eval --checkpoint run/checkpoints/step_00000500.pt --data test_set/
 
-One flag per field of `TrainConfig` (trainer/train.py), with its help. Several processes run the
+One flag per field of `TrainConfig` (trainer/config.py), with its help. Several processes run the
 same flags through torchrun, whose entry point is `python -m clipdata.trainer.train`
 (see EXAMPLES below and trainer/train.py).
 """
@@ -37,7 +37,7 @@ became NaN/inf (the newest checkpoint is the last good one)."""
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """One --flag per TrainConfig field: same name with '-', the field's type, default and help."""
-    from clipdata.trainer.train import TrainConfig
+    from clipdata.trainer.config import TrainConfig
 
     # --data and --output are checked by check_config, not argparse (`clipdata train eval` shares
     # the parser), and listed apart in --help
@@ -99,7 +99,7 @@ def add_commands(subparsers) -> None:
 
 
 def config_from_args(args):
-    from clipdata.trainer.train import TrainConfig
+    from clipdata.trainer.config import TrainConfig
 
     return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 

@@ -12,6 +12,16 @@ CLIPDATA = str(Path(sys.executable).parent / "clipdata")
 STAGES = ("queries", "curate", "download", "build", "dedup", "train", "demo")
 
 
+def test_the_command_line_is_built_without_torch_or_beam():
+    # every command builds the whole parser (`clipdata download` too): the heavy libraries are
+    # imported by the handler that needs them, not by the flags (the trainer's flags come from
+    # TrainConfig, which lives apart from the trainer for this)
+    code = ("import sys; from clipdata.pipeline import cli; parser = cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'apache_beam', 'faiss', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_console_script_lists_every_stage_as_a_subcommand():
     out = subprocess.run([CLIPDATA, "--help"], capture_output=True, text=True, check=True).stdout
     # argparse lists the subcommands one per line, indented, each followed by its help

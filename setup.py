@@ -34,7 +34,8 @@ PACKAGES, PACKAGE_DIR = packages()
 # release first (see README), and pip then keeps it.
 INSTALL_REQUIRES = [
     "apache-beam>=2.60,<3",
-    "img2dataset>=1.45,<2",
+    "img2dataset>=1.47,<2",   # its resize is what pipeline/download/resize.py gives, tested on 1.47
+    "opencv-python-headless>=4.5.5.62,<5",   # (img2dataset's own range) the resize, the thumbnails
     "webdataset>=0.2.86,<0.3",  # img2dataset pins < 0.3
     "pyarrow>=14",
     "faiss-cpu>=1.9",   # the descriptor index's fast-scan IVF range search, checked on 1.9 and 1.15

@@ -52,6 +52,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -382,8 +383,17 @@ def apply(image: Image.Image, name: str, rng: random.Random) -> Image.Image:
     raise ValueError(f"unknown transformation {name!r}")
 
 
+class Stored(NamedTuple):
+    """A training image as a shard holds it: the stored picture decoded, its two pHashes (hex)
+    and the original's size the shard records (original_width, original_height)."""
+    image: Image.Image
+    phash: str
+    phash_centre: str
+    original_size: tuple[int, int]
+
+
 class Store:
-    """What `clipdata download` keeps of an image: img2dataset's resizer (256, border, JPEG q95),
+    """What `clipdata download` keeps of an image: img2dataset's resize (256, border, JPEG q95),
     decoded again, as the training side holds it."""
 
     def __init__(self):
@@ -391,20 +401,20 @@ class Store:
         self.config = ImageConfig()
         self.resizer = make_resizer(self.config)
 
-    def __call__(self, image: Image.Image) -> tuple[Image.Image, str]:
+    def __call__(self, image: Image.Image) -> Stored:
         from clipdata.pipeline.download.images import store_image
         buf = io.BytesIO()
         image.save(buf, "PNG", compress_level=1)
         stored = store_image(buf.getvalue(), self.resizer, self.config)
         if stored.error:
             raise RuntimeError(stored.error)
-        return Image.open(io.BytesIO(stored.data)).convert("RGB"), stored.phash, stored.phash_centre
+        return Stored(Image.open(io.BytesIO(stored.data)).convert("RGB"), stored.phash, stored.phash_centre,
+                      (stored.original_width, stored.original_height))
 
 
-def _train_hashes(stored) -> np.ndarray:
+def _train_hashes(stored: Stored) -> np.ndarray:
     """The stored copy's training views (hashing.TRAIN_VIEWS), as the shard parquet holds them."""
-    _, phash_hex, centre_hex = stored
-    return np.array([int(phash_hex, 16), int(centre_hex, 16)], dtype=np.uint64)
+    return np.array([int(stored.phash, 16), int(stored.phash_centre, 16)], dtype=np.uint64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,15 +424,14 @@ DIRECTIONS = ("test", "train")  # which side holds the transformed copy
 
 
 def copy_pair(original: Original, index: int, transform: str, direction: str, store: Store, seed: int = 0
-              ) -> tuple[Image.Image, Image.Image, str]:
-    """(test image, stored training image, its phash hex) of one original: with direction "test"
-    the test image is the transformed copy and the training side stored the original; with
-    "train" the other way round. Deterministic."""
+              ) -> tuple[Image.Image, Stored]:
+    """(test image, the stored training image) of one original: with direction "test" the test
+    image is the transformed copy and the training side stored the original; with "train" the
+    other way round. Deterministic."""
     rng = random.Random(f"{seed}:{index}:{transform}:{direction}")
     copy = apply(original.image, transform, rng)
     test, train_source = (copy, original.image) if direction == "test" else (original.image, copy)
-    train, train_phash, _ = store(train_source)
-    return test, train, train_phash
+    return test, store(train_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,14 +488,16 @@ def _verify_job(job: tuple) -> tuple[bool, float, float, bool]:
     originals, store = _WORLD["originals"], _WORLD["store"]
     if job[0] == "copy":
         _, i, transform, direction = job
-        test, train, _ = copy_pair(originals[i], i, transform, direction, store, _WORLD["seed"])
+        test, train = copy_pair(originals[i], i, transform, direction, store, _WORLD["seed"])
     else:
         _, i, j = job
-        test, train = originals[i].image, store(originals[j].image)[0]
+        test, train = originals[i].image, store(originals[j].image)
+    # both with the size the shard records, as clipdata dedup calls them (the recorded box)
     t = time.perf_counter()
-    verdict = _WORLD.get("verify", verify.verify)(test, train)
+    verdict = _WORLD.get("verify", verify.verify)(test, train.image, original_size=train.original_size)
     seconds = time.perf_counter() - t
-    screened = verify.screen(verify.reduce_for_screen(test), thumbs.decode(thumbs.encode(train)))
+    screened = verify.screen(verify.reduce_for_screen(test), thumbs.decode(thumbs.encode(train.image)),
+                             original_size=train.original_size)
     return (bool(screened.duplicate and verdict.duplicate), float(verdict.score), seconds,
             bool(verdict.duplicate), bool(screened.duplicate))
 

@@ -296,8 +296,9 @@ def train(views: np.ndarray, units, steps: int, batch: int, lr: float, scale: fl
 def _measure_job(job):
     i, transform, direction = job
     original = _ORIGINALS[i]
-    test, train, _ = bench_dedup.copy_pair(original, i, transform, direction, _STORE)
-    return descriptor.to_input(thumbs.thumbnail(hashing.pad_to_square(test))), descriptor.to_input(thumbs.thumbnail(train))
+    test, train = bench_dedup.copy_pair(original, i, transform, direction, _STORE)
+    return (descriptor.to_input(thumbs.thumbnail(hashing.pad_to_square(test))),
+            descriptor.to_input(thumbs.thumbnail(train.image)))
 
 
 _ORIGINALS: list = []

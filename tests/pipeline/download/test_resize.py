@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -25,7 +26,8 @@ def encoded(array: np.ndarray, fmt: str, **kw) -> bytes:
 
 def corpus() -> list[bytes]:
     """Pictures of many shapes and kinds: smooth photo-like and noisy, grey, with alpha (RGBA and
-    grey+alpha), a palette with a transparent colour, 16-bit grey, CMYK JPEG, WebP, 1-bit."""
+    grey+alpha, opaque RGBA, 16-bit RGBA), a palette with a transparent colour, 16-bit grey, CMYK
+    JPEG, WebP, 1-bit; sides above, below and at the sizes the configs resize to."""
     rng = np.random.default_rng(0)
     out = []
     for w, h in [(1, 1), (3, 40), (255, 257), (257, 255), (63, 65), (100, 101), (400, 300), (13, 7), (500, 180)]:
@@ -43,6 +45,13 @@ def corpus() -> list[bytes]:
         bilevel = io.BytesIO()
         Image.fromarray(noise).convert("1").save(bilevel, "PNG")
         out += [palette.getvalue(), cmyk.getvalue(), bilevel.getvalue()]
+    # sides already at the target (64, 256: no resize, no padding), an opaque RGBA, a 16-bit RGBA
+    flat = np.full((64, 256, 3), 90, np.uint8)
+    opaque = np.dstack([rng.integers(0, 256, (100, 64, 3), dtype=np.uint8), np.full((100, 64), 255, np.uint8)])
+    deep = (rng.integers(0, 65536, (30, 50, 4), dtype=np.uint32)).astype(np.uint16)
+    deep_png = cv2.imencode(".png", deep)[1].tobytes()
+    out += [encoded(flat, "PNG"), encoded(flat[:, :64], "JPEG"), encoded(np.full((256, 256, 3), 7, np.uint8), "PNG"),
+            encoded(opaque, "PNG"), deep_png]
     return out + [b"", b"not an image", out[0][: len(out[0]) // 2]]
 
 
@@ -50,8 +59,9 @@ def same_or_same_failure(theirs: tuple, ours: resize.Resized) -> bool:
     mine = (ours.data, ours.width, ours.height, ours.original_width, ours.original_height, ours.error)
     if theirs == mine:
         return True
-    # OpenCV refusing to encode (a JPEG side over 65,535): img2dataset reports the AttributeError
-    # of its own .tobytes() on the failure tuple; we say what failed. Both store nothing.
+    # OpenCV refusing to encode (a JPEG side over 65,535, a WebP side over 16,383): img2dataset
+    # reports the AttributeError of its own .tobytes() on the failure tuple; we say what failed.
+    # Both store nothing.
     return theirs[0] is None and ours.error_kind == "resize" and "tobytes" in theirs[5]
 
 

@@ -20,6 +20,8 @@ download worker). What it does is a few OpenCV calls, written out below in its o
    center_crop then cuts the centre square (the odd pixel's slack at the bottom / right);
    border pads to the square with white (the odd pixel at the bottom / right);
 5. encode with cv2.imencode at the format's quality (JPEG / WebP) or compression level (PNG).
+One addition: an image whose scaled form cannot be stored is refused before the resize
+allocates it (Resizer._too_large: a 1-pixel-wide line scaled by its shorter side).
 
 Failures are returned with their kind (IMAGE_ERROR_KINDS of images.py) beside img2dataset's
 words for them.
@@ -35,6 +37,7 @@ MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 ENCODE_FLAGS = {"jpg": cv2.IMWRITE_JPEG_QUALITY, "png": cv2.IMWRITE_PNG_COMPRESSION, "webp": cv2.IMWRITE_WEBP_QUALITY}
 SHRINK, ENLARGE = cv2.INTER_AREA, cv2.INTER_LANCZOS4   # img2dataset's defaults: "area", "lanczos"
 WHITE = [255, 255, 255]
+ENCODER_SIDE_LIMIT = {"jpg": 65_500, "webp": 16_383}   # libjpeg's JPEG_MAX_DIMENSION, libwebp's largest side
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ class Resizer:
             side = min(original_height, original_width) if by_shorter else max(original_height, original_width)
             shrink = side > size
             if shrink or not self.resize_only_if_bigger:
+                refused = self._too_large(_scaled_size(original_height, original_width, size / side))
+                if refused is not None:
+                    return refused
                 image = _scaled(image, size / side, SHRINK if shrink else ENLARGE)
                 if self.resize_mode == "center_crop":
                     image = _centre_square(image, size)
@@ -114,6 +120,25 @@ class Resizer:
         if not ok:
             return _failed("resize", f"OpenCV could not encode a {width}x{height} image as {self.extension[1:]}")
         return Resized(encoded.tobytes(), width, height, original_width, original_height)
+
+    def _too_large(self, scaled: tuple[int, int]) -> Resized | None:
+        """A failure when the image scaled to `scaled` (height, width) cannot be stored, found
+        before the resize allocates it. keep_ratio and center_crop scale the SHORTER side to
+        image_size, so a 1 x 40,000 line (within the pixel cap) would become 256 x 10,240,000:
+        7.8 GB and seconds of Lanczos, which img2dataset spends before its encode fails (JPEG and
+        WebP) or it stores the giant (PNG; center_crop keeps a square of it). Refused here:
+        past the encoder's side limit (the outcome img2dataset reaches, no image), or with more
+        pixels than the cap on the original (--max-pixels: a per-thread memory bound)."""
+        height, width = scaled
+        final = (self.image_size, self.image_size) if self.resize_mode in ("center_crop", "border") else scaled
+        limit = ENCODER_SIDE_LIMIT.get(self.extension[1:])
+        if height * width > self.max_image_area:
+            return _failed("too-many-pixels", f"scaled to {width}x{height} it would have more than "
+                           f"{self.max_image_area:,} pixels")
+        if limit is not None and max(final) > limit:
+            return _failed("resize", f"scaled to {final[1]}x{final[0]} it is over {self.extension[1:]}'s "
+                           f"limit of {limit:,} pixels a side")
+        return None
 
 
 def _matte(alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -137,11 +162,16 @@ def matted_on_white(image: np.ndarray) -> np.ndarray:
     return _MATTE_8BIT.take((alpha.astype(np.uint16) << 8) | image[..., :3])
 
 
+def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(height, width) times `scale`, rounded (at least 1 pixel), as albumentations' max-size
+    transforms compute them."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def _scaled(image: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
-    """Both sides times `scale`, rounded (at least 1 pixel), as albumentations' max-size
-    transforms compute them; the image itself when that is its size."""
+    """The image with both sides times `scale` (_scaled_size); the image itself when that is its size."""
     height, width = image.shape[:2]
-    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    new_height, new_width = _scaled_size(height, width, scale)
     if (new_height, new_width) == (height, width):
         return image
     return cv2.resize(image, (new_width, new_height), interpolation=interpolation)

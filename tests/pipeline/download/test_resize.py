@@ -59,7 +59,7 @@ def same_or_same_failure(theirs: tuple, ours: resize.Resized) -> bool:
     mine = (ours.data, ours.width, ours.height, ours.original_width, ours.original_height, ours.error)
     if theirs == mine:
         return True
-    # OpenCV refusing to encode (a JPEG side over 65,535, a WebP side over 16,383): img2dataset
+    # OpenCV refusing to encode (a JPEG side over 65,500, a WebP side over 16,383): img2dataset
     # reports the AttributeError of its own .tobytes() on the failure tuple; we say what failed.
     # Both store nothing.
     return theirs[0] is None and ours.error_kind == "resize" and "tobytes" in theirs[5]
@@ -111,6 +111,25 @@ def test_each_failure_has_its_kind_and_img2dataset_s_words():
     # a 1 x 300 line scaled by its shorter side is 256 x 76,800: JPEG cannot hold it
     line = one(encoded(np.zeros((300, 1, 3), np.uint8), "PNG"), resize_mode="keep_ratio")
     assert line.data is None and line.error_kind == "resize" and "76800" in line.error
+
+
+def test_a_line_scaled_by_its_shorter_side_is_refused_before_it_is_allocated():
+    # 1 x 40,000 (within the pixel cap) would become 256 x 10,240,000 in keep_ratio and center_crop:
+    # 7.8 GB before the resize; refused from the arithmetic instead, with what it would have been
+    line = encoded(np.zeros((40_000, 1, 3), np.uint8), "PNG")
+    for mode, fmt in (("keep_ratio", "jpg"), ("keep_ratio", "png"), ("center_crop", "jpg")):
+        refused = resize.Resizer(256, mode, False, fmt, 6 if fmt == "png" else 95, 0, 50_000_000)(line)
+        assert (refused.data, refused.error_kind) == (None, "too-many-pixels"), (mode, fmt)
+        assert "256x10240000" in refused.error
+    # the modes that scale the longer side store it
+    assert resize.Resizer(256, "border", False, "jpg", 95, 0, 50_000_000)(line).height == 256
+    # past the encoder's side limit, where img2dataset's encode fails: refused as a resize failure
+    for fmt, height, side in (("jpg", 256, 65_500), ("webp", 64, 16_383)):   # 256 x 65,536; 256 x 16,384
+        over = resize.Resizer(256, "keep_ratio", False, fmt, 95, 0, 50_000_000)(
+            encoded(np.zeros((height, 1, 3), np.uint8), "PNG"))
+        assert over.error_kind == "resize" and f"{side:,}" in over.error, (fmt, over.error)
+    fits = resize.Resizer(256, "keep_ratio", False, "webp", 95, 0, 50_000_000)(encoded(np.zeros((16_383, 256, 3), np.uint8), "PNG"))
+    assert (fits.width, fits.height) == (256, 16_383)
 
 
 def test_store_image_reports_the_resizer_s_kind():

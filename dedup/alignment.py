@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from clipdata.dedup.hashing import BAR_TOLERANCE, content_boxes, to_rgb
-from clipdata.pipeline.foundation.signature import picture_box
+from clipdata.pipeline.foundation.signature import picture_box, scaled_size
 
 COARSE = 64           # side of the training content in the coarse search, px
 FINE = 256            # at most this side in the comparison, px
@@ -231,8 +231,8 @@ def placements(test: np.ndarray, train: np.ndarray, pyramid: dict | None = None,
     h, w = train.shape[:2]
     th, tw = test.shape[:2]
     s = min(w / tw, h / th)
-    cw, ch = max(1, round(tw * s)), max(1, round(th * s))  # albumentations' LongestMaxSize, then
-    for mirror in mirrors:                                # PadIfNeeded's centring
+    ch, cw = scaled_size(th, tw, s)   # albumentations' LongestMaxSize, then PadIfNeeded's centring
+    for mirror in mirrors:
         chosen.append(Placement((0, 0, w, h), mirror, s, (w - cw) // 2, (h - ch) // 2, 0.0, "frame",
                                 (cw / tw, ch / th)))
     return chosen

@@ -13,8 +13,8 @@ download worker). What it does is a few OpenCV calls, written out below in its o
 3. its checks, in its order and with its messages: the shorter side against --min-image-size,
    the area against the pixel cap, the aspect ratio;
 4. the resize: keep_ratio / center_crop scale the SHORTER side to image_size, border /
-   keep_ratio_largest the LONGER (albumentations' SmallestMaxSize / LongestMaxSize: scale =
-   size / side, each side round(side * scale), at least 1; Python's round, halves to even);
+   keep_ratio_largest the LONGER (signature.scaled_size, albumentations' SmallestMaxSize /
+   LongestMaxSize: scale = size / side, each side rounded, at least 1; Python's round);
    INTER_AREA when shrinking, INTER_LANCZOS4 when enlarging; with --resize-only-if-bigger a
    picture already small enough is left as it is (and not cropped or padded either);
    center_crop then cuts the centre square (the odd pixel's slack at the bottom / right);
@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from clipdata.pipeline.foundation.signature import scaled_size
 
 MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 ENCODE_FLAGS = {"jpg": cv2.IMWRITE_JPEG_QUALITY, "png": cv2.IMWRITE_PNG_COMPRESSION, "webp": cv2.IMWRITE_WEBP_QUALITY}
@@ -102,15 +104,16 @@ class Resizer:
             return _failed("aspect-ratio", "aspect ratio too large")
 
         size = self.image_size
-        if self.resize_mode in ("keep_ratio", "center_crop", "border", "keep_ratio_largest"):
+        if self.resize_mode != "no":
             by_shorter = self.resize_mode in ("keep_ratio", "center_crop")
             side = min(original_height, original_width) if by_shorter else max(original_height, original_width)
             shrink = side > size
             if shrink or not self.resize_only_if_bigger:
-                refused = self._too_large(_scaled_size(original_height, original_width, size / side))
+                scaled = scaled_size(original_height, original_width, size / side)
+                refused = self._too_large(scaled)
                 if refused is not None:
                     return refused
-                image = _scaled(image, size / side, SHRINK if shrink else ENLARGE)
+                image = _resized(image, scaled, SHRINK if shrink else ENLARGE)
                 if self.resize_mode == "center_crop":
                     image = _centre_square(image, size)
                 elif self.resize_mode == "border":
@@ -162,19 +165,12 @@ def matted_on_white(image: np.ndarray) -> np.ndarray:
     return _MATTE_8BIT.take((alpha.astype(np.uint16) << 8) | image[..., :3])
 
 
-def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(height, width) times `scale`, rounded (at least 1 pixel), as albumentations' max-size
-    transforms compute them."""
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def _scaled(image: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
-    """The image with both sides times `scale` (_scaled_size); the image itself when that is its size."""
-    height, width = image.shape[:2]
-    new_height, new_width = _scaled_size(height, width, scale)
-    if (new_height, new_width) == (height, width):
+def _resized(image: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    """The image at `size` (height, width); the image itself when that is its size (as
+    albumentations leaves it)."""
+    if size == image.shape[:2]:
         return image
-    return cv2.resize(image, (new_width, new_height), interpolation=interpolation)
+    return cv2.resize(image, size[::-1], interpolation=interpolation)
 
 
 def _centre_square(image: np.ndarray, size: int) -> np.ndarray:

@@ -64,6 +64,12 @@ def pad_to_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:
     return canvas
 
 
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(height, width) times `scale` as the downloader's resize rounds them (albumentations'
+    SmallestMaxSize / LongestMaxSize, which img2dataset uses): each side rounded, at least 1 px."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def picture_box(side: int, original_size) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1): where the picture lies in a `side` x `side` copy (the stored image or
     its thumbnail) of an image the downloader padded to a square, from the original's size as
@@ -77,8 +83,7 @@ def picture_box(side: int, original_size) -> tuple[int, int, int, int] | None:
         return None
     if ow <= 0 or oh <= 0 or ow == oh or side < 2:
         return None
-    s = side / max(ow, oh)
-    cw, ch = min(side, max(1, round(ow * s))), min(side, max(1, round(oh * s)))
+    ch, cw = (min(side, n) for n in scaled_size(oh, ow, side / max(ow, oh)))
     x0, y0 = (side - cw) // 2, (side - ch) // 2
     return (x0, y0, x0 + cw, y0 + ch)
 
